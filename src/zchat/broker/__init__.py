@@ -1,0 +1,1 @@
+"""The broker: rules (pure) in rules.py, the socket loop in server.py."""

@@ -1,0 +1,1 @@
+"""The client: rules (pure) in core.py, sync and asyncio adapters, the terminal UI."""

@@ -1,0 +1,176 @@
+"""The asyncio client: ``async with AsyncClient(name="bot") as chat: ...``.
+
+The same ClientCore as the blocking Client; only the waiting is done with asyncio.
+A background task keeps the session alive (pings, rejoin, acknowledgements) whether
+or not the program is reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+
+import zmq
+import zmq.asyncio
+
+from zchat.client.core import ClientCore, State
+from zchat.client.message import Message
+from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
+from zchat.errors import BrokerUnreachable, ClientClosed, NotDelivered
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        name: str,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        rooms: Iterable[str] = ("general",),
+        *,
+        context: zmq.asyncio.Context | None = None,
+    ) -> None:
+        self.core = ClientCore(name, rooms)
+        self.endpoints = Endpoints(host, port)
+        self._ctx = context or zmq.asyncio.Context.instance()
+        self._push = self._ctx.socket(zmq.PUSH)
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._changed = asyncio.Event()  # set when events arrive or the state moves
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.core.name
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        return self.core.rooms
+
+    async def join(self, timeout: float = 5.0) -> None:
+        """Connect and join; returns once the broker has welcomed this client."""
+        if self.core.state is not State.NEW:
+            raise ClientClosed("join() may be called once per AsyncClient")
+        connect(self._push, self._sub, self.endpoints, self.core)
+        self.core.start(time.monotonic(), timeout)
+        self._pump = asyncio.get_running_loop().create_task(self._run())
+        while self.core.joining:
+            await self._wait_change()
+        if self.core.failure is not None:
+            failure = self.core.failure
+            await self._stop_pump()
+            self._close_sockets()
+            if isinstance(failure, BrokerUnreachable):
+                raise BrokerUnreachable(
+                    f"no answer from the broker at {self.endpoints.describe()} within "
+                    f"{timeout:g} s: is `zchat broker` running there?"
+                )
+            raise failure
+
+    async def close(self, reason: str = "") -> None:
+        if self._push.closed:
+            return
+        await self._stop_pump()
+        frames = self.core.leave(reason)
+        if frames is not None:
+            with contextlib.suppress(zmq.Again):
+                await self._push.send_multipart(frames, zmq.NOBLOCK)
+        self._close_sockets()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.join()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def send(self, text: str, room: str | None = None) -> str:
+        """Hand one line to the broker (never blocks); see Client.send."""
+        if self._push.closed:
+            raise ClientClosed("this client is closed")
+        id_, frames = self.core.say(text, room, time.monotonic())
+        try:
+            await self._push.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.core.forget(id_)
+            raise NotDelivered("not sent: the broker is unreachable, reconnecting…") from None
+        return id_
+
+    async def receive(self, timeout: float | None = None) -> Message | None:
+        if self._push.closed:
+            raise ClientClosed("this client is closed")
+        try:
+            async with asyncio.timeout(timeout):
+                while not self.core.events:
+                    await self._wait_change()
+        except TimeoutError:
+            return None
+        return self.core.events.popleft()
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        while not self._push.closed:
+            msg = await self.receive()
+            if msg is not None:
+                yield msg
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every sent line is acknowledged or reported; True if all were."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.core.unacknowledged:
+                    await self._wait_change()
+        return not self.core.unacknowledged
+
+    # --- the pump -----------------------------------------------------------------------
+
+    async def _wait_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def _run(self) -> None:
+        poller = zmq.asyncio.Poller()
+        poller.register(self._sub, zmq.POLLIN)
+        while True:
+            now = time.monotonic()
+            if now >= self.core.deadline():
+                self.core.tick(now)
+            if self.core.has_outbox:
+                poller.register(self._push, zmq.POLLOUT)
+            elif self._push in poller:
+                poller.unregister(self._push)
+            timeout = max(0, int((self.core.deadline() - now) * 1000))
+            ready = dict(await poller.poll(timeout))
+            if self._push in ready:
+                for frames in self.core.take_outbox():
+                    try:
+                        await self._push.send_multipart(frames, zmq.NOBLOCK)
+                    except zmq.Again:
+                        break  # control frames are sent again by the core's timers
+            if self._sub in ready:
+                while True:
+                    try:
+                        frames = await self._sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.core.on_publish(frames, time.monotonic())
+            if time.monotonic() >= self.core.deadline():
+                self.core.tick(time.monotonic())
+            if self.core.events or self.core.state is not State.JOINING:
+                self._changed.set()
+
+    async def _stop_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
+
+    def _close_sockets(self) -> None:
+        self._push.close()
+        self._sub.close()

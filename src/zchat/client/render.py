@@ -1,0 +1,36 @@
+"""How a Message looks as one line of text, for people and for scripts."""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+from zchat.client.message import Message
+from zchat.protocol import clean_text
+
+TimeFormat: TypeAlias = Literal["time", "full", "none"]
+TIME_FORMATS: dict[str, str | None] = {
+    "time": "%H:%M:%S",
+    "full": "%Y-%m-%d %H:%M:%S",
+    "none": None,
+}
+
+
+def render(msg: Message, time_format: str = "time", current_room: str | None = None) -> str:
+    """``[14:30:15] Alice: Halo semua!`` and friends, in local time."""
+    pattern = TIME_FORMATS[time_format]
+    stamp = f"[{msg.ts.astimezone().strftime(pattern)}] " if pattern else ""
+    where = f"#{msg.room} " if msg.room and current_room and msg.room != current_room else ""
+    text = clean_text(msg.text)
+    match msg.kind:
+        case "message":
+            return f"{stamp}{where}{msg.sender}: {text}"
+        case "action":
+            return f"{stamp}{where}* {msg.sender} {text}"
+        case "join":
+            return f"{stamp}{where}{msg.sender} joined"
+        case "leave":
+            return (
+                f"{stamp}{where}{msg.sender} left ({text})" if text else f"{stamp}{msg.sender} left"
+            )
+        case _:
+            return f"{stamp}*** {text}"

@@ -1,0 +1,172 @@
+"""The blocking client: ``with Client(name="bot") as chat: for msg in chat: ...``.
+
+All rules live in ClientCore; this adapter only polls the two sockets. It does its
+work (pings, rejoin, acknowledgements) while the program is inside ``receive``,
+``send`` or iteration, so a bot should keep calling ``receive``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+
+import zmq
+
+from zchat.client.core import ClientCore, State
+from zchat.client.message import Message
+from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
+from zchat.errors import BrokerUnreachable, ClientClosed, NotDelivered
+
+
+class Client:
+    def __init__(
+        self,
+        name: str,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        rooms: Iterable[str] = ("general",),
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        self.core = ClientCore(name, rooms)
+        self.endpoints = Endpoints(host, port)
+        self._ctx = context or zmq.Context.instance()
+        self._push: zmq.Socket[bytes] = self._ctx.socket(zmq.PUSH)
+        self._sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sub, zmq.POLLIN)
+
+    @property
+    def name(self) -> str:
+        return self.core.name
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        return self.core.rooms
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Connect and join; returns once the broker has welcomed this client.
+
+        Raises JoinRefused (name taken or invalid) or BrokerUnreachable."""
+        if self.core.state is not State.NEW:
+            raise ClientClosed("join() may be called once per Client")
+        connect(self._push, self._sub, self.endpoints, self.core)
+        self.core.start(time.monotonic(), timeout)
+        while self.core.joining:
+            self._step(self.core.deadline())
+        if self.core.failure is not None:
+            failure = self.core.failure
+            self._close_sockets()
+            if isinstance(failure, BrokerUnreachable):
+                raise BrokerUnreachable(
+                    f"no answer from the broker at {self.endpoints.describe()} within "
+                    f"{timeout:g} s: is `zchat broker` running there?"
+                )
+            raise failure
+
+    def close(self, reason: str = "") -> None:
+        """Leave (with an optional reason) and close the sockets. Idempotent."""
+        if self._push.closed:
+            return
+        frames = self.core.leave(reason)
+        if frames is not None:
+            # if the broker is away, it will see the connection drop instead
+            with contextlib.suppress(zmq.Again):
+                self._push.send_multipart(frames, zmq.NOBLOCK)
+        self._close_sockets()
+
+    def __enter__(self) -> Client:
+        self.join()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- talking ------------------------------------------------------------------------
+
+    def send(self, text: str, room: str | None = None) -> str:
+        """Hand one line to the broker; returns its id. Raises InvalidInput (empty,
+        too long) or NotDelivered (broker away). A line the broker never echoes is
+        reported later as a system Message."""
+        self._check_open()
+        self._step(time.monotonic())  # notice a broker restart before sending
+        id_, frames = self.core.say(text, room, time.monotonic())
+        try:
+            self._push.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.core.forget(id_)
+            raise NotDelivered("not sent: the broker is unreachable, reconnecting…") from None
+        return id_
+
+    def receive(self, timeout: float | None = None) -> Message | None:
+        """The next Message, or None after ``timeout`` seconds (None: wait for ever)."""
+        self._check_open()
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.core.events:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                return None
+            self._step(self.core.deadline() if end is None else min(end, self.core.deadline()))
+        return self.core.events.popleft()
+
+    def __iter__(self) -> Iterator[Message]:
+        while not self._push.closed:
+            msg = self.receive()
+            if msg is not None:
+                yield msg
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every sent line is acknowledged or reported; True if all were."""
+        end = time.monotonic() + timeout
+        while self.core.unacknowledged and time.monotonic() < end:
+            self._step(min(end, self.core.deadline()))
+        return not self.core.unacknowledged
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def _step(self, until: float) -> None:
+        """Wait for traffic until ``until`` (monotonic), and handle what came."""
+        now = time.monotonic()
+        if now >= self.core.deadline():
+            self.core.tick(now)
+        if self.core.has_outbox:
+            self._poller.register(self._push, zmq.POLLOUT)
+        elif self._push in self._poller:
+            self._poller.unregister(self._push)
+        ready = dict(self._poller.poll(max(0, int((until - now) * 1000))))
+        if self._push in ready:
+            for frames in self.core.take_outbox():
+                try:
+                    self._push.send_multipart(frames, zmq.NOBLOCK)
+                except zmq.Again:
+                    break  # control frames (join, ping) are sent again by the core's timers
+        if self._sub in ready:
+            self._drain()
+        now = time.monotonic()
+        if now >= self.core.deadline():
+            self.core.tick(now)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                frames = self._sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.core.on_publish(frames, time.monotonic())
+
+    def _check_open(self) -> None:
+        if self._push.closed:
+            raise ClientClosed("this client is closed")
+
+    def _close_sockets(self) -> None:
+        self._push.close()
+        self._sub.close()

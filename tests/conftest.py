@@ -1,0 +1,79 @@
+"""Fixtures: a real broker on OS-chosen loopback ports, clients that always close."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import zmq
+
+from support import Proc, start_broker
+from zchat import Client
+from zchat.broker.server import Broker, BrokerConfig
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+class RunningBroker:
+    """A Broker serving in a thread of the test process."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], port: int = 0) -> None:
+        self.broker = Broker(BrokerConfig(port=port, linger=0.2), context=ctx)
+        self.port = self.broker.port
+        self.thread = threading.Thread(target=self.broker.run, name="broker", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.broker.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "broker did not stop"
+
+
+@pytest.fixture
+def broker(ctx: zmq.Context[zmq.Socket[bytes]]) -> Iterator[RunningBroker]:
+    running = RunningBroker(ctx)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_client(
+    broker: RunningBroker, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> Iterator[Callable[..., Client]]:
+    """make_client("Alice") -> a joined Client; all are closed after the test."""
+    made: list[Client] = []
+
+    def make(name: str, join: bool = True, **kwargs: object) -> Client:
+        kwargs.setdefault("port", broker.port)
+        client = Client(name, context=ctx, **kwargs)  # type: ignore[arg-type]
+        made.append(client)
+        if join:
+            client.join()
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Child processes to kill and reap after the test."""
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def broker_proc(procs: list[Proc]) -> tuple[Proc, int]:
+    """`zchat broker` as a child process, listening; (process, port)."""
+    proc, port = start_broker()
+    procs.append(proc)
+    return proc, port
