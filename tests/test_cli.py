@@ -1,0 +1,220 @@
+"""The `zchat` command as a person or a script runs it: real child processes."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import click
+import pytest
+
+from conftest import RunningBroker
+from support import Proc, child_env, expect_message, start_broker, zchat_command
+from zchat import Client
+from zchat.cli import main
+
+MakeClient = Callable[..., Client]
+TIME_LINE = r"^\[\d\d:\d\d:\d\d\] "
+FULL_LINE = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "
+
+
+def run(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        zchat_command(*args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=child_env(**env),
+        timeout=30,
+        check=False,
+    )
+
+
+def join(port: int, name: str, *args: str) -> Proc:
+    return Proc(zchat_command("join", "--name", name, "--port", str(port), *args))
+
+
+def test_two_people_chat_through_the_real_commands(
+    broker_proc: tuple[Proc, int], procs: list[Proc]
+) -> None:
+    broker, port = broker_proc
+    alice = join(port, "Alice")
+    procs.append(alice)
+    alice.expect(TIME_LINE + r"Alice joined$")
+    bob = join(port, "Bob")
+    procs.append(bob)
+    bob.expect(TIME_LINE + r"\*\*\* in #general: Alice$")
+    alice.expect(TIME_LINE + r"Bob joined$")
+    alice.send_line("Halo semua!")
+    line = bob.expect(TIME_LINE + r"Alice: Halo semua!$").string
+    stamp = datetime.strptime(line[1:9], "%H:%M:%S").time()  # TZ=UTC in the children
+    now = datetime.now(UTC)
+    seconds = lambda t: t.hour * 3600 + t.minute * 60 + t.second  # noqa: E731
+    assert (seconds(now) - seconds(stamp)) % 86400 < 60
+    bob.send_line("Hai Alice!")
+    alice.expect(TIME_LINE + r"Bob: Hai Alice!$")
+    broker.expect(r"INFO Alice joined from 127\.0\.0\.1$", stream="stderr")
+    broker.expect(r"INFO Bob joined from 127\.0\.0\.1$", stream="stderr")
+
+    bob.close_stdin()  # end of input: leave cleanly
+    assert bob.wait() == 0
+    alice.expect(TIME_LINE + r"Bob left \(quit\)$")
+    broker.expect(r"INFO Bob left \(quit\)$", stream="stderr")
+    bob.collect()
+    assert not any("\x1b" in line for line in bob.lines["stdout"])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "pattern"),
+    [
+        ("full", FULL_LINE + "Alice: hi$"),
+        ("none", "^Alice: hi$"),
+        ("time", TIME_LINE + "Alice: hi$"),
+    ],
+)
+def test_time_formats(broker: RunningBroker, fmt: str, pattern: str) -> None:
+    result = run(
+        "join", "--name", "Alice", "--port", str(broker.port), "--time-format", fmt, stdin="hi\n"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(re.fullmatch(pattern, line) for line in lines), lines
+
+
+def test_full_format_is_the_local_date_and_time(broker: RunningBroker) -> None:
+    result = run(
+        "join", "--name", "Alice", "--port", str(broker.port), "--time-format", "full",
+        stdin="hi\n", TZ="Asia/Jakarta",
+    )  # fmt: skip
+    [line] = [line for line in result.stdout.splitlines() if line.endswith("Alice: hi")]
+    stamp = datetime.strptime(line[1:20], "%Y-%m-%d %H:%M:%S")
+    utc = datetime.now(UTC).replace(tzinfo=None)
+    assert abs((stamp - utc).total_seconds() - 7 * 3600) < 60  # WIB is UTC+7
+
+
+def test_taken_name_exits_1_with_one_clear_line(
+    broker: RunningBroker, make_client: MakeClient
+) -> None:
+    make_client("Alice")
+    result = run("join", "--name", "alice", "--port", str(broker.port), stdin="hello\n")
+    assert result.returncode == 1
+    assert result.stderr == "zchat: name 'alice' is taken\n"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "bad name",
+            "zchat: name 'bad name' is not allowed: use only letters, digits, '_', '-' and '.'",
+        ),
+        ("x" * 33, "zchat: name is 33 characters long, the limit is 32"),
+    ],
+)
+def test_invalid_name_exits_1(name: str, message: str) -> None:
+    result = run("join", "--name", name, "--port", "5999")
+    assert (result.returncode, result.stderr.strip()) == (1, message)
+
+
+def test_missing_name_without_a_terminal_says_what_to_do() -> None:
+    result = run("join", "--port", "5999")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "zchat: no name given: use --name NAME or set ZCHAT_NAME"
+
+
+def test_environment_variables_configure_join(broker: RunningBroker) -> None:
+    result = run("join", stdin="from env\n", ZCHAT_NAME="Envy", ZCHAT_PORT=str(broker.port))
+    assert result.returncode == 0, result.stderr
+    assert re.search(TIME_LINE + "Envy: from env$", result.stdout, re.M)
+
+
+def test_broker_not_running_is_reported(broker: RunningBroker) -> None:
+    free_port = broker.port  # stop our broker: nothing listens there any more
+    broker.stop()
+    result = run("join", "--name", "Alice", "--port", str(free_port), "--connect-timeout", "0.5")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"zchat: no answer from the broker at 127.0.0.1:{free_port} within 0.5 s: "
+        "is `zchat broker` running there?\n"
+    )
+
+
+def test_port_in_use_exits_2_without_traceback(broker_proc: tuple[Proc, int]) -> None:
+    _, port = broker_proc
+    result = run("broker", "--port", str(port))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"zchat: port {port} on 127.0.0.1 is already in use (another zchat broker?): stop it, "
+        "or pick free ports with --port N (uses N and N+1)"
+    ]
+
+
+def test_broker_logs_both_endpoints_and_uses_env_port(procs: list[Proc]) -> None:
+    first, port = start_broker()
+    procs.append(first)
+    first.signal(signal.SIGINT)
+    assert first.wait() == 0
+    second = Proc(zchat_command("broker"), stdin=subprocess.DEVNULL, ZCHAT_PORT=str(port))
+    procs.append(second)
+    second.expect(
+        rf"listening: in tcp://127\.0\.0\.1:{port} .*out tcp://127\.0\.0\.1:{port + 1} ",
+        stream="stderr",
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_broker_stops_cleanly_and_says_so(broker_proc: tuple[Proc, int], sig: int) -> None:
+    broker, port = broker_proc
+    with Client("Alice", port=port) as alice:
+        broker.signal(sig)
+        notice = expect_message(alice, lambda m: m.kind == "system" and "shut down" in m.text)
+        assert notice.text.startswith("broker shut down (broker shutting down)")
+    assert broker.wait() == 0
+    broker.collect()
+    assert "Traceback" not in "\n".join(broker.lines["stderr"])
+    assert broker.lines["stderr"][-1].endswith("INFO broker stopped")
+
+
+def test_quit_command_with_reason(broker: RunningBroker, make_client: MakeClient) -> None:
+    bob = make_client("Bob")
+    result = run(
+        "join", "--name", "Alice", "--port", str(broker.port), stdin="/quit see you\nnot sent\n"
+    )
+    assert result.returncode == 0, result.stderr
+    left = expect_message(bob, lambda m: m.kind == "leave" and m.sender == "Alice")
+    assert left.text == "quit: see you"
+    assert "not sent" not in result.stdout
+
+
+def test_unknown_command_and_help(broker: RunningBroker) -> None:
+    result = run("join", "--name", "Alice", "--port", str(broker.port), stdin="/help\n/foo bar\n")
+    assert "  /quit [reason]   leave the chat (Ctrl-D or Ctrl-C also leave)" in result.stdout
+    assert "*** unknown command /foo, try /help" in result.stdout
+
+
+def test_too_long_line_is_refused_with_the_limit(broker: RunningBroker) -> None:
+    result = run("join", "--name", "Alice", "--port", str(broker.port), stdin="x" * 5000 + "\nok\n")
+    assert "*** not sent: message is 5000 bytes long, the limit is 4096" in result.stdout
+    assert re.search(TIME_LINE + "Alice: ok$", result.stdout, re.M)
+
+
+def test_every_command_and_option_has_help_text() -> None:
+    group = main
+    assert group.help
+    assert isinstance(group, click.Group)
+    for name, command in group.commands.items():
+        assert command.help, f"zchat {name} has no help"
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"zchat {name} {param.opts} has no help"
+
+
+def test_module_entry_point_and_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"zchat \d+\.\d+\.\d+\n", result.stdout)
