@@ -1,0 +1,162 @@
+"""The client's rules, driven with frames and a hand-moved clock: no sockets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from zchat import protocol as p
+from zchat.client.core import ACK_SECONDS, AWAY_SECONDS, JOIN_RETRY_SECONDS, ClientCore
+from zchat.errors import BrokerUnreachable, JoinRefused, NotDelivered
+
+TS = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
+
+
+def sent(core: ClientCore) -> list[p.ClientMessage]:
+    return [p.decode_client(frames) for frames in core.take_outbox()]
+
+
+def texts(core: ClientCore) -> list[str]:
+    out = [m.text for m in core.events if m.kind == "system"]
+    core.events.clear()
+    return out
+
+
+def welcome(core: ClientCore, epoch: str = "e1") -> list[bytes]:
+    states = {room: p.RoomState(0, (core.name,)) for room in core.rooms}
+    return p.encode_server(p.inbox_topic(core.inbox), p.Welcome(core.name, epoch, states))
+
+
+def beat(epoch: str = "e1") -> list[bytes]:
+    return p.encode_server(p.SYS_TOPIC, p.Heartbeat(epoch, TS))
+
+
+@pytest.fixture
+def core() -> ClientCore:
+    client = ClientCore("Alice", ["general", "#Dev"], clock=lambda: TS)
+    client.start(0.0, timeout=5.0)
+    client.on_publish(welcome(client), 0.1)
+    client.take_outbox()
+    client.events.clear()
+    return client
+
+
+def test_inbox_is_subscribed_last() -> None:
+    client = ClientCore("Alice", ["general", "dev"])
+    topics = client.subscriptions()
+    assert topics[-1] == p.inbox_topic(client.inbox)
+    assert set(topics[:-1]) == {b"room/general/", b"room/dev/", p.SYS_TOPIC}
+
+
+def test_join_is_sent_again_until_answered_then_gives_up() -> None:
+    client = ClientCore("Alice")
+    client.start(0.0, timeout=2.5)
+    assert [type(m) for m in sent(client)] == [p.Join]
+    client.tick(JOIN_RETRY_SECONDS)
+    assert [type(m) for m in sent(client)] == [p.Join]
+    client.tick(2.6)
+    assert isinstance(client.failure, BrokerUnreachable)
+
+
+def test_refusal_of_the_first_join_is_the_failure() -> None:
+    client = ClientCore("Alice")
+    client.start(0.0, timeout=5)
+    refusal = p.Refused("name-taken", "name 'alice' is taken")
+    client.on_publish(p.encode_server(p.inbox_topic(client.inbox), refusal), 0.1)
+    assert isinstance(client.failure, JoinRefused)
+    assert client.failure.code == "name-taken"
+
+
+def test_a_line_is_acknowledged_by_its_echo(core: ClientCore) -> None:
+    id_, frames = core.say("hi", None, 1.0)
+    assert p.decode_client(frames) == p.Say(core.secret, "general", "hi", id_)
+    echo = p.Chat("general", 2, TS, "Alice", "hi", id_)
+    core.on_publish(p.encode_server(b"room/general/", echo), 1.1)
+    assert core.unacknowledged == 0
+    core.on_publish(beat(), 1.0 + ACK_SECONDS - 0.1)
+    core.tick(1.0 + ACK_SECONDS)
+    assert texts(core) == []
+
+
+def test_a_line_never_echoed_is_reported(core: ClientCore) -> None:
+    core.say("lost words", "dev", 1.0)
+    core.on_publish(beat(), 1.0 + ACK_SECONDS - 0.1)
+    core.tick(1.0 + ACK_SECONDS)
+    assert texts(core) == ["not delivered (no answer from the broker): lost words"]
+    assert core.unacknowledged == 0
+
+
+def test_silence_is_reported_once_and_the_return_too(core: ClientCore) -> None:
+    core.tick(0.1 + AWAY_SECONDS)
+    core.tick(0.2 + AWAY_SECONDS)
+    assert texts(core) == ["broker unreachable, reconnecting…"]
+    with pytest.raises(NotDelivered, match="broker is unreachable"):
+        core.say("hello?", None, 5.0)
+    core.on_publish(beat(), 6.0)
+    assert texts(core) == ["broker reachable again"]
+    core.say("hello!", None, 6.1)
+
+
+def test_a_new_epoch_means_join_again_with_the_same_name(core: ClientCore) -> None:
+    core.say("in flight", None, 1.0)
+    core.on_publish(beat("e2"), 1.5)
+    assert texts(core) == [
+        "the broker restarted, joining again…",
+        "not delivered (the broker lost the session): in flight",
+    ]
+    [join] = sent(core)
+    assert join == p.Join("Alice", core.secret, core.inbox, ("general", "dev"))
+    core.on_publish(welcome(core, "e2"), 1.6)
+    assert texts(core)[-1] == "joined again as Alice"
+    assert core.joined and core.epoch == "e2"
+
+
+def test_unknown_session_answer_means_join_again(core: ClientCore) -> None:
+    error = p.Error("unknown-session", "session unknown to this broker, join again")
+    core.on_publish(p.encode_server(p.inbox_topic(core.inbox), error), 2.0)
+    assert [type(m) for m in sent(core)] == [p.Join]
+    assert core.joining
+
+
+def test_a_refused_rejoin_keeps_trying(core: ClientCore) -> None:
+    core.on_publish(beat("e2"), 1.0)
+    sent(core)
+    refusal = p.Refused("name-taken", "name 'alice' is taken")
+    core.on_publish(p.encode_server(p.inbox_topic(core.inbox), refusal), 1.1)
+    assert texts(core)[-1] == "cannot join again yet: name 'alice' is taken; retrying"
+    assert core.failure is None
+    core.tick(1.2)
+    assert sent(core) == []
+    core.tick(5.0)
+    assert [type(m) for m in sent(core)] == [p.Join]
+
+
+def test_pings_go_out_every_second_while_joined(core: ClientCore) -> None:
+    core.on_publish(beat(), 1.0)
+    core.tick(1.2)
+    assert sent(core) == [p.Ping(core.secret, core.inbox)]
+    core.tick(1.5)
+    assert sent(core) == []
+
+
+def test_errors_about_a_line_name_the_line(core: ClientCore) -> None:
+    id_, _ = core.say("x", None, 1.0)
+    error = p.Error("bad-text", "message is empty", id_)
+    core.on_publish(p.encode_server(p.inbox_topic(core.inbox), error), 1.1)
+    assert texts(core) == ["not sent: message is empty"]
+
+
+def test_leave_only_when_joined() -> None:
+    client = ClientCore("Alice")
+    assert client.leave("bye") is None
+    client.start(0.0, 5)
+    client.on_publish(welcome(client), 0.1)
+    frames = client.leave("bye")
+    assert frames is not None and p.decode_client(frames) == p.Leave(client.secret, "bye")
+
+
+def test_garbage_from_the_broker_is_ignored(core: ClientCore) -> None:
+    core.on_publish([b"sys/", b"\xff"], 1.0)
+    core.on_publish([b"only one frame"], 1.0)
+    assert list(core.events) == []
