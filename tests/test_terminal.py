@@ -1,0 +1,265 @@
+"""End to end: `zchat join` in a real pty, its output rendered by a terminal emulator
+(pyte), and the assertions made on the screen a person would see."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pexpect
+import pyte
+import pytest
+
+from support import child_env, expect_message, zchat_command
+from zchat import Client, Message
+from zchat import protocol as p
+
+ROWS, COLS = 24, 100
+PROMPT = "#general> "
+STAMP = r"\[\d\d:\d\d:\d\d\] "
+WAIT = 10.0
+
+
+class _Screen(pyte.Screen):  # type: ignore[misc]
+    """A pyte screen that answers the terminal's queries (cursor position) to the child,
+    as a real terminal would."""
+
+    def __init__(self, reply: Callable[[str], None]) -> None:
+        super().__init__(COLS, ROWS)
+        self._reply = reply
+
+    def write_process_input(self, data: str) -> None:
+        self._reply(data)
+
+
+class Terminal:
+    """`zchat join` in a pty of ROWS x COLS, everything it writes fed to a screen."""
+
+    def __init__(self, name: str, port: int) -> None:
+        argv = zchat_command("join", "--name", name, "--port", str(port))
+        self.child = pexpect.spawn(
+            argv[0],
+            argv[1:],
+            env=child_env(TERM="xterm", LINES=str(ROWS)),
+            dimensions=(ROWS, COLS),
+            timeout=WAIT,
+        )
+        self.screen = _Screen(self._answer)
+        self.stream = pyte.ByteStream(self.screen)
+        self.eof = False
+
+    def _answer(self, data: str) -> None:
+        if not self.eof and self.child.isalive():
+            self.child.send(data.encode())
+
+    # --- what is on the screen ------------------------------------------------------------
+
+    @property
+    def lines(self) -> list[str]:
+        return [line.rstrip() for line in self.screen.display]
+
+    @property
+    def cursor_line(self) -> str:
+        return self.lines[self.screen.cursor.y]
+
+    def row_of(self, pattern: str) -> int | None:
+        """The last row whose text matches ``pattern`` (a regex search), if any."""
+        regex = re.compile(pattern)
+        rows = [y for y, line in enumerate(self.lines) if regex.search(line)]
+        return rows[-1] if rows else None
+
+    def dump(self) -> str:
+        cursor = self.screen.cursor
+        body = "\n".join(f"{y:2} |{line}" for y, line in enumerate(self.lines))
+        return f"cursor at row {cursor.y}, column {cursor.x}; eof={self.eof}\n{body}"
+
+    # --- waiting -------------------------------------------------------------------------------
+
+    def _pump(self, timeout: float) -> None:
+        """Feed whatever the child writes within ``timeout`` seconds to the screen."""
+        try:
+            data = self.child.read_nonblocking(4096, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return
+        except pexpect.EOF:
+            self.eof = True
+            return
+        self.stream.feed(data)
+
+    def wait_for(
+        self, predicate: Callable[[Terminal], bool], what: str, timeout: float = WAIT
+    ) -> None:
+        """Read output until ``predicate(self)`` holds; fail with the screen otherwise."""
+        end = time.monotonic() + timeout
+        while not predicate(self):
+            left = end - time.monotonic()
+            if left <= 0 or self.eof:
+                raise AssertionError(
+                    f"screen never showed {what} within {timeout} s:\n{self.dump()}"
+                )
+            self._pump(min(left, 0.1))
+
+    def wait_prompt(self, typed: str = "") -> None:
+        """The prompt with ``typed`` after it, on the cursor's row, cursor at its end."""
+        expected = PROMPT + typed
+
+        def ready(term: Terminal) -> bool:
+            return term.cursor_line == expected.rstrip() and term.screen.cursor.x == len(expected)
+
+        self.wait_for(ready, f"the prompt {expected!r} with the cursor at its end")
+
+    def wait_exit(self, timeout: float = WAIT) -> int:
+        """Read until the child closes the pty; its exit status."""
+        self.wait_for(lambda term: term.eof, "the end of the program", timeout)
+        status = self.child.wait()
+        self.child.close()
+        assert self.child.signalstatus is None, f"killed by signal {self.child.signalstatus}"
+        assert isinstance(status, int)
+        return status
+
+    def type(self, keys: str) -> None:
+        self.child.send(keys.encode())
+
+    def stop(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+        self.child.close(force=True)
+
+
+@pytest.fixture
+def spawn(broker: Any) -> Iterator[Callable[[str], Terminal]]:
+    """spawn("Alice") -> `zchat join` in a pty, joined, showing its prompt."""
+    started: list[Terminal] = []
+
+    def start(name: str) -> Terminal:
+        term = Terminal(name, broker.port)
+        started.append(term)
+        term.wait_prompt()
+        return term
+
+    yield start
+    for term in started:
+        term.stop()
+
+
+def is_chat(sender: str, text: str) -> Callable[[Message], bool]:
+    return lambda m: m.kind == "message" and m.sender == sender and m.text == text
+
+
+def is_leave(sender: str) -> Callable[[Message], bool]:
+    return lambda m: m.kind == "leave" and m.sender == sender
+
+
+def test_message_arriving_while_typing_keeps_the_line(
+    spawn: Callable[[str], Terminal], make_client: Callable[..., Client]
+) -> None:
+    bob = make_client("Bob")
+    alice = spawn("Alice")
+    alice.type("hel")
+    alice.wait_prompt("hel")
+
+    bob.send("Halo semua!")
+    bob_line = STAMP + re.escape("Bob: Halo semua!") + "$"
+
+    def shown_above_prompt(term: Terminal) -> bool:
+        row = term.row_of(bob_line)
+        return row is not None and row < term.screen.cursor.y
+
+    alice.wait_for(shown_above_prompt, "Bob's line above the prompt")
+    alice.wait_prompt("hel")
+    assert re.fullmatch(STAMP + "Bob: Halo semua!", alice.lines[alice.row_of(bob_line) or 0])
+    # nothing typed leaked into the lines above the prompt
+    above = alice.lines[: alice.screen.cursor.y]
+    assert not any("hel" in line for line in above), alice.dump()
+
+    alice.type("lo\r")
+    expect_message(bob, is_chat("Alice", "hello"), timeout=WAIT)
+    alice.wait_for(
+        lambda term: term.row_of(STAMP + "Alice: hello$") is not None, "Alice's own line"
+    )
+    alice.wait_prompt()
+
+
+def test_own_join_notice_is_shown_and_others_see_it(
+    spawn: Callable[[str], Terminal], make_client: Callable[..., Client]
+) -> None:
+    bob = make_client("Bob")
+    alice = spawn("Alice")
+    alice.wait_for(lambda term: term.row_of(STAMP + "Alice joined$") is not None, "'Alice joined'")
+    alice.wait_prompt()
+    expect_message(bob, lambda m: m.kind == "join" and m.sender == "Alice", timeout=WAIT)
+
+
+def test_help_and_unknown_command(spawn: Callable[[str], Terminal]) -> None:
+    alice = spawn("Alice")
+    alice.type("/help\r")
+
+    def help_shown(term: Terminal) -> bool:
+        stripped = [line.strip() for line in term.lines]
+        return any(line.startswith("/quit") for line in stripped) and any(
+            line.startswith("/help") for line in stripped
+        )
+
+    alice.wait_for(help_shown, "the /help list with /quit and /help")
+    alice.wait_prompt()
+
+    alice.type("/foo\r")
+    alice.wait_for(
+        lambda term: term.row_of(re.escape("unknown command /foo, try /help")) is not None,
+        "the unknown command notice",
+    )
+    alice.wait_prompt()
+
+
+def test_quit_with_reason_leaves_and_exits_0(
+    spawn: Callable[[str], Terminal], make_client: Callable[..., Client]
+) -> None:
+    bob = make_client("Bob")
+    alice = spawn("Alice")
+    alice.type("/quit see you\r")
+    left = expect_message(bob, is_leave("Alice"), timeout=WAIT)
+    assert left.text == "quit: see you"
+    assert alice.wait_exit() == 0
+
+
+@pytest.mark.parametrize(("key", "label"), [("\x04", "ctrl-d"), ("\x03", "ctrl-c")])
+def test_ctrl_d_and_ctrl_c_leave_and_exit_0(
+    spawn: Callable[[str], Terminal],
+    make_client: Callable[..., Client],
+    key: str,
+    label: str,
+) -> None:
+    bob = make_client("Bob")
+    alice = spawn("Alice")
+    alice.type(key)
+    left = expect_message(bob, is_leave("Alice"), timeout=WAIT)
+    assert left.text == "quit", label
+    assert alice.wait_exit() == 0, label
+
+
+def test_escape_sequences_in_messages_do_not_steer_the_terminal(
+    spawn: Callable[[str], Terminal], make_client: Callable[..., Client]
+) -> None:
+    bob = make_client("Bob")
+    alice = spawn("Alice")
+    bob.send("before")
+    before = STAMP + "Bob: before$"
+    alice.wait_for(lambda term: term.row_of(before) is not None, "Bob's first line")
+
+    # past the sending client's own cleaning, straight onto the wire: the broker cleans it
+    raw = p.encode_client(p.Say(bob.core.secret, "general", "\x1b[2J\x1b[31mred", "m99"))
+    bob._push.send_multipart(raw)
+    evil = STAMP + re.escape("Bob: \ufffd[2J\ufffd[31mred") + "$"
+    alice.wait_for(lambda term: term.row_of(evil) is not None, "the escaped line")
+    alice.wait_prompt()
+
+    evil_row = alice.row_of(evil)
+    before_row = alice.row_of(before)
+    assert before_row is not None, f"the screen was cleared:\n{alice.dump()}"
+    assert evil_row is not None
+    assert before_row < evil_row < alice.screen.cursor.y
+    for row in (evil_row, alice.screen.cursor.y):
+        colours = {char.fg for char in alice.screen.buffer[row].values() if char.data != " "}
+        assert colours <= {"default"}, f"row {row} is coloured {colours}:\n{alice.dump()}"
