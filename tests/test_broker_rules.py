@@ -211,7 +211,7 @@ def test_a_join_whose_subscription_never_comes_is_forgotten(rules: BrokerRules) 
 def test_heartbeat_and_shutdown_carry_the_epoch(rules: BrokerRules) -> None:
     assert published(rules.heartbeat()) == [(b"sys/", p.Heartbeat("epoch1", TS))]
     [(_, notice)] = published(rules.shutdown())
-    assert notice == p.Shutdown("epoch1", TS, "broker shutting down")
+    assert notice == p.Shutdown("epoch1", TS, "stopped by its operator")
 
 
 def test_rooms_are_separate_streams(rules: BrokerRules) -> None:
@@ -223,3 +223,51 @@ def test_rooms_are_separate_streams(rules: BrokerRules) -> None:
     assert isinstance(chat, p.Chat) and chat.seq == 3
     assert rules.members("dev") == ["Alice", "Bob"]
     assert rules.rooms["general"].seq == 1
+
+
+def test_lone_surrogates_cannot_break_publishing(rules: BrokerRules) -> None:
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    frame = alice.say("x")[0].replace(b'"text": "x"', b'"text": "a\\ud800b"')
+    [(_, chat)] = published(rules.on_inbound([frame], None, 1.0))
+    assert isinstance(chat, p.Chat) and chat.text == "a\ufffdb"
+    leave = p.encode_client(p.Leave(alice.secret, "x"))[0].replace(b'"x"', b'"\\udfff"')
+    [(_, left)] = published(rules.on_inbound([leave], None, 1.0))
+    assert isinstance(left, p.Left) and left.reason == "quit: \ufffd"
+
+
+def test_join_with_a_bad_room_is_refused_with_the_reason(rules: BrokerRules) -> None:
+    [(_, refusal)] = joined(rules, Peer("Alice", 1, ("general", "no way")))
+    assert refusal == p.Refused(
+        "invalid-room",
+        "room name 'no way' is not allowed: use only letters, digits, '_', '-' and '.'",
+    )
+
+
+def test_say_to_a_bad_room_is_answered(rules: BrokerRules) -> None:
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    [(_, error)] = published(rules.on_inbound(alice.say("x", room="r" * 40, id_="m5"), None, 1))
+    assert error == p.Error("bad-room", "room name is 40 characters long, the limit is 32", "m5")
+
+
+def test_an_over_long_leave_reason_is_cut_not_refused(rules: BrokerRules) -> None:
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    frame = p.encode_client(p.Leave(alice.secret, "x"))[0].replace(b'"x"', b'"' + b"y" * 300 + b'"')
+    [(_, left)] = published(rules.on_inbound([frame], None, 1.0))
+    assert isinstance(left, p.Left) and left.reason == "quit: " + "y" * 200
+
+
+def test_the_same_inbox_can_join_again_after_leaving(rules: BrokerRules) -> None:
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    rules.on_inbound(p.encode_client(p.Leave(alice.secret)), None, 1.0)
+    out = published(rules.on_inbound(alice.join(), "127.0.0.1", 2.0))  # still subscribed
+    assert [type(msg) for _, msg in out] == [p.Welcome, p.Joined]
+
+
+def test_room_names_in_a_join_are_canonical_and_collapse(rules: BrokerRules) -> None:
+    out = joined(rules, Peer("Alice", 1, ("#Dev", "dev", "general")))
+    assert [topic for topic, _ in out[1:]] == [b"room/dev/", b"room/general/"]
+    assert rules.sessions[0].rooms == ("dev", "general")

@@ -74,6 +74,20 @@ def test_a_name_is_free_again_after_its_owner_leaves(make_client: MakeClient) ->
     expect_message(observer, lambda m: m.kind == "join" and m.sender == "ALICE")
 
 
+def test_a_clean_leave_is_always_reported_as_a_quit(
+    make_client: MakeClient, broker: RunningBroker, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """The LEAVE and the connection's end race to the broker on two sockets; the client
+    waits for the broker's notice of its LEAVE before closing, so the quit wins."""
+    observer = make_client("Observer")
+    for i in range(20):
+        client = Client(f"quick{i}", port=broker.port, context=ctx)
+        client.join()
+        client.close("bye")
+        left = expect_message(observer, lambda m: m.kind == "leave")
+        assert (left.sender, left.text) == (f"quick{i}", "quit: bye")
+
+
 def test_killed_client_is_noticed_within_two_seconds(
     broker: RunningBroker, make_client: MakeClient, procs: list[Proc]
 ) -> None:
@@ -122,6 +136,8 @@ def test_clients_survive_a_broker_restart(
     with pytest.raises(NotDelivered, match="broker is unreachable"):
         alice.send("typed while the broker is away")
     bob.expect(r"\*\*\* broker shut down")
+    bob.send_line("while away")
+    bob.expect(r"^\*\*\* not sent \(the broker is unreachable, reconnecting…\): while away$")
 
     again, _ = start_broker(port=port)
     procs.append(again)

@@ -173,7 +173,7 @@ def test_broker_stops_cleanly_and_says_so(broker_proc: tuple[Proc, int], sig: in
     with Client("Alice", port=port) as alice:
         broker.signal(sig)
         notice = expect_message(alice, lambda m: m.kind == "system" and "shut down" in m.text)
-        assert notice.text.startswith("broker shut down (broker shutting down)")
+        assert notice.text.startswith("broker shut down (stopped by its operator)")
     assert broker.wait() == 0
     broker.collect()
     assert "Traceback" not in "\n".join(broker.lines["stderr"])

@@ -48,7 +48,11 @@ class BrokerUnreachable(ZchatError):
 
 
 class NotDelivered(ZchatError):
-    """A line was not handed to the broker; the user must be told."""
+    """A line was not handed to the broker; the user must be told. ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"not sent: {reason}")
+        self.reason = reason
 
 
 class ClientClosed(ZchatError):

@@ -46,9 +46,10 @@ MAX_TEXT_BYTES = 4096
 MAX_REASON_CHARS = 200
 MAX_ROOMS_PER_JOIN = 32
 MAX_ID_CHARS = 64
-# Largest frame the broker accepts on its in-socket (ZMQ_MAXMSGSIZE): a maximal text
-# plus its JSON envelope fits with room to spare; anything larger is cut off by libzmq.
-MAX_FRAME_BYTES = 16 * 1024
+# Largest frame the broker accepts on its in-socket (ZMQ_MAXMSGSIZE); libzmq closes the
+# connection of a peer that sends more. JSON escapes a control character as 6 bytes, so a
+# maximal text takes at most 6 * MAX_TEXT_BYTES = 24 KiB, plus an envelope under 1 KiB.
+MAX_FRAME_BYTES = 32 * 1024
 
 DEFAULT_ROOM = "general"
 
@@ -59,7 +60,7 @@ INBOX_PREFIX = b"to/"
 SYS_TOPIC = b"sys/"
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
-_ROOM_RE = re.compile(r"[a-z0-9_.\-]+")
+_ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _TOKEN_RE = re.compile(r"[0-9a-f]{32}")
 _ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 # Bidirectional overrides and isolates can make a line read differently from what
@@ -85,27 +86,34 @@ def check_name(name: str) -> str:
 
 def check_room(room: str) -> str:
     """Return the canonical form of a room name (lower case, no '#'), or raise."""
-    canonical = room.removeprefix("#").lower()
-    if not canonical:
+    bare = room.removeprefix("#")
+    if not bare:
         raise InvalidInput("room name is empty")
-    if len(canonical) > MAX_ROOM_CHARS:
+    if len(bare) > MAX_ROOM_CHARS:
         raise InvalidInput(
-            f"room name is {len(canonical)} characters long, the limit is {MAX_ROOM_CHARS}"
+            f"room name is {len(bare)} characters long, the limit is {MAX_ROOM_CHARS}"
         )
-    if not _ROOM_RE.fullmatch(canonical):
+    # checked before lower-casing: "\u212a".lower() is an ASCII "k"
+    if not _ROOM_RE.fullmatch(bare):
         raise InvalidInput(
             f"room name {room!r} is not allowed: use only letters, digits, '_', '-' and '.'"
         )
-    return canonical
+    return bare.lower()
+
+
+def _without_surrogates(text: str) -> str:
+    # a lone surrogate (JSON "\ud800") cannot be encoded as UTF-8: it would break encoding
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
 
 
 def clean_text(text: str) -> str:
     """Replace what could steer a terminal (control characters, escape sequences,
-    bidirectional overrides) with U+FFFD; a tab becomes a space."""
+    bidirectional overrides) or break encoding (lone surrogates) with U+FFFD; a tab
+    becomes a space."""
     if text.isprintable():
         return text
     out = []
-    for ch in text:
+    for ch in _without_surrogates(text):
         if ch == "\t":
             out.append(" ")
         elif ch in _BIDI or unicodedata.category(ch) == "Cc":
@@ -116,13 +124,14 @@ def clean_text(text: str) -> str:
 
 
 def check_text(text: str) -> str:
-    """Return ``text`` cleaned for display, or raise InvalidInput if empty or too long."""
+    """Return ``text`` ready to encode, or raise InvalidInput if empty or too long.
+    The broker cleans it for display (``clean_text``) when it publishes it."""
     if not text.strip():
         raise InvalidInput("message is empty")
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_TEXT_BYTES:
         raise InvalidInput(f"message is {size} bytes long, the limit is {MAX_TEXT_BYTES}")
-    return clean_text(text)
+    return _without_surrogates(text)
 
 
 def check_reason(reason: str) -> str:
@@ -156,7 +165,7 @@ def inbox_of_topic(topic: bytes) -> str | None:
 def room_of_topic(topic: bytes) -> str | None:
     if topic.startswith(ROOM_PREFIX) and topic.endswith(b"/"):
         room = topic[len(ROOM_PREFIX) : -1].decode("ascii", "replace")
-        if _ROOM_RE.fullmatch(room) and len(room) <= MAX_ROOM_CHARS:
+        if _ROOM_RE.fullmatch(room) and room == room.lower() and len(room) <= MAX_ROOM_CHARS:
             return room
     return None
 
@@ -412,16 +421,18 @@ def decode_client(frames: Sequence[bytes]) -> ClientMessage:
                 raise ProtocolError("field", "field 'rooms' is not a list of strings")
             if not 1 <= len(rooms) <= MAX_ROOMS_PER_JOIN:
                 raise ProtocolError("field", f"a join names 1 to {MAX_ROOMS_PER_JOIN} rooms")
-            checked = tuple(dict.fromkeys(_checked(check_room, r) for r in rooms))
-            # the name is checked by the broker, which answers a bad one with a refusal
-            return Join(f.text("name"), f.token("secret"), f.token("inbox"), checked)
+            # names and rooms are checked by the broker, which answers a bad one with a
+            # refusal on the inbox: the client learns why instead of waiting in vain
+            return Join(f.text("name"), f.token("secret"), f.token("inbox"), tuple(rooms))
         case "say":
-            return Say(f.token("secret"), f.room(), f.text("text"), f.id())
+            # the room and text are checked by the broker, which answers with an error
+            return Say(f.token("secret"), f.text("room"), f.text("text"), f.id())
         case "ping":
             return Ping(f.token("secret"), f.token("inbox"))
         case "leave":
-            reason = f.text("reason", "")
-            return Leave(f.token("secret"), _checked(check_reason, reason))
+            # a leave is never refused: an over-long reason is cut to the limit
+            reason = f.text("reason", "")[:MAX_REASON_CHARS]
+            return Leave(f.token("secret"), clean_text(reason))
         case _:
             raise ProtocolError("type", f"unknown message type {kind!r}")
 

@@ -37,7 +37,8 @@ PENDING_JOIN_SECONDS = 10.0
 SILENT_SECONDS = 3.0
 # At most one warning per kind of dropped frame in this many seconds.
 WARN_EVERY_SECONDS = 10.0
-# Inbox subscriptions still waiting for their JOIN; the oldest are forgotten past this.
+# Bounds on JOINs waiting for their subscription and on subscribed inboxes without a
+# session; past them the oldest JOIN is forgotten and new inbox subscriptions refused.
 MAX_PENDING = 100_000
 
 
@@ -64,9 +65,8 @@ class Session:
 @dataclass
 class _Pending:
     since: float
-    subscribed: bool = False
-    join: p.Join | None = None
-    peer: str = "?"
+    join: p.Join
+    peer: str
 
 
 @dataclass
@@ -84,7 +84,8 @@ class BrokerRules:
         self._by_secret: dict[str, Session] = {}
         self._by_inbox: dict[str, Session] = {}
         self._by_name: dict[str, Session] = {}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, _Pending] = {}  # inbox -> JOIN waiting for its subscription
+        self._subscribed: set[str] = set()  # inboxes whose subscription is in place
         self._last_warning: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
 
@@ -137,9 +138,10 @@ class BrokerRules:
         if session is not None or msg.inbox in self._by_inbox:
             self._drop("field", "join reuses a secret or inbox of another session", now)
             return
-        pending = self._pending_for(msg.inbox, now)
-        pending.join, pending.peer = msg, peer
-        self._complete(msg.inbox, now, actions)
+        if len(self._pending) >= MAX_PENDING:
+            del self._pending[next(iter(self._pending))]
+        self._pending[msg.inbox] = _Pending(now, msg, peer)
+        self._complete(msg.inbox, actions)
 
     def _on_say(self, msg: p.Say, now: float, actions: Actions) -> None:
         session = self._by_secret.get(msg.secret)
@@ -147,19 +149,24 @@ class BrokerRules:
             self._drop("unknown-session", "message from an unknown session", now)
             return
         session.last_seen = now
-        if msg.room not in session.rooms:
-            error = p.Error("not-in-room", f"you are not in #{msg.room}", msg.id)
+        try:
+            room_name = p.check_room(msg.room)
+        except InvalidInput as exc:
+            self._to_inbox(session.inbox, p.Error("bad-room", str(exc), msg.id), actions)
+            return
+        if room_name not in session.rooms:
+            error = p.Error("not-in-room", f"you are not in #{room_name}", msg.id)
             self._to_inbox(session.inbox, error, actions)
             return
         try:
-            text = p.check_text(msg.text)
+            text = p.clean_text(p.check_text(msg.text))
         except InvalidInput as exc:
             self._to_inbox(session.inbox, p.Error("bad-text", str(exc), msg.id), actions)
             return
-        room = self.rooms[msg.room]
+        room = self.rooms[room_name]
         room.seq += 1
-        chat = p.Chat(msg.room, room.seq, self.clock(), session.name, text, msg.id)
-        actions.publish.append(p.encode_server(p.room_topic(msg.room), chat))
+        chat = p.Chat(room_name, room.seq, self.clock(), session.name, text, msg.id)
+        actions.publish.append(p.encode_server(p.room_topic(room_name), chat))
 
     # --- the out-socket's subscriptions --------------------------------------------------
 
@@ -177,18 +184,21 @@ class BrokerRules:
             if inbox is None:
                 self._drop("subscription", f"refused subscription to {topic[:40]!r}", now)
             elif subscribe:
+                if inbox not in self._subscribed and len(self._subscribed) >= MAX_PENDING:
+                    self._drop("subscription", "too many inbox subscriptions", now)
+                    return actions
                 change.append(topic)
-                self._pending_for(inbox, now).subscribed = True
-                self._complete(inbox, now, actions)
+                self._subscribed.add(inbox)
+                self._complete(inbox, actions)
             else:
                 change.append(topic)
+                self._subscribed.discard(inbox)
                 self._on_inbox_gone(inbox, now, actions)
         else:
             change.append(topic)
         return actions
 
     def _on_inbox_gone(self, inbox: str, now: float, actions: Actions) -> None:
-        self._pending.pop(inbox, None)
         session = self._by_inbox.get(inbox)
         if session is not None:
             silent = now - session.last_seen > SILENT_SECONDS
@@ -200,14 +210,14 @@ class BrokerRules:
         beat = p.Heartbeat(self.epoch, self.clock())
         return Actions(publish=[p.encode_server(p.SYS_TOPIC, beat)])
 
-    def shutdown(self, text: str = "broker shutting down") -> Actions:
+    def shutdown(self, text: str = "stopped by its operator") -> Actions:
         notice = p.Shutdown(self.epoch, self.clock(), text)
         return Actions(publish=[p.encode_server(p.SYS_TOPIC, notice)])
 
     def expire(self, now: float) -> None:
         """Forget JOINs whose inbox subscription never came."""
         for inbox, pending in list(self._pending.items()):
-            if pending.join is not None and now - pending.since > PENDING_JOIN_SECONDS:
+            if now - pending.since > PENDING_JOIN_SECONDS:
                 del self._pending[inbox]
                 log.debug("join of %r expired: its subscription never arrived", pending.join.name)
         for code, count in list(self._suppressed.items()):
@@ -218,39 +228,34 @@ class BrokerRules:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _pending_for(self, inbox: str, now: float) -> _Pending:
-        pending = self._pending.get(inbox)
-        if pending is None:
-            if len(self._pending) >= MAX_PENDING:
-                del self._pending[next(iter(self._pending))]
-            pending = self._pending[inbox] = _Pending(since=now)
-        return pending
-
-    def _complete(self, inbox: str, now: float, actions: Actions) -> None:
-        pending = self._pending.get(inbox)
-        if pending is None or pending.join is None or not pending.subscribed:
+    def _complete(self, inbox: str, actions: Actions) -> None:
+        if inbox not in self._subscribed or inbox not in self._pending:
             return
+        pending = self._pending.pop(inbox)
         join = pending.join
-        pending.join = None  # the subscription stays; a later JOIN may still use it
         try:
             name = p.check_name(join.name)
         except InvalidInput as exc:
             self._to_inbox(inbox, p.Refused("invalid-name", str(exc)), actions)
+            return
+        try:
+            rooms = tuple(dict.fromkeys(p.check_room(room) for room in join.rooms))
+        except InvalidInput as exc:
+            self._to_inbox(inbox, p.Refused("invalid-room", str(exc)), actions)
             return
         if name.lower() in self._by_name:
             refusal = p.Refused("name-taken", f"name {name.lower()!r} is taken")
             self._to_inbox(inbox, refusal, actions)
             log.info("refused %s from %s: name taken", name, pending.peer)
             return
-        del self._pending[inbox]
-        session = Session(name, join.secret, inbox, join.rooms, pending.peer, now)
+        session = Session(name, join.secret, inbox, rooms, pending.peer, pending.since)
         self._by_secret[join.secret] = self._by_inbox[inbox] = session
         self._by_name[name.lower()] = session
-        for room in join.rooms:
+        for room in rooms:
             self.rooms.setdefault(room, Room()).members[name.lower()] = name
         self._to_inbox(inbox, self._welcome(session), actions)
         ts = self.clock()
-        for room in join.rooms:
+        for room in rooms:
             state = self.rooms[room]
             state.seq += 1
             notice = p.Joined(room, state.seq, ts, name)

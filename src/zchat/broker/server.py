@@ -158,7 +158,13 @@ class Broker:
             except zmq.Again:
                 return
             # apply before the next recv: XPUB_MANUAL applies to the last sender only
-            self._apply(self.rules.on_subscription(data, time.monotonic()))
+            try:
+                actions = self.rules.on_subscription(data, time.monotonic())
+            except Exception:
+                self.rules.dropped["internal"] += 1
+                log.exception("dropped a subscription that the broker failed to handle")
+                continue
+            self._apply(actions)
 
     def _drain_inbound(self) -> None:
         for _ in range(BATCH):
@@ -170,7 +176,13 @@ class Broker:
                 peer: str | None = str(frames[0].get("Peer-Address"))
             except zmq.ZMQError:
                 peer = None
-            actions = self.rules.on_inbound([f.bytes for f in frames], peer, time.monotonic())
+            try:
+                actions = self.rules.on_inbound([f.bytes for f in frames], peer, time.monotonic())
+            except Exception:
+                # a bug must cost one frame, never the service: count it, say it, go on
+                self.rules.dropped["internal"] += 1
+                log.exception("dropped a frame that the broker failed to handle")
+                continue
             self._apply(actions)
 
     def _apply(self, actions: Actions) -> None:

@@ -16,7 +16,7 @@ from types import TracebackType
 import zmq
 import zmq.asyncio
 
-from zchat.client.core import ClientCore, State
+from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
 from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
 from zchat.errors import BrokerUnreachable, ClientClosed, NotDelivered
@@ -71,11 +71,17 @@ class AsyncClient:
     async def close(self, reason: str = "") -> None:
         if self._push.closed:
             return
-        await self._stop_pump()
         frames = self.core.leave(reason)
-        if frames is not None:
-            with contextlib.suppress(zmq.Again):
+        if frames is not None and self._pump is not None:
+            try:
                 await self._push.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                self.core.left()  # the broker is away; it will see the connection drop
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LEAVE_WAIT_SECONDS):
+                    while self.core.leaving:
+                        await self._wait_change()
+        await self._stop_pump()
         self._close_sockets()
 
     async def __aenter__(self) -> AsyncClient:
@@ -99,7 +105,7 @@ class AsyncClient:
             await self._push.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             self.core.forget(id_)
-            raise NotDelivered("not sent: the broker is unreachable, reconnecting…") from None
+            raise NotDelivered("the broker is unreachable, reconnecting…") from None
         return id_
 
     async def receive(self, timeout: float | None = None) -> Message | None:

@@ -35,12 +35,16 @@ JOIN_RETRY_SECONDS = 1.0  # an unanswered JOIN is sent again after this long
 AWAY_SECONDS = 3.5  # no heartbeat for this long: the broker is unreachable
 ACK_SECONDS = 5.0  # a line not echoed within this long is reported as not delivered
 REJOIN_RETRY_SECONDS = 3.0  # after a refused rejoin (name briefly still held), try again
+# A closing client waits this long for the broker's notice of its LEAVE, so that the
+# broker sees the LEAVE before the connection drops (which would read "connection lost").
+LEAVE_WAIT_SECONDS = 1.0
 
 
 class State(Enum):
     NEW = "new"
     JOINING = "joining"
     JOINED = "joined"
+    LEAVING = "leaving"  # LEAVE sent; waiting for the broker's notice of it
     CLOSED = "closed"
 
 
@@ -127,9 +131,9 @@ class ClientCore:
         text = p.check_text(text)
         target = p.check_room(room) if room else self.rooms[0]
         if self.state is not State.JOINED or self._away:
-            raise NotDelivered("not sent: the broker is unreachable, reconnecting…")
+            raise NotDelivered("the broker is unreachable, reconnecting…")
         if target not in self.rooms:
-            raise NotDelivered(f"not sent: you are not in #{target}")
+            raise NotDelivered(f"you are not in #{target}")
         self._ids += 1
         say = p.Say(self.secret, target, text, f"m{self._ids}")
         self._pending[say.id] = _Pending(say, now)
@@ -139,12 +143,20 @@ class ClientCore:
         self._pending.pop(id_, None)
 
     def leave(self, reason: str = "") -> list[bytes] | None:
-        """Frames saying goodbye, if there is a session to end."""
+        """Frames saying goodbye, if there is a session to end; the adapter then waits
+        (at most LEAVE_WAIT_SECONDS) while ``leaving`` for the broker to confirm."""
+        frames = p.encode_client(p.Leave(self.secret, p.check_reason(reason)))
         was_joined = self.state is State.JOINED
+        self.state = State.LEAVING if was_joined else State.CLOSED
+        return frames if was_joined else None
+
+    def left(self) -> None:
+        """The LEAVE could not be sent, or its confirmation did not come: stop waiting."""
         self.state = State.CLOSED
-        if not was_joined:
-            return None
-        return p.encode_client(p.Leave(self.secret, p.check_reason(reason)))
+
+    @property
+    def leaving(self) -> bool:
+        return self.state is State.LEAVING
 
     # --- what arrives ------------------------------------------------------------------------
 
@@ -211,6 +223,8 @@ class ClientCore:
         self.last_seq[event.room] = max(self.last_seq.get(event.room, 0), event.seq)
         if isinstance(event, p.Chat) and event.sender == self.name:
             self._pending.pop(event.id, None)
+        elif isinstance(event, p.Left) and event.sender == self.name and self.leaving:
+            self.state = State.CLOSED
         self.events.append(from_room_event(event))
 
     def _on_welcome(self, welcome: p.Welcome, now: float) -> None:

@@ -7,14 +7,13 @@ work (pings, rejoin, acknowledgements) while the program is inside ``receive``,
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 
 import zmq
 
-from zchat.client.core import ClientCore, State
+from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
 from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
 from zchat.errors import BrokerUnreachable, ClientClosed, NotDelivered
@@ -74,9 +73,13 @@ class Client:
             return
         frames = self.core.leave(reason)
         if frames is not None:
-            # if the broker is away, it will see the connection drop instead
-            with contextlib.suppress(zmq.Again):
+            try:
                 self._push.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                self.core.left()  # the broker is away; it will see the connection drop
+            end = time.monotonic() + LEAVE_WAIT_SECONDS
+            while self.core.leaving and time.monotonic() < end:
+                self._step(end)
         self._close_sockets()
 
     def __enter__(self) -> Client:
@@ -104,7 +107,7 @@ class Client:
             self._push.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             self.core.forget(id_)
-            raise NotDelivered("not sent: the broker is unreachable, reconnecting…") from None
+            raise NotDelivered("the broker is unreachable, reconnecting…") from None
         return id_
 
     def receive(self, timeout: float | None = None) -> Message | None:

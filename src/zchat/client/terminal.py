@@ -19,6 +19,7 @@ from zchat.client.core import ACK_SECONDS
 from zchat.client.message import Message
 from zchat.client.render import render
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
+from zchat.protocol import check_reason
 
 HELP = """\
 commands:
@@ -91,7 +92,10 @@ class _Chat:
             command, _, rest = line[1:].partition(" ")
             match command.lower():
                 case "quit" | "exit":
-                    raise Quit(rest.strip())
+                    try:
+                        raise Quit(check_reason(rest.strip()))
+                    except InvalidInput as exc:
+                        self.note(f"not leaving: {exc}")
                 case "help":
                     for help_line in HELP.splitlines():
                         self.out(help_line)
@@ -100,16 +104,20 @@ class _Chat:
             return
         if not line.strip():
             return
+        text = line.removeprefix("/")
         try:
-            await self.client.send(line.removeprefix("/"), self.room)
-        except (InvalidInput, NotDelivered) as exc:
-            self.note(f"not sent: {exc}" if isinstance(exc, InvalidInput) else str(exc))
+            await self.client.send(text, self.room)
+        except InvalidInput as exc:
+            self.note(f"not sent: {exc}")
+        except NotDelivered as exc:
+            self.note(f"not sent ({exc.reason}): {text}")
 
     async def interactive(self) -> None:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        session: PromptSession[str] = PromptSession()
+        # the line typed disappears on Enter: the broker's echo, stamped, replaces it
+        session: PromptSession[str] = PromptSession(erase_when_done=True)
         with patch_stdout(raw=True):
             printer = asyncio.get_running_loop().create_task(self._print_events())
             try:

@@ -44,7 +44,7 @@ def connect(push: S, sub: S, endpoints: Endpoints, core: ClientCore) -> None:
         sock.setsockopt(zmq.LINGER, LEAVE_LINGER_MS)
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         if ipv6:
             sock.setsockopt(zmq.IPV6, 1)
     # Lines are never queued for an absent broker: a send fails at once instead, and

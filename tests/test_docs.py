@@ -1,0 +1,79 @@
+"""The raw-pyzmq examples in docs/protocol.md, run as written against a real broker."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import RunningBroker
+from support import Proc
+from zchat import Client
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+
+def example(heading: str) -> str:
+    """The first ```python block after a heading of docs/protocol.md."""
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index(heading)
+    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    assert match, f"no python example under {heading!r}"
+    return match.group(1)
+
+
+@pytest.fixture
+def scripts(tmp_path: Path) -> dict[str, Path]:
+    paths = {}
+    for name, heading in (("listen", "### 11.1"), ("bot", "### 11.2")):
+        path = tmp_path / f"{name}.py"
+        path.write_text(example(heading), encoding="utf-8")
+        paths[name] = path
+    return paths
+
+
+def test_raw_listener_and_raw_bot_from_the_protocol_doc(
+    broker: RunningBroker,
+    make_client: Callable[..., Client],
+    procs: list[Proc],
+    scripts: dict[str, Path],
+) -> None:
+    listener = Proc([sys.executable, str(scripts["listen"]), str(broker.port), "30"])
+    procs.append(listener)
+    # a SUB hears only what is published after its subscription arrives: speak until
+    # the listener shows a line (bounded), so we know it is in place
+    warmup = make_client("warmup")
+    for attempt in range(50):
+        warmup.send(f"are you there {attempt}")
+        try:
+            listener.expect(r"warmup: are you there", timeout=0.2)
+            break
+        except AssertionError:
+            continue
+    else:
+        pytest.fail("the listener never showed a line")
+
+    bot = Proc([sys.executable, str(scripts["bot"]), str(broker.port), "hello-bot"])
+    procs.append(bot)
+    bot.expect(r"^joined as hello-bot; in #general: ")
+    bot.expect(r"^delivered as #\d+ at \d{4}-\d\d-\d\dT")
+    bot.expect(r"^left: quit: done$")
+    assert bot.wait() == 0
+    listener.expect(r"^\[\d\d:\d\d:\d\d\] hello-bot joined$")
+    listener.expect(r"^\[\d\d:\d\d:\d\d\] hello-bot: hello from a bot$")
+    listener.expect(r"^\[\d\d:\d\d:\d\d\] hello-bot left \(quit: done\)$")
+
+
+def test_raw_bot_is_refused_a_taken_name(
+    broker: RunningBroker, make_client: Callable[..., Client], scripts: dict[str, Path]
+) -> None:
+    make_client("Hello-Bot")
+    bot = Proc([sys.executable, str(scripts["bot"]), str(broker.port), "hello-bot"])
+    try:
+        bot.expect(r"^refused: name-taken: name 'hello-bot' is taken$", stream="stderr")
+        assert bot.wait() == 1
+    finally:
+        bot.stop()
