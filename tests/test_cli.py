@@ -218,3 +218,20 @@ def test_module_entry_point_and_version() -> None:
     result = run("--version")
     assert result.returncode == 0
     assert re.fullmatch(r"zchat \d+\.\d+\.\d+\n", result.stdout)
+
+
+def test_log_level_warning_keeps_the_broker_quiet(broker: RunningBroker, procs: list[Proc]) -> None:
+    port = broker.port  # a free pair the OS chose; our in-process broker gives it back
+    broker.stop()
+    quiet = Proc(
+        zchat_command("broker", "--port", str(port), "--log-level", "WARNING"),
+        stdin=subprocess.DEVNULL,
+    )
+    procs.append(quiet)
+    with Client("Alice", port=port) as alice:
+        alice.send("hi")
+        expect_message(alice, lambda m: m.kind == "message")
+    quiet.signal(signal.SIGTERM)
+    assert quiet.wait() == 0
+    quiet.collect()
+    assert quiet.lines["stderr"] == []
