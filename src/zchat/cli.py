@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -14,6 +16,7 @@ from zchat import __version__
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5005
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Failure(click.ClickException):
@@ -29,21 +32,21 @@ class StartFailure(Failure):
     exit_code = 2
 
 
-host_option = click.option(
-    "--host",
-    envvar="ZCHAT_HOST",
-    default=DEFAULT_HOST,
-    show_default=True,
-    help="Broker address (env ZCHAT_HOST).",
-)
-port_option = click.option(
-    "--port",
-    envvar="ZCHAT_PORT",
-    type=click.IntRange(1, 65534),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).",
-)
+def host_option(help: str) -> Callable[[F], F]:
+    return click.option(
+        "--host", envvar="ZCHAT_HOST", default=DEFAULT_HOST, show_default=True, help=help
+    )
+
+
+def port_option(help: str, lowest: int) -> Callable[[F], F]:
+    return click.option(
+        "--port",
+        envvar="ZCHAT_PORT",
+        type=click.IntRange(lowest, 65534),
+        default=DEFAULT_PORT,
+        show_default=True,
+        help=help,
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -53,21 +56,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--host",
-    envvar="ZCHAT_HOST",
-    default=DEFAULT_HOST,
-    show_default=True,
-    help="Address to listen on (env ZCHAT_HOST).",
-)
-@click.option(
-    "--port",
-    envvar="ZCHAT_PORT",
-    type=click.IntRange(0, 65534),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="Clients send to PORT and listen on PORT+1; 0 picks a free pair (env ZCHAT_PORT).",
-)
+@host_option("Address to listen on (env ZCHAT_HOST).")
+@port_option("Clients send to PORT and listen on PORT+1; 0 picks a free pair (env ZCHAT_PORT).", 0)
 @click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
@@ -111,8 +101,8 @@ def _ask_name() -> str:
 
 @main.command()
 @click.option("--name", envvar="ZCHAT_NAME", help="Your name in the chat (env ZCHAT_NAME).")
-@host_option
-@port_option
+@host_option("Broker address (env ZCHAT_HOST).")
+@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
 @click.option(
     "--room",
     "rooms",

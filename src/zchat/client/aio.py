@@ -19,7 +19,7 @@ import zmq.asyncio
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
 from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
-from zchat.errors import BrokerUnreachable, ClientClosed, NotDelivered
+from zchat.errors import ClientClosed, NotDelivered
 
 
 class AsyncClient:
@@ -53,20 +53,14 @@ class AsyncClient:
         if self.core.state is not State.NEW:
             raise ClientClosed("join() may be called once per AsyncClient")
         connect(self._push, self._sub, self.endpoints, self.core)
-        self.core.start(time.monotonic(), timeout)
+        self.core.start(time.monotonic(), timeout, self.endpoints.describe())
         self._pump = asyncio.get_running_loop().create_task(self._run())
         while self.core.joining:
             await self._wait_change()
         if self.core.failure is not None:
-            failure = self.core.failure
             await self._stop_pump()
             self._close_sockets()
-            if isinstance(failure, BrokerUnreachable):
-                raise BrokerUnreachable(
-                    f"no answer from the broker at {self.endpoints.describe()} within "
-                    f"{timeout:g} s: is `zchat broker` running there?"
-                )
-            raise failure
+            raise self.core.failure
 
     async def close(self, reason: str = "") -> None:
         if self._push.closed:

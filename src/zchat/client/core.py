@@ -80,6 +80,8 @@ class ClientCore:
         self._last_heard = 0.0
         self._last_ping = 0.0
         self._away = False
+        self._where = ""
+        self._timeout = 0.0
 
     # --- what the adapters ask -----------------------------------------------------------
 
@@ -120,7 +122,9 @@ class ClientCore:
 
     # --- what the program asks -------------------------------------------------------------
 
-    def start(self, now: float, timeout: float) -> None:
+    def start(self, now: float, timeout: float, where: str = "the broker") -> None:
+        self._where = where
+        self._timeout = timeout
         self.state = State.JOINING
         self._join_deadline = now + timeout
         self._last_heard = now
@@ -190,7 +194,10 @@ class ClientCore:
         if self.state is State.JOINING:
             if not self._joined_once and now >= self._join_deadline:
                 self.state = State.CLOSED
-                self.failure = BrokerUnreachable("no answer from the broker")
+                self.failure = BrokerUnreachable(
+                    f"no answer from the broker at {self._where} within {self._timeout:g} s: "
+                    "is `zchat broker` running there?"
+                )
                 return
             if now - self._join_sent >= JOIN_RETRY_SECONDS and not self._outbox:
                 self._send_join(now)

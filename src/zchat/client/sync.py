@@ -16,7 +16,7 @@ import zmq
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
 from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
-from zchat.errors import BrokerUnreachable, ClientClosed, NotDelivered
+from zchat.errors import ClientClosed, NotDelivered
 
 
 class Client:
@@ -54,18 +54,12 @@ class Client:
         if self.core.state is not State.NEW:
             raise ClientClosed("join() may be called once per Client")
         connect(self._push, self._sub, self.endpoints, self.core)
-        self.core.start(time.monotonic(), timeout)
+        self.core.start(time.monotonic(), timeout, self.endpoints.describe())
         while self.core.joining:
             self._step(self.core.deadline())
         if self.core.failure is not None:
-            failure = self.core.failure
             self._close_sockets()
-            if isinstance(failure, BrokerUnreachable):
-                raise BrokerUnreachable(
-                    f"no answer from the broker at {self.endpoints.describe()} within "
-                    f"{timeout:g} s: is `zchat broker` running there?"
-                )
-            raise failure
+            raise self.core.failure
 
     def close(self, reason: str = "") -> None:
         """Leave (with an optional reason) and close the sockets. Idempotent."""

@@ -39,12 +39,6 @@ class TerminalConfig:
     connect_timeout: float = 10.0
 
 
-class Quit(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def run(config: TerminalConfig, interactive: bool) -> int:
     """Join, chat until the user leaves, return the exit code."""
     return asyncio.run(_main(config, interactive))
@@ -86,24 +80,26 @@ class _Chat:
         async for msg in self.client:
             self.show(msg)
 
-    async def handle(self, line: str) -> None:
-        """One line typed by the user: a command, or a line to send."""
+    async def handle(self, line: str) -> bool:
+        """One line typed by the user: a command, or a line to send. False: leave."""
         if line.startswith("/") and not line.startswith("//"):
             command, _, rest = line[1:].partition(" ")
             match command.lower():
                 case "quit" | "exit":
                     try:
-                        raise Quit(check_reason(rest.strip()))
+                        self.reason = check_reason(rest.strip())
                     except InvalidInput as exc:
                         self.note(f"not leaving: {exc}")
+                    else:
+                        return False
                 case "help":
                     for help_line in HELP.splitlines():
                         self.out(help_line)
                 case _:
                     self.note(f"unknown command /{command}, try /help")
-            return
+            return True
         if not line.strip():
-            return
+            return True
         text = line.removeprefix("/")
         try:
             await self.client.send(text, self.room)
@@ -111,6 +107,7 @@ class _Chat:
             self.note(f"not sent: {exc}")
         except NotDelivered as exc:
             self.note(f"not sent ({exc.reason}): {text}")
+        return True
 
     async def interactive(self) -> None:
         from prompt_toolkit import PromptSession
@@ -126,15 +123,10 @@ class _Chat:
                         line = await session.prompt_async(f"#{self.room}> ")
                     except (EOFError, KeyboardInterrupt):
                         break
-                    try:
-                        await self.handle(line)
-                    except Quit as quit_:
-                        self.reason = quit_.reason
+                    if not await self.handle(line):
                         break
             finally:
-                printer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await printer
+                await _cancel(printer)
 
     async def lines(self) -> None:
         """stdin is not a terminal: one line in is one line sent, one event one line out."""
@@ -162,18 +154,17 @@ class _Chat:
                     getter.cancel()
                     break
                 line = getter.result()
-                if line is None:
-                    break
-                try:
-                    await self.handle(line)
-                except Quit as quit_:
-                    self.reason = quit_.reason
+                if line is None or not await self.handle(line):
                     break
             # what was typed before the end must be confirmed (or reported) before leaving
             await self.client.flush(ACK_SECONDS + 1)
         finally:
-            printer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await printer
+            await _cancel(printer)
             while self.client.core.events:
                 self.show(self.client.core.events.popleft())
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
