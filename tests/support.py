@@ -135,8 +135,9 @@ class Proc:
                     stream.close()
 
 
-def start_broker(*args: str, port: int = 0) -> tuple[Proc, int]:
+def start_broker(*args: str, port: int = 0, db: str = ":memory:") -> tuple[Proc, int]:
     """``zchat broker`` in a child process; returns it and its in-port once listening."""
-    proc = Proc(zchat_command("broker", "--port", str(port), *args), stdin=subprocess.DEVNULL)
+    argv = zchat_command("broker", "--port", str(port), "--db", db, *args)
+    proc = Proc(argv, stdin=subprocess.DEVNULL)
     match = proc.expect(r"listening: in tcp://[^ ]+:(\d+)", stream="stderr")
     return proc, int(match.group(1))

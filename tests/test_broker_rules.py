@@ -222,7 +222,7 @@ def test_rooms_are_separate_streams(rules: BrokerRules) -> None:
     assert topic == b"room/dev/"
     assert isinstance(chat, p.Chat) and chat.seq == 3
     assert rules.members("dev") == ["Alice", "Bob"]
-    assert rules.rooms["general"].seq == 1
+    assert rules.presence.rooms["general"].seq == 1
 
 
 def test_lone_surrogates_cannot_break_publishing(rules: BrokerRules) -> None:
@@ -264,10 +264,10 @@ def test_the_same_inbox_can_join_again_after_leaving(rules: BrokerRules) -> None
     joined(rules, alice)
     rules.on_inbound(p.encode_client(p.Leave(alice.secret)), None, 1.0)
     out = published(rules.on_inbound(alice.join(), "127.0.0.1", 2.0))  # still subscribed
-    assert [type(msg) for _, msg in out] == [p.Welcome, p.Joined]
+    assert [type(msg) for _, msg in out] == [p.Welcome, p.History, p.Joined]
 
 
 def test_room_names_in_a_join_are_canonical_and_collapse(rules: BrokerRules) -> None:
     out = joined(rules, Peer("Alice", 1, ("#Dev", "dev", "general")))
     assert [topic for topic, _ in out[1:]] == [b"room/dev/", b"room/general/"]
-    assert rules.sessions[0].rooms == ("dev", "general")
+    assert rules.sessions[0].rooms == ["dev", "general"]

@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import zmq
@@ -120,9 +121,10 @@ def test_silent_client_times_out_and_comes_back_by_itself(
 
 
 def test_clients_survive_a_broker_restart(
-    procs: list[Proc], ctx: zmq.Context[zmq.Socket[bytes]]
+    procs: list[Proc], ctx: zmq.Context[zmq.Socket[bytes]], tmp_path: Path
 ) -> None:
-    broker, port = start_broker()
+    db = str(tmp_path / "history.db")
+    broker, port = start_broker(db=db)
     procs.append(broker)
     alice = Client("Alice", port=port, context=ctx)
     alice.join()
@@ -139,7 +141,7 @@ def test_clients_survive_a_broker_restart(
     bob.send_line("while away")
     bob.expect(r"^\*\*\* not sent \(the broker is unreachable, reconnecting…\): while away$")
 
-    again, _ = start_broker(port=port)
+    again, _ = start_broker(port=port, db=db)
     procs.append(again)
     expect_message(alice, is_system("joined again as Alice"), timeout=10)
     bob.expect(r"\*\*\* joined again as Bob", timeout=10)

@@ -193,7 +193,7 @@ def test_quit_command_with_reason(broker: RunningBroker, make_client: MakeClient
 
 def test_unknown_command_and_help(broker: RunningBroker) -> None:
     result = run("join", "--name", "Alice", "--port", str(broker.port), stdin="/help\n/foo bar\n")
-    assert "  /quit [reason]   leave the chat (Ctrl-D or Ctrl-C also leave)" in result.stdout
+    assert "  /quit [reason]      leave the chat (Ctrl-D or Ctrl-C also leave)" in result.stdout
     assert "*** unknown command /foo, try /help" in result.stdout
 
 

@@ -17,7 +17,15 @@ TS_WIRE = "2025-03-01T14:30:15.123456Z"
 CLIENT_CASES = [
     (
         p.Join("Alice", S, S, ("general", "dev")),
-        {"type": "join", "name": "Alice", "secret": S, "inbox": S, "rooms": ["general", "dev"]},
+        {
+            "type": "join",
+            "name": "Alice",
+            "secret": S,
+            "inbox": S,
+            "rooms": ["general", "dev"],
+            "history": 50,
+            "since": {},
+        },
     ),
     (
         p.Say(S, "general", "Halo semua!", "m1"),
@@ -65,7 +73,7 @@ SERVER_CASES = [
             "type": "welcome",
             "name": "Alice",
             "epoch": "e1",
-            "rooms": {"general": {"seq": 3, "members": ["Alice", "Bob"]}},
+            "rooms": {"general": {"seq": 3, "members": ["Alice", "Bob"], "topic": ""}},
         },
     ),
     (

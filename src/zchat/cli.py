@@ -59,17 +59,31 @@ def main() -> None:
 @host_option("Address to listen on (env ZCHAT_HOST).")
 @port_option("Clients send to PORT and listen on PORT+1; 0 picks a free pair (env ZCHAT_PORT).", 0)
 @click.option(
+    "--db",
+    envvar="ZCHAT_DB",
+    help="History database file (env ZCHAT_DB); ':memory:' keeps none. "
+    "Default: $XDG_DATA_HOME/zchat/history.db (~/.local/share/zchat/history.db).",
+)
+@click.option(
+    "--retention",
+    type=click.IntRange(1, 10_000_000),
+    default=10_000,
+    show_default=True,
+    help="Lines of history kept per room.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
     show_default=True,
     help="How much the broker logs to stderr.",
 )
-def broker(host: str, port: int, log_level: str) -> None:
+def broker(host: str, port: int, db: str | None, retention: int, log_level: str) -> None:
     """Run the broker: every client connects here. Stop it with Ctrl-C."""
     import signal
 
     from zchat.broker.server import Broker, BrokerConfig
+    from zchat.broker.store import default_path
     from zchat.errors import ConfigError
 
     logging.basicConfig(
@@ -79,7 +93,8 @@ def broker(host: str, port: int, log_level: str) -> None:
         stream=sys.stderr,
     )
     try:
-        server = Broker(BrokerConfig(host=host, port=port))
+        path = db or str(default_path())
+        server = Broker(BrokerConfig(host=host, port=port, db=path, retention=retention))
     except ConfigError as exc:
         raise StartFailure(str(exc)) from None
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,6 +127,13 @@ def _ask_name() -> str:
     help="Room to join; repeat for several. The first is where your lines go.",
 )
 @click.option(
+    "--history",
+    type=click.IntRange(0, 1000),
+    default=50,
+    show_default=True,
+    help="Lines of each room's history to show on joining.",
+)
+@click.option(
     "--time-format",
     type=click.Choice(["time", "full", "none"]),
     default="time",
@@ -130,6 +152,7 @@ def join(
     host: str,
     port: int,
     rooms: tuple[str, ...],
+    history: int,
     time_format: str,
     connect_timeout: float,
 ) -> None:
@@ -151,5 +174,5 @@ def join(
         checked = tuple(check_room(r) for r in rooms)
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
-    config = TerminalConfig(name, host, port, checked, time_format, connect_timeout)
+    config = TerminalConfig(name, host, port, checked, history, time_format, connect_timeout)
     sys.exit(run(config, interactive))

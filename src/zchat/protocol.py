@@ -3,23 +3,30 @@
 Pure: no sockets, no clocks, no globals. Every frame after the topic is UTF-8 JSON
 carrying ``"v": PROTOCOL_VERSION`` and a ``"type"``; docs/protocol.md is the reference.
 
-Client -> broker (PUSH -> PULL), exactly one frame::
+Client -> broker (PUSH -> PULL), exactly one frame. Every request but ``join`` carries
+the session ``secret``::
 
-    join   {"v","type":"join","name","secret","inbox","rooms":[room, ...]}
-    say    {"v","type":"say","secret","room","text","id"}
-    ping   {"v","type":"ping","secret","inbox"}
-    leave  {"v","type":"leave","secret","reason"}
+    join    name, secret, inbox, rooms, history, since     ping   inbox
+    say     room, text, id, action                         leave  reason
+    enter   room, mark, history    part   room, reason     msg    to, text, id
+    nick    name                   topic  room, text       who    room
+    rooms   -                      history room, after, before, limit, id
 
 Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
 
-    room/<room>/     message {"v","type":"message","room","seq","ts","sender","text","id"}
-                     join    {"v","type":"join","room","seq","ts","sender"}
-                     leave   {"v","type":"leave","room","seq","ts","sender","reason"}
-    to/<inbox>/      welcome {"v","type":"welcome","name","epoch","rooms":{room:{"seq","members"}}}
-                     refused {"v","type":"refused","code","text"}
-                     error   {"v","type":"error","code","text","id"}
-    sys/             heartbeat {"v","type":"heartbeat","epoch","ts"}
-                     shutdown  {"v","type":"shutdown","epoch","ts","text"}
+    room/<room>/   message | action  room, seq, ts, sender, text, id
+                   join              room, seq, ts, sender
+                   leave             room, seq, ts, sender, reason
+                   nick              room, seq, ts, sender, name
+                   topic             room, seq, ts, sender, text
+    to/<inbox>/    welcome  name, epoch, rooms: {room: {seq, members, topic}}
+                   refused  code, text          error    code, text, id
+                   entered  room, seq, members, topic       parted   room
+                   history  room, events: [room event, ...], lost, id
+                   private  ts, sender, to, text, id
+                   members  room, members, topic            renamed  name
+                   rooms    rooms: [{room, members, topic}]
+    sys/           heartbeat epoch, ts                      shutdown epoch, ts, text
 
 Topics end with "/", which no name may contain, so SUB's prefix match never lets
 room ``gen`` see room ``general``. ``ts`` is UTC with microseconds
@@ -30,28 +37,54 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from zchat.errors import InvalidInput, ProtocolError
+from zchat.values import (
+    DEFAULT_ROOM,
+    MAX_NAME_CHARS,
+    MAX_REASON_CHARS,
+    MAX_ROOM_CHARS,
+    MAX_ROOMS_PER_SESSION,
+    MAX_TEXT_BYTES,
+    MAX_TOPIC_CHARS,
+    check_name,
+    check_reason,
+    check_room,
+    check_text,
+    check_topic,
+    clean_text,
+    is_canonical_room,
+)
+
+__all__ = [  # the value checks are part of the wire format's vocabulary
+    "DEFAULT_ROOM",
+    "MAX_NAME_CHARS",
+    "MAX_REASON_CHARS",
+    "MAX_ROOMS_PER_SESSION",
+    "MAX_ROOM_CHARS",
+    "MAX_TEXT_BYTES",
+    "MAX_TOPIC_CHARS",
+    "check_name",
+    "check_reason",
+    "check_room",
+    "check_text",
+    "check_topic",
+    "clean_text",
+]
 
 PROTOCOL_VERSION = 1
 
-MAX_NAME_CHARS = 32
-MAX_ROOM_CHARS = 32
-MAX_TEXT_BYTES = 4096
-MAX_REASON_CHARS = 200
-MAX_ROOMS_PER_JOIN = 32
 MAX_ID_CHARS = 64
+MAX_HISTORY = 1000  # most events one history answer carries
+DEFAULT_HISTORY = 50  # events a newcomer to a room is sent
 # Largest frame the broker accepts on its in-socket (ZMQ_MAXMSGSIZE); libzmq closes the
 # connection of a peer that sends more. JSON escapes a control character as 6 bytes, so a
 # maximal text takes at most 6 * MAX_TEXT_BYTES = 24 KiB, plus an envelope under 1 KiB.
 MAX_FRAME_BYTES = 32 * 1024
-
-DEFAULT_ROOM = "general"
 
 ROOM_PREFIX = b"room/"
 # A SUB socket sends its subscriptions in byte order when it (re)connects, so the inbox
@@ -59,87 +92,8 @@ ROOM_PREFIX = b"room/"
 INBOX_PREFIX = b"to/"
 SYS_TOPIC = b"sys/"
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
-_ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _TOKEN_RE = re.compile(r"[0-9a-f]{32}")
 _ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
-# Bidirectional overrides and isolates can make a line read differently from what
-# it says; they are replaced like control characters.
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-# --- validation of the values people type ------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    """Return ``name`` if it is a valid user name, else raise InvalidInput."""
-    if not name:
-        raise InvalidInput("name is empty: use 1 to 32 letters, digits, '_', '-' or '.'")
-    if len(name) > MAX_NAME_CHARS:
-        raise InvalidInput(f"name is {len(name)} characters long, the limit is {MAX_NAME_CHARS}")
-    if not _NAME_RE.fullmatch(name):
-        raise InvalidInput(
-            f"name {name!r} is not allowed: use only letters, digits, '_', '-' and '.'"
-        )
-    return name
-
-
-def check_room(room: str) -> str:
-    """Return the canonical form of a room name (lower case, no '#'), or raise."""
-    bare = room.removeprefix("#")
-    if not bare:
-        raise InvalidInput("room name is empty")
-    if len(bare) > MAX_ROOM_CHARS:
-        raise InvalidInput(
-            f"room name is {len(bare)} characters long, the limit is {MAX_ROOM_CHARS}"
-        )
-    # checked before lower-casing: "\u212a".lower() is an ASCII "k"
-    if not _ROOM_RE.fullmatch(bare):
-        raise InvalidInput(
-            f"room name {room!r} is not allowed: use only letters, digits, '_', '-' and '.'"
-        )
-    return bare.lower()
-
-
-def _without_surrogates(text: str) -> str:
-    # a lone surrogate (JSON "\ud800") cannot be encoded as UTF-8: it would break encoding
-    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
-
-
-def clean_text(text: str) -> str:
-    """Replace what could steer a terminal (control characters, escape sequences,
-    bidirectional overrides) or break encoding (lone surrogates) with U+FFFD; a tab
-    becomes a space."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in _without_surrogates(text):
-        if ch == "\t":
-            out.append(" ")
-        elif ch in _BIDI or unicodedata.category(ch) == "Cc":
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def check_text(text: str) -> str:
-    """Return ``text`` ready to encode, or raise InvalidInput if empty or too long.
-    The broker cleans it for display (``clean_text``) when it publishes it."""
-    if not text.strip():
-        raise InvalidInput("message is empty")
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_TEXT_BYTES:
-        raise InvalidInput(f"message is {size} bytes long, the limit is {MAX_TEXT_BYTES}")
-    return _without_surrogates(text)
-
-
-def check_reason(reason: str) -> str:
-    if len(reason) > MAX_REASON_CHARS:
-        raise InvalidInput(
-            f"reason is {len(reason)} characters long, the limit is {MAX_REASON_CHARS}"
-        )
-    return clean_text(reason)
 
 
 # --- topics ---------------------------------------------------------------------------
@@ -165,7 +119,7 @@ def inbox_of_topic(topic: bytes) -> str | None:
 def room_of_topic(topic: bytes) -> str | None:
     if topic.startswith(ROOM_PREFIX) and topic.endswith(b"/"):
         room = topic[len(ROOM_PREFIX) : -1].decode("ascii", "replace")
-        if _ROOM_RE.fullmatch(room) and room == room.lower() and len(room) <= MAX_ROOM_CHARS:
+        if is_canonical_room(room):
             return room
     return None
 
@@ -193,6 +147,8 @@ class Join:
     secret: str
     inbox: str
     rooms: tuple[str, ...]
+    history: int = DEFAULT_HISTORY  # lines of each room to send after the WELCOME
+    since: Mapping[str, int] = field(default_factory=dict)  # rejoin: room -> last seq seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +157,7 @@ class Say:
     room: str
     text: str
     id: str = ""
+    action: bool = False  # "/me waves"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +172,72 @@ class Leave:
     reason: str = ""
 
 
-ClientMessage: TypeAlias = Join | Say | Ping | Leave
+@dataclass(frozen=True, slots=True)
+class Enter:
+    """Enter a room. The client first subscribes to the room's topic, then subscribes
+    to its inbox topic once more (its ``mark``-th inbox subscription): when the broker
+    has seen that many, the room subscription is in place and nothing can be missed."""
+
+    secret: str
+    room: str
+    mark: int
+    history: int = DEFAULT_HISTORY
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    secret: str
+    room: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    secret: str
+    to: str
+    text: str
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Nick:
+    secret: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetTopic:
+    secret: str
+    room: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    secret: str
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetHistory:
+    """The newest ``limit`` events with ``after < seq < before`` (before 0: no bound)."""
+
+    secret: str
+    room: str
+    after: int = 0
+    before: int = 0
+    limit: int = DEFAULT_HISTORY
+    id: str = ""  # echoed in the History answer
+
+
+ClientMessage: TypeAlias = (
+    Join | Say | Ping | Leave | Enter | Part | Msg | Nick | SetTopic | Who | ListRooms | GetHistory
+)
 
 
 # --- records: broker -> clients --------------------------------------------------------
@@ -229,6 +251,7 @@ class Chat:
     sender: str
     text: str
     id: str = ""
+    action: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +272,38 @@ class Left:
 
 
 @dataclass(frozen=True, slots=True)
+class Renamed:
+    room: str
+    seq: int
+    ts: datetime
+    sender: str  # the old name
+    name: str  # the new name
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChanged:
+    room: str
+    seq: int
+    ts: datetime
+    sender: str
+    text: str
+
+
+RoomEvent: TypeAlias = Chat | Joined | Left | Renamed | TopicChanged
+
+
+@dataclass(frozen=True, slots=True)
 class RoomState:
     seq: int
     members: tuple[str, ...]
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    room: str
+    members: int
+    topic: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +327,51 @@ class Error:
 
 
 @dataclass(frozen=True, slots=True)
+class Entered:
+    room: str
+    state: RoomState
+
+
+@dataclass(frozen=True, slots=True)
+class Parted:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    room: str
+    events: tuple[RoomEvent, ...]
+    lost: int = 0  # events asked for that the store no longer holds
+    id: str = ""  # the request's id; "" for the history sent on join and enter
+
+
+@dataclass(frozen=True, slots=True)
+class Private:
+    ts: datetime
+    sender: str
+    to: str
+    text: str
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    room: str
+    members: tuple[str, ...]
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList:
+    rooms: tuple[RoomInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NickChanged:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     epoch: str
     ts: datetime
@@ -287,8 +384,11 @@ class Shutdown:
     text: str
 
 
-RoomEvent: TypeAlias = Chat | Joined | Left
-ServerMessage: TypeAlias = Chat | Joined | Left | Welcome | Refused | Error | Heartbeat | Shutdown
+InboxMessage: TypeAlias = (
+    Welcome | Refused | Error | Entered | Parted | History | Private | Members | RoomList
+    | NickChanged
+)  # fmt: skip
+ServerMessage: TypeAlias = RoomEvent | InboxMessage | Heartbeat | Shutdown
 
 
 # --- encoding --------------------------------------------------------------------------
@@ -299,36 +399,89 @@ def _dump(obj: dict[str, Any]) -> bytes:
 
 
 def encode_client(msg: ClientMessage) -> list[bytes]:
+    body: dict[str, Any]
     match msg:
-        case Join(name, secret, inbox, rooms):
+        case Join(name, secret, inbox, rooms, history, since):
             body = {"type": "join", "name": name, "secret": secret, "inbox": inbox}
-            return [_dump({**body, "rooms": list(rooms)})]
-        case Say(secret, room, text, id_):
-            return [_dump({"type": "say", "secret": secret, "room": room, "text": text, "id": id_})]
+            body |= {"rooms": list(rooms), "history": history, "since": dict(since)}
+        case Say(secret, room, text, id_, action):
+            body = {"type": "say", "secret": secret, "room": room, "text": text, "id": id_}
+            if action:
+                body["action"] = True
         case Ping(secret, inbox):
-            return [_dump({"type": "ping", "secret": secret, "inbox": inbox})]
+            body = {"type": "ping", "secret": secret, "inbox": inbox}
         case Leave(secret, reason):
-            return [_dump({"type": "leave", "secret": secret, "reason": reason})]
+            body = {"type": "leave", "secret": secret, "reason": reason}
+        case Enter(secret, room, mark, history):
+            body = {"type": "enter", "secret": secret, "room": room, "mark": mark}
+            body["history"] = history
+        case Part(secret, room, reason):
+            body = {"type": "part", "secret": secret, "room": room, "reason": reason}
+        case Msg(secret, to, text, id_):
+            body = {"type": "msg", "secret": secret, "to": to, "text": text, "id": id_}
+        case Nick(secret, name):
+            body = {"type": "nick", "secret": secret, "name": name}
+        case SetTopic(secret, room, text):
+            body = {"type": "topic", "secret": secret, "room": room, "text": text}
+        case Who(secret, room):
+            body = {"type": "who", "secret": secret, "room": room}
+        case ListRooms(secret):
+            body = {"type": "rooms", "secret": secret}
+        case GetHistory(secret, room, after, before, limit, id_):
+            body = {"type": "history", "secret": secret, "room": room}
+            body |= {"after": after, "before": before, "limit": limit, "id": id_}
+    return [_dump(body)]
+
+
+def event_body(event: RoomEvent) -> dict[str, Any]:
+    """A room event as the JSON object published (and stored, and sent in history)."""
+    head = {"room": event.room, "seq": event.seq, "ts": format_ts(event.ts), "sender": event.sender}
+    match event:
+        case Chat(text=text, id=id_, action=action):
+            return {"type": "action" if action else "message", **head, "text": text, "id": id_}
+        case Joined():
+            return {"type": "join", **head}
+        case Left(reason=reason):
+            return {"type": "leave", **head, "reason": reason}
+        case Renamed(name=name):
+            return {"type": "nick", **head, "name": name}
+        case TopicChanged(text=text):
+            return {"type": "topic", **head, "text": text}
+
+
+def _state_body(state: RoomState) -> dict[str, Any]:
+    return {"seq": state.seq, "members": list(state.members), "topic": state.topic}
 
 
 def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
     body: dict[str, Any]
     match msg:
-        case Chat(room, seq, ts, sender, text, id_):
-            body = {"type": "message", "room": room, "seq": seq, "ts": format_ts(ts)}
-            body |= {"sender": sender, "text": text, "id": id_}
-        case Joined(room, seq, ts, sender):
-            body = {"type": "join", "room": room, "seq": seq, "ts": format_ts(ts), "sender": sender}
-        case Left(room, seq, ts, sender, reason):
-            body = {"type": "leave", "room": room, "seq": seq, "ts": format_ts(ts)}
-            body |= {"sender": sender, "reason": reason}
+        case Chat() | Joined() | Left() | Renamed() | TopicChanged():
+            body = event_body(msg)
         case Welcome(name, epoch, rooms):
-            states = {r: {"seq": s.seq, "members": list(s.members)} for r, s in rooms.items()}
+            states = {room: _state_body(state) for room, state in rooms.items()}
             body = {"type": "welcome", "name": name, "epoch": epoch, "rooms": states}
         case Refused(code, text):
             body = {"type": "refused", "code": code, "text": text}
         case Error(code, text, id_):
             body = {"type": "error", "code": code, "text": text, "id": id_}
+        case Entered(room, state):
+            body = {"type": "entered", "room": room, **_state_body(state)}
+        case Parted(room):
+            body = {"type": "parted", "room": room}
+        case History(room, events, lost, id_):
+            body = {"type": "history", "room": room, "lost": lost, "id": id_}
+            body["events"] = [event_body(event) for event in events]
+        case Private(ts, sender, to, text, id_):
+            body = {"type": "private", "ts": format_ts(ts), "sender": sender, "to": to}
+            body |= {"text": text, "id": id_}
+        case Members(room, members, topic_text):
+            body = {"type": "members", "room": room, "members": list(members), "topic": topic_text}
+        case RoomList(rooms):
+            listed = [{"room": r.room, "members": r.members, "topic": r.topic} for r in rooms]
+            body = {"type": "rooms", "rooms": listed}
+        case NickChanged(name):
+            body = {"type": "renamed", "name": name}
         case Heartbeat(epoch, ts):
             body = {"type": "heartbeat", "epoch": epoch, "ts": format_ts(ts)}
         case Shutdown(epoch, ts, text):
@@ -342,12 +495,18 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
 class _Fields:
     """Typed access to one decoded JSON object; every miss is a ProtocolError."""
 
-    def __init__(self, obj: dict[str, Any]) -> None:
-        self.obj = obj
+    def __init__(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            raise ProtocolError("field", "expected a JSON object")
+        self.obj: dict[str, Any] = obj
 
     def _get(self, key: str, kind: type, default: Any) -> Any:
         value = self.obj.get(key, default)
-        if value is None or not isinstance(value, kind) or isinstance(value, bool):
+        if (
+            value is None
+            or not isinstance(value, kind)
+            or isinstance(value, bool) != (kind is bool)
+        ):
             raise ProtocolError("field", f"field {key!r} is missing or not a {kind.__name__}")
         return value
 
@@ -355,11 +514,21 @@ class _Fields:
         value: str = self._get(key, str, default)
         return value
 
-    def count(self, key: str) -> int:
-        value: int = self._get(key, int, None)
+    def flag(self, key: str) -> bool:
+        value: bool = self._get(key, bool, False)
+        return value
+
+    def count(self, key: str, default: int | None = None) -> int:
+        value: int = self._get(key, int, default)
         if value < 0:
             raise ProtocolError("field", f"field {key!r} is negative")
         return value
+
+    def strings(self, key: str, default: list[str] | None = None) -> tuple[str, ...]:
+        value = self.obj.get(key, default)
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ProtocolError("field", f"field {key!r} is not a list of strings")
+        return tuple(value)
 
     def token(self, key: str) -> str:
         value = self.text(key)
@@ -379,13 +548,18 @@ class _Fields:
     def name(self, key: str) -> str:
         return _checked(check_name, self.text(key))
 
+    def clean(self, key: str, default: str | None = None) -> str:
+        return clean_text(self.text(key, default))
 
-def _checked(check: Any, value: str) -> str:
+    def ts(self) -> datetime:
+        return parse_ts(self.text("ts"))
+
+
+def _checked(check: Callable[[str], str], value: str) -> str:
     try:
-        result: str = check(value)
+        return check(value)
     except InvalidInput as exc:
         raise ProtocolError("field", str(exc)) from None
-    return result
 
 
 def _load(frame: bytes) -> tuple[str, _Fields]:
@@ -408,33 +582,106 @@ def _load(frame: bytes) -> tuple[str, _Fields]:
     return kind, _Fields(obj)
 
 
+def _since(f: _Fields) -> dict[str, int]:
+    since = f.obj.get("since", {})
+    if not isinstance(since, dict):
+        raise ProtocolError("field", "field 'since' is not an object")
+    fields = _Fields(since)
+    return {room: fields.count(room) for room in since}
+
+
+CLIENT_TYPES = frozenset(
+    {
+        "join",
+        "say",
+        "ping",
+        "leave",
+        "enter",
+        "part",
+        "msg",
+        "nick",
+        "topic",
+        "who",
+        "rooms",
+        "history",
+    }
+)
+
+
 def decode_client(frames: Sequence[bytes]) -> ClientMessage:
-    """Decode what a client PUSHed. Field values are checked but texts are not:
-    the broker answers an over-long text with an error to its sender."""
+    """Decode what a client PUSHed. Names, rooms and texts are left for the broker to
+    check, so that it can answer a bad one to its sender instead of dropping it."""
     if len(frames) != 1:
         raise ProtocolError("frames", f"expected 1 frame, got {len(frames)}")
     kind, f = _load(frames[0])
+    if kind == "join":
+        rooms = f.strings("rooms", [DEFAULT_ROOM])
+        if not 1 <= len(rooms) <= MAX_ROOMS_PER_SESSION:
+            raise ProtocolError("field", f"a join names 1 to {MAX_ROOMS_PER_SESSION} rooms")
+        history = f.count("history", DEFAULT_HISTORY)
+        return Join(f.text("name"), f.token("secret"), f.token("inbox"), rooms, history, _since(f))
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError("type", f"unknown message type {kind!r}")
+    secret = f.token("secret")
     match kind:
-        case "join":
-            rooms = f.obj.get("rooms", [DEFAULT_ROOM])
-            if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
-                raise ProtocolError("field", "field 'rooms' is not a list of strings")
-            if not 1 <= len(rooms) <= MAX_ROOMS_PER_JOIN:
-                raise ProtocolError("field", f"a join names 1 to {MAX_ROOMS_PER_JOIN} rooms")
-            # names and rooms are checked by the broker, which answers a bad one with a
-            # refusal on the inbox: the client learns why instead of waiting in vain
-            return Join(f.text("name"), f.token("secret"), f.token("inbox"), tuple(rooms))
         case "say":
-            # the room and text are checked by the broker, which answers with an error
-            return Say(f.token("secret"), f.text("room"), f.text("text"), f.id())
+            return Say(secret, f.text("room"), f.text("text"), f.id(), f.flag("action"))
         case "ping":
-            return Ping(f.token("secret"), f.token("inbox"))
+            return Ping(secret, f.token("inbox"))
         case "leave":
             # a leave is never refused: an over-long reason is cut to the limit
-            reason = f.text("reason", "")[:MAX_REASON_CHARS]
-            return Leave(f.token("secret"), clean_text(reason))
+            return Leave(secret, clean_text(f.text("reason", "")[:MAX_REASON_CHARS]))
+        case "enter":
+            history = f.count("history", DEFAULT_HISTORY)
+            return Enter(secret, f.text("room"), f.count("mark"), history)
+        case "part":
+            return Part(secret, f.text("room"), clean_text(f.text("reason", "")[:MAX_REASON_CHARS]))
+        case "msg":
+            return Msg(secret, f.text("to"), f.text("text"), f.id())
+        case "nick":
+            return Nick(secret, f.text("name"))
+        case "topic":
+            return SetTopic(secret, f.text("room"), f.text("text"))
+        case "who":
+            return Who(secret, f.text("room"))
+        case "rooms":
+            return ListRooms(secret)
+        case "history":
+            after, before = f.count("after", 0), f.count("before", 0)
+            limit = f.count("limit", DEFAULT_HISTORY)
+            return GetHistory(secret, f.text("room"), after, before, limit, f.id())
         case _:
             raise ProtocolError("type", f"unknown message type {kind!r}")
+
+
+def _room_event(kind: str, f: _Fields) -> RoomEvent:
+    room, seq, ts, sender = f.room(), f.count("seq"), f.ts(), f.name("sender")
+    match kind:
+        case "message" | "action":
+            return Chat(room, seq, ts, sender, f.clean("text"), f.id(), kind == "action")
+        case "join":
+            return Joined(room, seq, ts, sender)
+        case "leave":
+            return Left(room, seq, ts, sender, f.clean("reason", ""))
+        case "nick":
+            return Renamed(room, seq, ts, sender, f.name("name"))
+        case "topic":
+            return TopicChanged(room, seq, ts, sender, f.clean("text", ""))
+    raise ProtocolError("type", f"unknown room event type {kind!r}")
+
+
+ROOM_EVENT_TYPES = frozenset({"message", "action", "join", "leave", "nick", "topic"})
+
+
+def decode_event(obj: Any) -> RoomEvent:
+    """One room event from its JSON object (as published, stored, or in a history)."""
+    f = _Fields(obj)
+    return _room_event(f.text("type"), f)
+
+
+def _state(f: _Fields) -> RoomState:
+    members = tuple(_checked(check_name, m) for m in f.strings("members", []))
+    return RoomState(f.count("seq"), members, f.clean("topic", ""))
 
 
 def decode_server(frames: Sequence[bytes]) -> tuple[bytes, ServerMessage]:
@@ -444,39 +691,49 @@ def decode_server(frames: Sequence[bytes]) -> tuple[bytes, ServerMessage]:
     topic = frames[0]
     kind, f = _load(frames[1])
     msg: ServerMessage
+    if kind in ROOM_EVENT_TYPES:
+        return topic, _room_event(kind, f)
     match kind:
-        case "message":
-            ts = parse_ts(f.text("ts"))
-            msg = Chat(
-                f.room(), f.count("seq"), ts, f.name("sender"), clean_text(f.text("text")), f.id()
-            )
-        case "join":
-            msg = Joined(f.room(), f.count("seq"), parse_ts(f.text("ts")), f.name("sender"))
-        case "leave":
-            ts = parse_ts(f.text("ts"))
-            reason = clean_text(f.text("reason", ""))
-            msg = Left(f.room(), f.count("seq"), ts, f.name("sender"), reason)
         case "welcome":
             rooms = f.obj.get("rooms")
             if not isinstance(rooms, dict):
                 raise ProtocolError("field", "field 'rooms' is not an object")
-            states = {}
-            for room, state in rooms.items():
-                sf = _Fields(state if isinstance(state, dict) else {})
-                members = sf.obj.get("members", [])
-                if not isinstance(members, list):
-                    raise ProtocolError("field", "field 'members' is not a list")
-                names = tuple(_checked(check_name, str(m)) for m in members)
-                states[_checked(check_room, room)] = RoomState(sf.count("seq"), names)
+            states = {_checked(check_room, r): _state(_Fields(s)) for r, s in rooms.items()}
             msg = Welcome(f.name("name"), f.text("epoch"), states)
         case "refused":
-            msg = Refused(f.text("code"), clean_text(f.text("text")))
+            msg = Refused(f.text("code"), f.clean("text"))
         case "error":
-            msg = Error(f.text("code"), clean_text(f.text("text")), f.id())
+            msg = Error(f.text("code"), f.clean("text"), f.id())
+        case "entered":
+            msg = Entered(f.room(), _state(f))
+        case "parted":
+            msg = Parted(f.room())
+        case "history":
+            events = f.obj.get("events")
+            if not isinstance(events, list):
+                raise ProtocolError("field", "field 'events' is not a list")
+            decoded = tuple(decode_event(e) for e in events)
+            msg = History(f.room(), decoded, f.count("lost", 0), f.id())
+        case "private":
+            msg = Private(f.ts(), f.name("sender"), f.name("to"), f.clean("text"), f.id())
+        case "members":
+            members = tuple(_checked(check_name, m) for m in f.strings("members"))
+            msg = Members(f.room(), members, f.clean("topic", ""))
+        case "rooms":
+            listed = f.obj.get("rooms")
+            if not isinstance(listed, list):
+                raise ProtocolError("field", "field 'rooms' is not a list")
+            infos = []
+            for item in listed:
+                r = _Fields(item)
+                infos.append(RoomInfo(r.room(), r.count("members"), r.clean("topic", "")))
+            msg = RoomList(tuple(infos))
+        case "renamed":
+            msg = NickChanged(f.name("name"))
         case "heartbeat":
-            msg = Heartbeat(f.text("epoch"), parse_ts(f.text("ts")))
+            msg = Heartbeat(f.text("epoch"), f.ts())
         case "shutdown":
-            msg = Shutdown(f.text("epoch"), parse_ts(f.text("ts")), clean_text(f.text("text", "")))
+            msg = Shutdown(f.text("epoch"), f.ts(), f.clean("text", ""))
         case _:
             raise ProtocolError("type", f"unknown message type {kind!r}")
     return topic, msg

@@ -3,22 +3,28 @@
 Design rules this module enforces:
 
 * The name, time and sequence number of everything published come from the broker:
-  a sender is known only by its session secret, looked up in ``_by_secret``.
+  a sender is known only by its session secret, looked up in the presence tables.
 * A join completes only when both halves have arrived, in either order: the JOIN on
   the in-socket and the subscription to the client's inbox topic on the out-socket.
   Subscriptions of one connection arrive in order and the inbox is subscribed last,
   so at that point the client's room subscriptions are in place and nothing it should
-  see (its WELCOME, its own join notice) can be missed.
+  see (its WELCOME, its history, its own join notice) can be missed. Entering a room
+  later works the same way: the client subscribes to the room, then to its inbox once
+  more, and the broker answers the enter when it has seen that inbox subscription.
 * No subscription that could cover someone else's inbox is ever applied: "" is
   narrowed to the public topics, and an inbox-shaped topic is applied only when it
   names exactly one inbox.
 * Losing the inbox subscription (process killed, connection closed, heartbeat timed
   out) ends the session at once with one leave notice per room.
-* Bad frames are dropped and counted; they never stop the broker.
+* Every room event is stored before it is published (the loop commits the store
+  before sending), so history and live lines never disagree.
+* Bad frames are dropped and counted; they never stop the broker. A bad request from
+  a known session is answered on its inbox.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from zchat import protocol as p
+from zchat.broker.presence import Presence, Room, Session
+from zchat.broker.store import HistoryStore
 from zchat.errors import InvalidInput, ProtocolError
 
 log = logging.getLogger("zchat.broker")
@@ -40,26 +48,31 @@ WARN_EVERY_SECONDS = 10.0
 # Bounds on JOINs waiting for their subscription and on subscribed inboxes without a
 # session; past them the oldest JOIN is forgotten and new inbox subscriptions refused.
 MAX_PENDING = 100_000
+MAX_WAITING_ENTERS = 8  # per session
 
 
 @dataclass
 class Actions:
     """What the socket loop must do, in this order: apply the subscription changes
-    (right away, before receiving anything else), then publish."""
+    (right away, before receiving anything else), commit the store, then publish."""
 
     subscribe: list[bytes] = field(default_factory=list)
     unsubscribe: list[bytes] = field(default_factory=list)
     publish: list[list[bytes]] = field(default_factory=list)
 
+    def extend(self, other: Actions) -> None:
+        self.subscribe += other.subscribe
+        self.unsubscribe += other.unsubscribe
+        self.publish += other.publish
 
-@dataclass
-class Session:
-    name: str
-    secret: str
-    inbox: str
-    rooms: tuple[str, ...]
-    peer: str
-    last_seen: float
+
+class Answer(Exception):
+    """A request from a known session that is refused: the code and text go back to it."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
 
 
 @dataclass
@@ -69,23 +82,20 @@ class _Pending:
     peer: str
 
 
-@dataclass
-class Room:
-    seq: int = 0
-    members: dict[str, str] = field(default_factory=dict)  # lower-case name -> name
-
-
 class BrokerRules:
-    def __init__(self, epoch: str, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        epoch: str,
+        store: HistoryStore | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.epoch = epoch
+        self.store = store or HistoryStore()
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.rooms: dict[str, Room] = {}
+        self.presence = Presence()
         self.dropped: Counter[str] = Counter()
-        self._by_secret: dict[str, Session] = {}
-        self._by_inbox: dict[str, Session] = {}
-        self._by_name: dict[str, Session] = {}
         self._pending: dict[str, _Pending] = {}  # inbox -> JOIN waiting for its subscription
-        self._subscribed: set[str] = set()  # inboxes whose subscription is in place
+        self._subscribed: Counter[str] = Counter()  # inbox -> subscriptions seen, no session yet
         self._last_warning: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
 
@@ -93,10 +103,12 @@ class BrokerRules:
 
     @property
     def sessions(self) -> list[Session]:
-        return list(self._by_secret.values())
+        return list(self.presence.by_secret.values())
 
     def members(self, room: str) -> list[str]:
-        return sorted(self.rooms[room].members.values()) if room in self.rooms else []
+        return (
+            list(self.presence.rooms[room].state().members) if room in self.presence.rooms else []
+        )
 
     # --- the in-socket -----------------------------------------------------------------
 
@@ -107,35 +119,76 @@ class BrokerRules:
         except ProtocolError as exc:
             self._drop(exc.code, f"{exc} (from {peer or 'unknown peer'})", now)
             return actions
-        match msg:
-            case p.Join():
-                self._on_join(msg, peer or "?", now, actions)
-            case p.Say():
-                self._on_say(msg, now, actions)
-            case p.Ping(secret, inbox):
-                session = self._by_secret.get(secret)
-                if session is None or session.inbox != inbox:
-                    # The client believes in a session we do not have (we restarted, or
-                    # its connection was dropped): tell it, so it joins again.
-                    text = "session unknown to this broker, join again"
-                    self._to_inbox(inbox, p.Error("unknown-session", text), actions)
-                else:
-                    session.last_seen = now
-            case p.Leave(secret, reason):
-                session = self._by_secret.get(secret)
-                if session is None:
-                    self._drop("unknown-session", "leave from an unknown session", now)
-                else:
-                    self._end(session, f"quit: {reason}" if reason else "quit", actions)
+        if isinstance(msg, p.Join):
+            self._on_join(msg, peer or "?", now, actions)
+            return actions
+        session = self.presence.by_secret.get(msg.secret)
+        if isinstance(msg, p.Ping):
+            if session is None or session.inbox != msg.inbox:
+                # The client believes in a session we do not have (we restarted, or its
+                # connection was dropped): tell it, so that it joins again.
+                text = "session unknown to this broker, join again"
+                self._to_inbox(msg.inbox, p.Error("unknown-session", text), actions)
+            else:
+                session.last_seen = now
+            return actions
+        if session is None:
+            self._drop(
+                "unknown-session", f"{type(msg).__name__.lower()} from an unknown session", now
+            )
+            return actions
+        session.last_seen = now
+        try:
+            self._dispatch(session, msg, actions)
+        except Answer as answer:  # a bad request from a known sender: tell it why
+            error = p.Error(answer.code, answer.text, getattr(msg, "id", ""))
+            self._to_inbox(session.inbox, error, actions)
         return actions
 
+    def _dispatch(self, session: Session, msg: p.ClientMessage, actions: Actions) -> None:
+        match msg:
+            case p.Say(_, room, text, id_, action):
+                room = self._member_room(session, room)
+                event = p.Chat(room, 0, self.clock(), session.name, _text(text), id_, action)
+                self._publish(event, actions)
+            case p.Msg(_, to, text, id_):
+                self._private(session, to, _text(text), id_, actions)
+            case p.Leave(_, reason):
+                self._end(session, f"quit: {reason}" if reason else "quit", actions)
+            case p.Enter():
+                self._on_enter(session, msg, actions)
+            case p.Part(_, room, reason):
+                room = self._member_room(session, room)
+                self.presence.part(session, room)
+                self._publish(p.Left(room, 0, self.clock(), session.name, reason), actions)
+                self.presence.forget_if_empty(room)
+                self._to_inbox(session.inbox, p.Parted(room), actions)
+            case p.Nick(_, name):
+                self._rename(session, name, actions)
+            case p.SetTopic(_, room, text):
+                room = self._member_room(session, room)
+                topic = self.presence.rooms[room].topic = _fails("bad-topic", p.check_topic, text)
+                self._publish(p.TopicChanged(room, 0, self.clock(), session.name, topic), actions)
+            case p.Who(_, room):
+                room = _fails("bad-room", p.check_room, room)
+                state = self._room(room).state()
+                self._to_inbox(session.inbox, p.Members(room, state.members, state.topic), actions)
+                self.presence.forget_if_empty(room)
+            case p.ListRooms():
+                self._to_inbox(session.inbox, p.RoomList(self.presence.listing()), actions)
+            case p.GetHistory(_, room, after, before, limit, id_):
+                room = _fails("bad-room", p.check_room, room)
+                self._send_history(session, room, after, before, limit, actions, id_, always=True)
+
+    # --- joining and leaving -------------------------------------------------------------
+
     def _on_join(self, msg: p.Join, peer: str, now: float, actions: Actions) -> None:
-        session = self._by_secret.get(msg.secret)
+        session = self.presence.by_secret.get(msg.secret)
         if session is not None and session.inbox == msg.inbox:
             # a repeated JOIN (the WELCOME was slow): answer it again, announce nothing
             self._to_inbox(msg.inbox, self._welcome(session), actions)
             return
-        if session is not None or msg.inbox in self._by_inbox:
+        if session is not None or msg.inbox in self.presence.by_inbox:
             self._drop("field", "join reuses a secret or inbox of another session", now)
             return
         if len(self._pending) >= MAX_PENDING:
@@ -143,30 +196,68 @@ class BrokerRules:
         self._pending[msg.inbox] = _Pending(now, msg, peer)
         self._complete(msg.inbox, actions)
 
-    def _on_say(self, msg: p.Say, now: float, actions: Actions) -> None:
-        session = self._by_secret.get(msg.secret)
-        if session is None:
-            self._drop("unknown-session", "message from an unknown session", now)
+    def _complete(self, inbox: str, actions: Actions) -> None:
+        if inbox not in self._subscribed or inbox not in self._pending:
             return
-        session.last_seen = now
+        pending = self._pending.pop(inbox)
+        join = pending.join
         try:
-            room_name = p.check_room(msg.room)
-        except InvalidInput as exc:
-            self._to_inbox(session.inbox, p.Error("bad-room", str(exc), msg.id), actions)
+            name = _fails("invalid-name", p.check_name, join.name)
+            rooms = list(dict.fromkeys(_fails("invalid-room", p.check_room, r) for r in join.rooms))
+        except Answer as answer:
+            self._to_inbox(inbox, p.Refused(answer.code, answer.text), actions)
             return
-        if room_name not in session.rooms:
-            error = p.Error("not-in-room", f"you are not in #{room_name}", msg.id)
-            self._to_inbox(session.inbox, error, actions)
+        if self.presence.holder(name) is not None:
+            refusal = p.Refused("name-taken", f"name {name.lower()!r} is taken")
+            self._to_inbox(inbox, refusal, actions)
+            log.info("refused %s from %s: name taken", name, pending.peer)
             return
-        try:
-            text = p.clean_text(p.check_text(msg.text))
-        except InvalidInput as exc:
-            self._to_inbox(session.inbox, p.Error("bad-text", str(exc), msg.id), actions)
+        marks = self._subscribed.pop(inbox)
+        session = Session(name, join.secret, inbox, [], pending.peer, pending.since, marks)
+        self.presence.add(session)
+        for room in rooms:
+            self._room(room)
+            self.presence.enter(session, room)
+        self._to_inbox(inbox, self._welcome(session), actions)
+        for room in rooms:
+            limit = min(join.history, p.MAX_HISTORY)
+            after = join.since.get(room, 0)
+            self._send_history(session, room, after, 0, p.MAX_HISTORY if after else limit, actions)
+        for room in rooms:
+            self._publish(p.Joined(room, 0, self.clock(), name), actions)
+        log.info("%s joined from %s", name, session.peer)
+
+    def _on_enter(self, session: Session, msg: p.Enter, actions: Actions) -> None:
+        room = _fails("bad-room", p.check_room, msg.room)
+        if room not in session.rooms and len(session.rooms) >= p.MAX_ROOMS_PER_SESSION:
+            limit = p.MAX_ROOMS_PER_SESSION
+            raise Answer("too-many-rooms", f"you are in {limit} rooms already, the limit")
+        if session.marks < msg.mark:  # its room subscription is not in place yet
+            if len(session.waiting) >= MAX_WAITING_ENTERS:
+                raise Answer("busy", "too many rooms being entered at once")
+            session.waiting.append(msg)
             return
-        room = self.rooms[room_name]
-        room.seq += 1
-        chat = p.Chat(room_name, room.seq, self.clock(), session.name, text, msg.id)
-        actions.publish.append(p.encode_server(p.room_topic(room_name), chat))
+        state = self._room(room)
+        if room in session.rooms:  # already there: answer again, announce nothing
+            self._to_inbox(session.inbox, p.Entered(room, state.state()), actions)
+            return
+        self.presence.enter(session, room)
+        self._to_inbox(session.inbox, p.Entered(room, state.state()), actions)
+        self._send_history(session, room, 0, 0, min(msg.history, p.MAX_HISTORY), actions)
+        self._publish(p.Joined(room, 0, self.clock(), session.name), actions)
+
+    def _end(
+        self, session: Session, reason: str, actions: Actions, subscribed: bool = True
+    ) -> None:
+        self.presence.remove(session)
+        if subscribed:  # the inbox stays subscribed: a new JOIN may use it
+            self._subscribed[session.inbox] = 1
+        ts = self.clock()
+        for room in list(session.rooms):
+            self.presence.part(session, room)
+            self._publish(p.Left(room, 0, ts, session.name, reason), actions)
+            self.presence.forget_if_empty(room)
+        log.info("%s left (%s)", session.name, reason)
 
     # --- the out-socket's subscriptions --------------------------------------------------
 
@@ -184,25 +275,38 @@ class BrokerRules:
             if inbox is None:
                 self._drop("subscription", f"refused subscription to {topic[:40]!r}", now)
             elif subscribe:
-                if inbox not in self._subscribed and len(self._subscribed) >= MAX_PENDING:
-                    self._drop("subscription", "too many inbox subscriptions", now)
-                    return actions
-                change.append(topic)
-                self._subscribed.add(inbox)
-                self._complete(inbox, actions)
+                self._on_inbox_subscribed(inbox, topic, now, actions)
             else:
                 change.append(topic)
-                self._subscribed.discard(inbox)
-                self._on_inbox_gone(inbox, now, actions)
+                self._subscribed.pop(inbox, None)
+                session = self.presence.by_inbox.get(inbox)
+                if session is not None:
+                    silent = now - session.last_seen > SILENT_SECONDS
+                    reason = "timed out" if silent else "connection lost"
+                    self._end(session, reason, actions, subscribed=False)
         else:
             change.append(topic)
         return actions
 
-    def _on_inbox_gone(self, inbox: str, now: float, actions: Actions) -> None:
-        session = self._by_inbox.get(inbox)
+    def _on_inbox_subscribed(self, inbox: str, topic: bytes, now: float, actions: Actions) -> None:
+        session = self.presence.by_inbox.get(inbox)
         if session is not None:
-            silent = now - session.last_seen > SILENT_SECONDS
-            self._end(session, "timed out" if silent else "connection lost", actions)
+            actions.subscribe.append(topic)
+            session.marks += 1
+            ready = [enter for enter in session.waiting if enter.mark <= session.marks]
+            session.waiting = [enter for enter in session.waiting if enter.mark > session.marks]
+            for enter in ready:
+                try:
+                    self._on_enter(session, enter, actions)
+                except Answer as answer:
+                    self._to_inbox(session.inbox, p.Error(answer.code, answer.text), actions)
+            return
+        if inbox not in self._subscribed and len(self._subscribed) >= MAX_PENDING:
+            self._drop("subscription", "too many inbox subscriptions", now)
+            return
+        actions.subscribe.append(topic)
+        self._subscribed[inbox] += 1
+        self._complete(inbox, actions)
 
     # --- timers ----------------------------------------------------------------------------
 
@@ -215,7 +319,7 @@ class BrokerRules:
         return Actions(publish=[p.encode_server(p.SYS_TOPIC, notice)])
 
     def expire(self, now: float) -> None:
-        """Forget JOINs whose inbox subscription never came."""
+        """Forget JOINs whose inbox subscription never came; report suppressed warnings."""
         for inbox, pending in list(self._pending.items()):
             if now - pending.since > PENDING_JOIN_SECONDS:
                 del self._pending[inbox]
@@ -228,59 +332,73 @@ class BrokerRules:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _complete(self, inbox: str, actions: Actions) -> None:
-        if inbox not in self._subscribed or inbox not in self._pending:
-            return
-        pending = self._pending.pop(inbox)
-        join = pending.join
-        try:
-            name = p.check_name(join.name)
-        except InvalidInput as exc:
-            self._to_inbox(inbox, p.Refused("invalid-name", str(exc)), actions)
-            return
-        try:
-            rooms = tuple(dict.fromkeys(p.check_room(room) for room in join.rooms))
-        except InvalidInput as exc:
-            self._to_inbox(inbox, p.Refused("invalid-room", str(exc)), actions)
-            return
-        if name.lower() in self._by_name:
-            refusal = p.Refused("name-taken", f"name {name.lower()!r} is taken")
-            self._to_inbox(inbox, refusal, actions)
-            log.info("refused %s from %s: name taken", name, pending.peer)
-            return
-        session = Session(name, join.secret, inbox, rooms, pending.peer, pending.since)
-        self._by_secret[join.secret] = self._by_inbox[inbox] = session
-        self._by_name[name.lower()] = session
-        for room in rooms:
-            self.rooms.setdefault(room, Room()).members[name.lower()] = name
-        self._to_inbox(inbox, self._welcome(session), actions)
-        ts = self.clock()
-        for room in rooms:
-            state = self.rooms[room]
-            state.seq += 1
-            notice = p.Joined(room, state.seq, ts, name)
-            actions.publish.append(p.encode_server(p.room_topic(room), notice))
-        log.info("%s joined from %s", name, session.peer)
+    def _room(self, name: str) -> Room:
+        room = self.presence.rooms.get(name)
+        if room is None:
+            seq, topic = self.store.room_state(name)
+            room = self.presence.rooms[name] = Room(seq, topic)
+        return room
 
-    def _welcome(self, session: Session) -> p.Welcome:
-        states = {
-            room: p.RoomState(self.rooms[room].seq, tuple(self.members(room)))
-            for room in session.rooms
-        }
-        return p.Welcome(session.name, self.epoch, states)
+    def _member_room(self, session: Session, room: str) -> str:
+        room = _fails("bad-room", p.check_room, room)
+        if room not in session.rooms:
+            raise Answer("not-in-room", f"you are not in #{room}")
+        return room
 
-    def _end(self, session: Session, reason: str, actions: Actions) -> None:
-        del self._by_secret[session.secret]
-        del self._by_inbox[session.inbox]
-        del self._by_name[session.name.lower()]
+    def _publish(self, event: p.RoomEvent, actions: Actions) -> None:
+        """Number, store and publish one room event (``seq`` 0 in ``event`` is replaced)."""
+        room = self._room(event.room)
+        room.seq += 1
+        numbered = dataclasses.replace(event, seq=room.seq)
+        self.store.append(numbered, room.topic)
+        actions.publish.append(p.encode_server(p.room_topic(event.room), numbered))
+
+    def _send_history(
+        self,
+        session: Session,
+        room: str,
+        after: int,
+        before: int,
+        limit: int,
+        actions: Actions,
+        id_: str = "",
+        always: bool = False,
+    ) -> None:
+        """Send the newest ``limit`` events with after < seq < before (0: up to now).
+        On join and enter nothing is sent if there is nothing; a request always gets
+        its answer."""
+        last = self._room(room).seq
+        before = last + 1 if before <= 0 or before > last + 1 else before
+        events, lost = self.store.history(room, after, before, min(limit, p.MAX_HISTORY))
+        if events or lost or always:
+            self._to_inbox(session.inbox, p.History(room, tuple(events), lost, id_), actions)
+        self.presence.forget_if_empty(room)
+
+    def _private(self, session: Session, to: str, text: str, id_: str, actions: Actions) -> None:
+        recipient = self.presence.holder(to)
+        if recipient is None:
+            raise Answer("no-such-user", f"no user named {to!r} is here")
+        dm = p.Private(self.clock(), session.name, recipient.name, text, id_)
+        self._to_inbox(recipient.inbox, dm, actions)
+        if recipient is not session:
+            self._to_inbox(session.inbox, dm, actions)  # the sender's copy is its receipt
+
+    def _rename(self, session: Session, name: str, actions: Actions) -> None:
+        name = _fails("invalid-name", p.check_name, name)
+        holder = self.presence.holder(name)
+        if holder is not None and holder is not session:
+            raise Answer("name-taken", f"name {name.lower()!r} is taken")
+        old = session.name
+        self.presence.rename(session, name)
         ts = self.clock()
         for room in session.rooms:
-            state = self.rooms[room]
-            state.members.pop(session.name.lower(), None)
-            state.seq += 1
-            notice = p.Left(room, state.seq, ts, session.name, reason)
-            actions.publish.append(p.encode_server(p.room_topic(room), notice))
-        log.info("%s left (%s)", session.name, reason)
+            self._publish(p.Renamed(room, 0, ts, old, name), actions)
+        self._to_inbox(session.inbox, p.NickChanged(name), actions)
+        log.info("%s is now known as %s", old, name)
+
+    def _welcome(self, session: Session) -> p.Welcome:
+        states = {room: self._room(room).state() for room in session.rooms}
+        return p.Welcome(session.name, self.epoch, states)
 
     def _to_inbox(self, inbox: str, msg: p.ServerMessage, actions: Actions) -> None:
         actions.publish.append(p.encode_server(p.inbox_topic(inbox), msg))
@@ -292,3 +410,15 @@ class BrokerRules:
             log.warning("dropped a bad frame: %s", detail)
         else:
             self._suppressed[code] += 1
+
+
+def _text(text: str) -> str:
+    return p.clean_text(_fails("bad-text", p.check_text, text))
+
+
+def _fails(code: str, check: Callable[[str], str], value: str) -> str:
+    """Run a value check; turn its InvalidInput into an Answer with ``code``."""
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        raise Answer(code, str(exc)) from None

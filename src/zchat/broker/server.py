@@ -18,6 +18,7 @@ import zmq
 
 from zchat import protocol as p
 from zchat.broker.rules import Actions, BrokerRules
+from zchat.broker.store import DEFAULT_RETENTION, HistoryStore
 from zchat.errors import ConfigError
 
 log = logging.getLogger("zchat.broker")
@@ -37,6 +38,8 @@ class BrokerConfig:
     zmtp_heartbeat_timeout: float = 5.0  # a peer silent this long is disconnected
     linger: float = 1.0  # seconds to flush the shutdown notice on close
     sndhwm: int = 10_000  # per-subscriber queue on the out-socket
+    db: str = ":memory:"  # the history database; ":memory:" keeps nothing
+    retention: int = DEFAULT_RETENTION  # events kept per room
 
 
 class Broker:
@@ -45,7 +48,8 @@ class Broker:
     def __init__(self, config: BrokerConfig, context: zmq.Context[zmq.Socket[bytes]] | None = None):
         self.config = config
         self.epoch = secrets.token_hex(8)
-        self.rules = BrokerRules(self.epoch)
+        self.store = HistoryStore(config.db, config.retention)
+        self.rules = BrokerRules(self.epoch, self.store)
         self._ctx = context or zmq.Context.instance()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -123,9 +127,11 @@ class Broker:
 
     def run(self) -> None:
         log.info(
-            "zchat broker listening: in %s (clients PUSH here), out %s (clients SUB here)",
+            "zchat broker listening: in %s (clients PUSH here), out %s (clients SUB here); "
+            "history in %s",
             self.in_endpoint,
             self.out_endpoint,
+            self.config.db,
         )
         poller = zmq.Poller()
         poller.register(self._in, zmq.POLLIN)
@@ -167,11 +173,13 @@ class Broker:
             self._apply(actions)
 
     def _drain_inbound(self) -> None:
+        # one commit for the whole batch, before any of it is published
+        batch = Actions()
         for _ in range(BATCH):
             try:
                 frames = self._in.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                break
             try:
                 peer: str | None = str(frames[0].get("Peer-Address"))
             except zmq.ZMQError:
@@ -183,13 +191,15 @@ class Broker:
                 self.rules.dropped["internal"] += 1
                 log.exception("dropped a frame that the broker failed to handle")
                 continue
-            self._apply(actions)
+            batch.extend(actions)
+        self._apply(batch)
 
     def _apply(self, actions: Actions) -> None:
         for topic in actions.subscribe:
             self._out.subscribe(topic)
         for topic in actions.unsubscribe:
             self._out.unsubscribe(topic)
+        self.store.commit()  # what clients see is stored first: nothing seen is ever lost
         for frames in actions.publish:
             self._out.send_multipart(frames)
 
@@ -199,3 +209,4 @@ class Broker:
                 sock.close()
         self._wake_r.close()
         self._wake_w.close()
+        self.store.close()

@@ -20,6 +20,7 @@ from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
 from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
 from zchat.errors import ClientClosed, NotDelivered
+from zchat.protocol import DEFAULT_HISTORY
 
 
 class AsyncClient:
@@ -30,9 +31,10 @@ class AsyncClient:
         port: int = DEFAULT_PORT,
         rooms: Iterable[str] = ("general",),
         *,
+        history: int = DEFAULT_HISTORY,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        self.core = ClientCore(name, rooms)
+        self.core = ClientCore(name, rooms, history=history)
         self.endpoints = Endpoints(host, port)
         self._ctx = context or zmq.asyncio.Context.instance()
         self._push = self._ctx.socket(zmq.PUSH)
@@ -46,7 +48,7 @@ class AsyncClient:
 
     @property
     def rooms(self) -> tuple[str, ...]:
-        return self.core.rooms
+        return tuple(self.core.rooms)
 
     async def join(self, timeout: float = 5.0) -> None:
         """Connect and join; returns once the broker has welcomed this client."""
@@ -92,15 +94,56 @@ class AsyncClient:
 
     async def send(self, text: str, room: str | None = None) -> str:
         """Hand one line to the broker (never blocks); see Client.send."""
+        id_, frames = self.core.say(text, room, time.monotonic())
+        await self._submit(frames, id_)
+        return id_
+
+    async def act(self, text: str, room: str | None = None) -> str:
+        id_, frames = self.core.say(text, room, time.monotonic(), action=True)
+        await self._submit(frames, id_)
+        return id_
+
+    async def msg(self, to: str, text: str) -> str:
+        id_, frames = self.core.msg(to, text, time.monotonic())
+        await self._submit(frames, id_)
+        return id_
+
+    async def enter(self, room: str) -> None:
+        await self._submit(self.core.enter(room))
+
+    async def part(self, room: str | None = None, reason: str = "") -> None:
+        await self._submit(self.core.part(room, reason))
+
+    async def nick(self, name: str) -> None:
+        await self._submit(self.core.nick(name))
+
+    async def set_topic(self, text: str, room: str | None = None) -> None:
+        await self._submit(self.core.set_topic(room, text))
+
+    async def who(self, room: str | None = None) -> None:
+        await self._submit(self.core.who(room))
+
+    async def list_rooms(self) -> None:
+        await self._submit(self.core.list_rooms())
+
+    async def history(self, count: int = 20, room: str | None = None) -> None:
+        await self._submit(self.core.lookup(room, count))
+
+    async def _submit(self, frames: list[bytes] | None, id_: str = "") -> None:
         if self._push.closed:
             raise ClientClosed("this client is closed")
-        id_, frames = self.core.say(text, room, time.monotonic())
+        self._apply_subscriptions()
+        if frames is None:
+            return
         try:
             await self._push.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             self.core.forget(id_)
             raise NotDelivered("the broker is unreachable, reconnecting…") from None
-        return id_
+
+    def _apply_subscriptions(self) -> None:
+        for subscribe, topic in self.core.take_subscriptions():
+            self._sub.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
 
     async def receive(self, timeout: float | None = None) -> Message | None:
         if self._push.closed:
@@ -140,6 +183,7 @@ class AsyncClient:
             now = time.monotonic()
             if now >= self.core.deadline():
                 self.core.tick(now)
+            self._apply_subscriptions()
             if self.core.has_outbox:
                 poller.register(self._push, zmq.POLLOUT)
             elif self._push in poller:

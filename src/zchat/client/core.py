@@ -1,20 +1,25 @@
 """The client's rules, shared by the sync and the asyncio client. No sockets here.
 
 The adapters feed it what arrives on the SUB socket (``on_publish``), call ``tick``
-when ``deadline()`` passes, send what ``take_outbox`` hands them on the PUSH socket,
-and hand ``events`` to the program.
+when ``deadline()`` passes, apply ``take_subscriptions`` to the SUB socket and send
+what ``take_outbox`` or a request method hands them on the PUSH socket, and hand
+``events`` to the program.
 
 Rules this module keeps:
 
 * ``subscriptions()`` puts the inbox topic last: once the broker sees it, the rooms
-  are already subscribed, so the WELCOME and the join notice cannot be missed.
+  are already subscribed, so the WELCOME and the join notice cannot be missed. To
+  enter a room later, the client subscribes to it and then to its inbox once more,
+  and tells the broker which inbox subscription (``mark``) to wait for.
+* Each room is shown in sequence order, gaps filled from the broker's history
+  (rooms.RoomView).
 * A line is either acknowledged (its own echo, matched by ``id``), refused at once
   (``NotDelivered``), or reported as not delivered after ``ACK_SECONDS``. Never lost
   without a word.
 * The broker's heartbeat (every second on sys/) is the sign of life. Silence for
   ``AWAY_SECONDS`` is reported once; a heartbeat from a new epoch (the broker
   restarted) or an "unknown-session" answer to a ping makes the client join again
-  under the same name, by itself.
+  under the same name, by itself, asking for what it missed meanwhile.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from datetime import UTC, datetime
 from enum import Enum
 
 from zchat import protocol as p
-from zchat.client.message import Message, from_room_event
+from zchat.client.message import Message, from_private, from_room_event
+from zchat.client.rooms import FILL_SECONDS, Fill, RoomView
 from zchat.errors import BrokerUnreachable, JoinRefused, NotDelivered, ProtocolError
 
 PING_SECONDS = 1.0  # a joined client pings this often, so the broker knows it is alive
@@ -50,7 +56,7 @@ class State(Enum):
 
 @dataclass
 class _Pending:
-    say: p.Say
+    text: str
     sent_at: float
 
 
@@ -60,20 +66,25 @@ class ClientCore:
         name: str,
         rooms: Iterable[str] = (p.DEFAULT_ROOM,),
         clock: Callable[[], datetime] | None = None,
+        history: int = p.DEFAULT_HISTORY,
     ) -> None:
         self.name = p.check_name(name)
-        self.rooms = tuple(dict.fromkeys(p.check_room(r) for r in rooms)) or (p.DEFAULT_ROOM,)
+        self.rooms = list(dict.fromkeys(p.check_room(r) for r in rooms)) or [p.DEFAULT_ROOM]
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.history = min(history, p.MAX_HISTORY)
         self.secret = secrets.token_hex(16)
         self.inbox = secrets.token_hex(16)
         self.state = State.NEW
         self.epoch: str | None = None
-        self.last_seq: dict[str, int] = {}
+        self.views: dict[str, RoomView] = {}
         self.events: deque[Message] = deque()
         self.failure: Exception | None = None  # why the first join failed, if it did
         self._outbox: deque[list[bytes]] = deque()
+        self._subscriptions: deque[tuple[bool, bytes]] = deque()
         self._pending: dict[str, _Pending] = {}
+        self._lookups: set[str] = set()  # ids of /history requests
         self._ids = 0
+        self._marks = 1  # inbox subscriptions made on this connection
         self._joined_once = False
         self._join_sent = 0.0
         self._join_deadline = 0.0
@@ -86,8 +97,14 @@ class ClientCore:
     # --- what the adapters ask -----------------------------------------------------------
 
     def subscriptions(self) -> list[bytes]:
-        """Topics to subscribe, in this order (inbox last)."""
+        """Topics to subscribe before connecting, in this order (inbox last)."""
         return [*(p.room_topic(r) for r in self.rooms), p.SYS_TOPIC, p.inbox_topic(self.inbox)]
+
+    def take_subscriptions(self) -> list[tuple[bool, bytes]]:
+        """Changes to apply to the SUB socket now: (subscribe?, topic), in order."""
+        out = list(self._subscriptions)
+        self._subscriptions.clear()
+        return out
 
     @property
     def has_outbox(self) -> bool:
@@ -106,6 +123,7 @@ class ClientCore:
         if self.state is State.JOINED:
             times.append(self._last_ping + PING_SECONDS)
         times += [pending.sent_at + ACK_SECONDS for pending in self._pending.values()]
+        times += [v.fill.sent_at + FILL_SECONDS for v in self.views.values() if v.fill]
         return min(times)
 
     @property
@@ -115,6 +133,10 @@ class ClientCore:
     @property
     def joined(self) -> bool:
         return self.state is State.JOINED
+
+    @property
+    def leaving(self) -> bool:
+        return self.state is State.LEAVING
 
     @property
     def unacknowledged(self) -> int:
@@ -130,21 +152,61 @@ class ClientCore:
         self._last_heard = now
         self._send_join(now)
 
-    def say(self, text: str, room: str | None, now: float) -> tuple[str, list[bytes]]:
-        """Frames for one line; ``forget(id)`` if they could not be sent."""
+    def say(
+        self, text: str, room: str | None, now: float, action: bool = False
+    ) -> tuple[str, list[bytes]]:
+        """Frames for one line to a room; ``forget(id)`` if they could not be sent."""
         text = p.check_text(text)
-        target = p.check_room(room) if room else self.rooms[0]
-        if self.state is not State.JOINED or self._away:
-            raise NotDelivered("the broker is unreachable, reconnecting…")
-        if target not in self.rooms:
-            raise NotDelivered(f"you are not in #{target}")
-        self._ids += 1
-        say = p.Say(self.secret, target, text, f"m{self._ids}")
-        self._pending[say.id] = _Pending(say, now)
-        return say.id, p.encode_client(say)
+        target = self._my_room(room)
+        id_ = self._next_id("m")
+        frames = self._request(p.Say(self.secret, target, text, id_, action))
+        self._pending[id_] = _Pending(text, now)
+        return id_, frames
+
+    def msg(self, to: str, text: str, now: float) -> tuple[str, list[bytes]]:
+        """Frames for one private line to ``to``."""
+        text, to = p.check_text(text), p.check_name(to)
+        id_ = self._next_id("m")
+        frames = self._request(p.Msg(self.secret, to, text, id_))
+        self._pending[id_] = _Pending(text, now)
+        return id_, frames
 
     def forget(self, id_: str) -> None:
         self._pending.pop(id_, None)
+
+    def enter(self, room: str) -> list[bytes] | None:
+        """Frames entering a room (None if already there). Apply ``take_subscriptions``
+        before sending them."""
+        room = p.check_room(room)
+        if room in self.rooms:
+            return None
+        frames = self._request(p.Enter(self.secret, room, self._marks + 1, self.history))
+        self._marks += 1
+        self._subscriptions.extend([(True, p.room_topic(room)), (True, p.inbox_topic(self.inbox))])
+        return frames
+
+    def part(self, room: str | None, reason: str = "") -> list[bytes]:
+        return self._request(p.Part(self.secret, self._my_room(room), p.check_reason(reason)))
+
+    def nick(self, name: str) -> list[bytes]:
+        return self._request(p.Nick(self.secret, p.check_name(name)))
+
+    def set_topic(self, room: str | None, text: str) -> list[bytes]:
+        return self._request(p.SetTopic(self.secret, self._my_room(room), p.check_topic(text)))
+
+    def who(self, room: str | None) -> list[bytes]:
+        return self._request(p.Who(self.secret, self._any_room(room)))
+
+    def list_rooms(self) -> list[bytes]:
+        return self._request(p.ListRooms(self.secret))
+
+    def lookup(self, room: str | None, count: int) -> list[bytes]:
+        """Ask for the last ``count`` lines of a room."""
+        target = self._any_room(room)
+        id_ = self._next_id("h")
+        frames = self._request(p.GetHistory(self.secret, target, 0, 0, count, id_))
+        self._lookups.add(id_)
+        return frames
 
     def leave(self, reason: str = "") -> list[bytes] | None:
         """Frames saying goodbye, if there is a session to end; the adapter then waits
@@ -158,15 +220,15 @@ class ClientCore:
         """The LEAVE could not be sent, or its confirmation did not come: stop waiting."""
         self.state = State.CLOSED
 
-    @property
-    def leaving(self) -> bool:
-        return self.state is State.LEAVING
+    def topic_of(self, room: str) -> str:
+        view = self.views.get(p.check_room(room))
+        return view.topic if view else ""
 
     # --- what arrives ------------------------------------------------------------------------
 
     def on_publish(self, frames: list[bytes], now: float) -> None:
         try:
-            topic, msg = p.decode_server(frames)
+            _, msg = p.decode_server(frames)
         except ProtocolError:
             return  # a broker speaking another version, or noise: nothing to show
         self._last_heard = now
@@ -174,10 +236,16 @@ class ClientCore:
             self._away = False
             self._note("broker reachable again")
         match msg:
-            case p.Chat() | p.Joined() | p.Left():
-                self._on_room_event(msg)
+            case p.Chat() | p.Joined() | p.Left() | p.Renamed() | p.TopicChanged():
+                self._on_live(msg, now)
             case p.Welcome():
                 self._on_welcome(msg, now)
+            case p.History():
+                self._on_history(msg, now)
+            case p.Private():
+                if msg.sender == self.name:
+                    self._pending.pop(msg.id, None)
+                self.events.append(from_private(msg))
             case p.Refused(code, text):
                 self._on_refused(code, text, now)
             case p.Error(code, text, id_):
@@ -188,7 +256,8 @@ class ClientCore:
             case p.Shutdown(_, _, text):
                 self._away = True
                 self._note(f"broker shut down ({text}); waiting for it to come back…")
-        del topic
+            case _:
+                self._on_reply(msg)
 
     def tick(self, now: float) -> None:
         if self.state is State.JOINING:
@@ -211,28 +280,98 @@ class ClientCore:
         for id_, pending in list(self._pending.items()):
             if now - pending.sent_at >= ACK_SECONDS:
                 del self._pending[id_]
-                self._note(f"not delivered (no answer from the broker): {pending.say.text}")
+                self._note(f"not delivered (no answer from the broker): {pending.text}")
+        for room, view in self.views.items():
+            if view.fill is not None and now - view.fill.sent_at >= FILL_SECONDS:
+                self._show_filled(room, view, (), 0, now)
 
     # --- internals ---------------------------------------------------------------------------
 
+    def _request(self, msg: p.ClientMessage) -> list[bytes]:
+        if self.state is not State.JOINED or self._away:
+            raise NotDelivered("the broker is unreachable, reconnecting…")
+        return p.encode_client(msg)
+
+    def _my_room(self, room: str | None) -> str:
+        if room is None and not self.rooms:
+            raise NotDelivered("you are in no room: /join one first")
+        target = p.check_room(room) if room else self.rooms[0]
+        if target not in self.rooms:
+            raise NotDelivered(f"you are not in #{target}")
+        return target
+
+    def _any_room(self, room: str | None) -> str:
+        if room:
+            return p.check_room(room)
+        if not self.rooms:
+            raise NotDelivered("you are in no room: name one")
+        return self.rooms[0]
+
+    def _next_id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}{self._ids}"
+
     def _send_join(self, now: float) -> None:
         self._join_sent = now
-        join = p.Join(self.name, self.secret, self.inbox, self.rooms)
+        since = {room: view.shown for room, view in self.views.items() if room in self.rooms}
+        join = p.Join(self.name, self.secret, self.inbox, tuple(self.rooms), self.history, since)
         self._outbox.append(p.encode_client(join))
 
     def _rejoin(self, now: float, why: str) -> None:
         self._note(why)
         self.state = State.JOINING
-        self._fail_pending("not delivered (the broker lost the session)")
+        self._marks = 1  # a new connection resent the inbox subscription once
+        for pending in self._pending.values():
+            self._note(f"not delivered (the broker lost the session): {pending.text}")
+        self._pending.clear()
         self._send_join(now)
 
-    def _on_room_event(self, event: p.RoomEvent) -> None:
-        self.last_seq[event.room] = max(self.last_seq.get(event.room, 0), event.seq)
+    def _on_live(self, event: p.RoomEvent, now: float) -> None:
+        view = self.views.get(event.room)
+        if view is None or self.state is State.JOINING:
+            return  # not ours (yet): what we need comes with the WELCOME or the history
         if isinstance(event, p.Chat) and event.sender == self.name:
             self._pending.pop(event.id, None)
-        elif isinstance(event, p.Left) and event.sender == self.name and self.leaving:
+        if isinstance(event, p.Left) and event.sender == self.name and self.leaving:
             self.state = State.CLOSED
-        self.events.append(from_room_event(event))
+        shown, gap = view.live(event)
+        self._show(shown)
+        if gap is not None:
+            id_ = self._next_id("f")
+            view.fill = Fill(id_, gap[0], gap[1], now)
+            get = p.GetHistory(self.secret, event.room, gap[0], gap[1], p.MAX_HISTORY, id_)
+            self._outbox.append(p.encode_client(get))
+
+    def _show(self, events: Iterable[p.RoomEvent], replayed: bool = False) -> None:
+        for event in events:
+            if isinstance(event, p.TopicChanged) and event.room in self.views:
+                self.views[event.room].topic = event.text
+            self.events.append(from_room_event(event, replayed))
+
+    def _on_history(self, history: p.History, now: float) -> None:
+        view = self.views.get(history.room)
+        if history.id in self._lookups:  # the answer to /history
+            self._lookups.discard(history.id)
+            count = len(history.events)
+            self._note(f"last {count} line{'s' * (count != 1)} of #{history.room}:", history.room)
+            self.events.extend(from_room_event(e, replayed=True) for e in history.events)
+        elif view is not None and view.fill is not None and history.id == view.fill.id:
+            self._show_filled(history.room, view, history.events, history.lost, now)
+        elif view is not None and not history.id:  # sent on (re)join or enter: all new to us
+            # older lines on a first join; what was missed while away on a rejoin
+            self._show(history.events, replayed=not view.rejoined)
+            if history.lost:
+                self._note(f"{history.lost} earlier lines of #{history.room} are no longer kept")
+
+    def _show_filled(
+        self, room: str, view: RoomView, events: tuple[p.RoomEvent, ...], lost: int, now: float
+    ) -> None:
+        missing, lost = view.filled(events, lost)
+        self._show(missing)
+        if lost:
+            self._note(f"{lost} line{'s' * (lost != 1)} of #{room} could not be recovered", room)
+        for event in view.take_held():
+            self._on_live(event, now)
 
     def _on_welcome(self, welcome: p.Welcome, now: float) -> None:
         if self.state is not State.JOINING:
@@ -240,14 +379,48 @@ class ClientCore:
         self.state = State.JOINED
         self.epoch = welcome.epoch
         self._last_ping = now
+        self._marks = 1
         for room, state in welcome.rooms.items():
-            self.last_seq[room] = state.seq
-            others = [m for m in state.members if m != self.name]
-            here = ", ".join(others) if others else "nobody else yet"
-            self._note(f"in #{room}: {here}", room)
+            view = self.views.get(room)
+            if view is not None and state.seq < view.shown:
+                self._note(f"the broker's history of #{room} starts again at {state.seq}", room)
+            self.views[room] = RoomView(state.seq, state.topic, rejoined=view is not None)
+            self._describe(room, state)
         if self._joined_once:
             self._note(f"joined again as {self.name}")
         self._joined_once = True
+
+    def _describe(self, room: str, state: p.RoomState) -> None:
+        others = [m for m in state.members if m != self.name]
+        self._note(f"in #{room}: {', '.join(others) if others else 'nobody else yet'}", room)
+        if state.topic:
+            self._note(f"topic of #{room}: {state.topic}", room)
+
+    def _on_reply(self, msg: p.ServerMessage) -> None:
+        match msg:
+            case p.Entered(room, state):
+                if room not in self.rooms:
+                    self.rooms.append(room)
+                self.views[room] = RoomView(state.seq, state.topic)
+                self._describe(room, state)
+            case p.Parted(room):
+                if room in self.rooms:
+                    self.rooms.remove(room)
+                    self.views.pop(room, None)
+                    self._subscriptions.append((False, p.room_topic(room)))
+                    self._note(f"you left #{room}")
+            case p.Members(room, members, topic):
+                here = ", ".join(members) if members else "nobody"
+                self._note(f"in #{room}: {here}" + (f" (topic: {topic})" if topic else ""), room)
+            case p.RoomList(rooms):
+                if not rooms:
+                    self._note("no rooms")
+                for info in rooms:
+                    topic = f": {info.topic}" if info.topic else ""
+                    self._note(f"#{info.room} ({info.members}){topic}")
+            case p.NickChanged(name):
+                self.name = name
+                self._note(f"you are now known as {name}")
 
     def _on_refused(self, code: str, text: str, now: float) -> None:
         if self.state is not State.JOINING:
@@ -266,12 +439,7 @@ class ClientCore:
                 self._rejoin(now, "the broker lost this session, joining again…")
             return
         pending = self._pending.pop(id_, None)
-        self._note(f"not sent: {text}" if pending else f"error from the broker: {text}")
-
-    def _fail_pending(self, why: str) -> None:
-        for pending in self._pending.values():
-            self._note(f"{why}: {pending.say.text}")
-        self._pending.clear()
+        self._note(f"not sent: {text}" if pending else f"error: {text}")
 
     def _note(self, text: str, room: str | None = None) -> None:
         self.events.append(Message.system(text, self.clock(), room))

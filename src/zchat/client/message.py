@@ -17,11 +17,14 @@ Kind: TypeAlias = Literal[
 class Message:
     """One event in the chat.
 
-    ``kind`` says what happened; ``room`` is where (None for what concerns this client
-    only); ``sender`` is the broker-verified name (None for system notices); ``text`` is
-    the line, the leave reason, or the notice; ``ts`` is an aware UTC datetime stamped by
-    the broker (by this client for its own system notices); ``seq`` is the room's
-    sequence number (None outside rooms).
+    ``kind`` says what happened; ``room`` is where (None for private messages and for
+    what concerns this client only); ``sender`` is the broker-verified name (None for
+    system notices); ``text`` is the line, the leave reason, the new name (nick), the
+    new topic, or the notice; ``ts`` is an aware UTC datetime stamped by the broker (by
+    this client for its own system notices); ``seq`` is the room's sequence number
+    (None outside rooms); ``to`` is the recipient of a private message; ``replayed``
+    is True for older lines shown again (the history sent on joining a room, /history),
+    so that a bot does not answer yesterday's commands.
     """
 
     kind: Kind
@@ -31,17 +34,29 @@ class Message:
     ts: datetime
     seq: int | None = None
     id: str = ""
+    to: str | None = None
+    replayed: bool = False
 
     @classmethod
     def system(cls, text: str, ts: datetime, room: str | None = None) -> Message:
         return cls("system", room, None, text, ts)
 
 
-def from_room_event(event: p.RoomEvent) -> Message:
+def from_room_event(event: p.RoomEvent, replayed: bool = False) -> Message:
+    r = replayed
     match event:
-        case p.Chat(room, seq, ts, sender, text, id_):
-            return Message("message", room, sender, text, ts, seq, id_)
+        case p.Chat(room, seq, ts, sender, text, id_, action):
+            kind: Kind = "action" if action else "message"
+            return Message(kind, room, sender, text, ts, seq, id_, replayed=r)
         case p.Joined(room, seq, ts, sender):
-            return Message("join", room, sender, "", ts, seq)
+            return Message("join", room, sender, "", ts, seq, replayed=r)
         case p.Left(room, seq, ts, sender, reason):
-            return Message("leave", room, sender, reason, ts, seq)
+            return Message("leave", room, sender, reason, ts, seq, replayed=r)
+        case p.Renamed(room, seq, ts, sender, name):
+            return Message("nick", room, sender, name, ts, seq, replayed=r)
+        case p.TopicChanged(room, seq, ts, sender, text):
+            return Message("topic", room, sender, text, ts, seq, replayed=r)
+
+
+def from_private(dm: p.Private) -> Message:
+    return Message("private", None, dm.sender, dm.text, dm.ts, None, dm.id, dm.to)

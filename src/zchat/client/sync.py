@@ -17,6 +17,7 @@ from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
 from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
 from zchat.errors import ClientClosed, NotDelivered
+from zchat.protocol import DEFAULT_HISTORY
 
 
 class Client:
@@ -27,9 +28,10 @@ class Client:
         port: int = DEFAULT_PORT,
         rooms: Iterable[str] = ("general",),
         *,
+        history: int = DEFAULT_HISTORY,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
-        self.core = ClientCore(name, rooms)
+        self.core = ClientCore(name, rooms, history=history)
         self.endpoints = Endpoints(host, port)
         self._ctx = context or zmq.Context.instance()
         self._push: zmq.Socket[bytes] = self._ctx.socket(zmq.PUSH)
@@ -43,7 +45,7 @@ class Client:
 
     @property
     def rooms(self) -> tuple[str, ...]:
-        return self.core.rooms
+        return tuple(self.core.rooms)
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -91,18 +93,65 @@ class Client:
     # --- talking ------------------------------------------------------------------------
 
     def send(self, text: str, room: str | None = None) -> str:
-        """Hand one line to the broker; returns its id. Raises InvalidInput (empty,
-        too long) or NotDelivered (broker away). A line the broker never echoes is
-        reported later as a system Message."""
-        self._check_open()
+        """Hand one line to the broker for ``room`` (default: the first room); returns
+        its id. Raises InvalidInput (empty, too long) or NotDelivered (broker away, not
+        in that room). A line the broker never echoes is reported later as a system
+        Message."""
         self._step(time.monotonic())  # notice a broker restart before sending
         id_, frames = self.core.say(text, room, time.monotonic())
+        self._submit(frames, id_)
+        return id_
+
+    def act(self, text: str, room: str | None = None) -> str:
+        """An action line: ``act("waves")`` shows as ``* Alice waves``."""
+        id_, frames = self.core.say(text, room, time.monotonic(), action=True)
+        self._submit(frames, id_)
+        return id_
+
+    def msg(self, to: str, text: str) -> str:
+        """A private line, seen by ``to`` and by this client only."""
+        id_, frames = self.core.msg(to, text, time.monotonic())
+        self._submit(frames, id_)
+        return id_
+
+    def enter(self, room: str) -> None:
+        """Enter a room; its recent history and your join notice follow as Messages."""
+        self._submit(self.core.enter(room))
+
+    def part(self, room: str | None = None, reason: str = "") -> None:
+        self._submit(self.core.part(room, reason))
+
+    def nick(self, name: str) -> None:
+        self._submit(self.core.nick(name))
+
+    def set_topic(self, text: str, room: str | None = None) -> None:
+        self._submit(self.core.set_topic(room, text))
+
+    def who(self, room: str | None = None) -> None:
+        """Ask who is in a room; the answer comes as a system Message."""
+        self._submit(self.core.who(room))
+
+    def list_rooms(self) -> None:
+        self._submit(self.core.list_rooms())
+
+    def history(self, count: int = 20, room: str | None = None) -> None:
+        """Ask for the last ``count`` lines of a room; they come as Messages."""
+        self._submit(self.core.lookup(room, count))
+
+    def _submit(self, frames: list[bytes] | None, id_: str = "") -> None:
+        self._check_open()
+        self._apply_subscriptions()
+        if frames is None:
+            return
         try:
             self._push.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             self.core.forget(id_)
             raise NotDelivered("the broker is unreachable, reconnecting…") from None
-        return id_
+
+    def _apply_subscriptions(self) -> None:
+        for subscribe, topic in self.core.take_subscriptions():
+            self._sub.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
 
     def receive(self, timeout: float | None = None) -> Message | None:
         """The next Message, or None after ``timeout`` seconds (None: wait for ever)."""
@@ -135,6 +184,7 @@ class Client:
         now = time.monotonic()
         if now >= self.core.deadline():
             self.core.tick(now)
+        self._apply_subscriptions()
         if self.core.has_outbox:
             self._poller.register(self._push, zmq.POLLOUT)
         elif self._push in self._poller:

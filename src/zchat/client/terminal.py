@@ -11,7 +11,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from zchat.client.aio import AsyncClient
@@ -19,14 +19,24 @@ from zchat.client.core import ACK_SECONDS
 from zchat.client.message import Message
 from zchat.client.render import render
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
-from zchat.protocol import check_reason
+from zchat.protocol import MAX_HISTORY, check_reason, check_room
 
 HELP = """\
 commands:
-  /help            show this list
-  /quit [reason]   leave the chat (Ctrl-D or Ctrl-C also leave)
-  //text           send a line that starts with "/"
+  /join #room         enter a room and make it the current one
+  /part [#room] [why] leave a room (default: the current one)
+  /rooms              list the rooms and how many are in each
+  /who [#room]        who is in a room
+  /msg NAME text      a private line, seen by NAME and you only
+  /me text            an action: "* Alice waves"
+  /nick NAME          change your name, if it is free
+  /topic [text]       show the current room's topic, or set it
+  /history [N]        the current room's last N lines (default 20)
+  /help               show this list
+  /quit [reason]      leave the chat (Ctrl-D or Ctrl-C also leave)
+  //text              send a line that starts with "/"
 anything else is sent to the current room"""
+HISTORY_DEFAULT = 20
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class TerminalConfig:
     host: str
     port: int
     rooms: tuple[str, ...]
+    history: int = 50
     time_format: str = "time"
     connect_timeout: float = 10.0
 
@@ -45,7 +56,9 @@ def run(config: TerminalConfig, interactive: bool) -> int:
 
 
 async def _main(config: TerminalConfig, interactive: bool) -> int:
-    client = AsyncClient(config.name, config.host, config.port, config.rooms)
+    client = AsyncClient(
+        config.name, config.host, config.port, config.rooms, history=config.history
+    )
     try:
         await client.join(timeout=config.connect_timeout)
     except (JoinRefused, BrokerUnreachable) as exc:
@@ -66,9 +79,20 @@ class _Chat:
     def __init__(self, client: AsyncClient, config: TerminalConfig) -> None:
         self.client = client
         self.config = config
-        self.room = client.rooms[0]
+        self.current = client.rooms[0]
         self.reason = ""
         self.out: Callable[[str], None] = print
+
+    @property
+    def room(self) -> str | None:
+        """The current room: the one chosen last that we are still in."""
+        rooms = self.client.rooms
+        if self.current not in rooms:
+            self.current = rooms[0] if rooms else ""
+        return self.current or None
+
+    def prompt(self) -> str:
+        return f"#{self.room}> " if self.room else "> "
 
     def show(self, msg: Message) -> None:
         self.out(render(msg, self.config.time_format, self.room))
@@ -84,30 +108,71 @@ class _Chat:
         """One line typed by the user: a command, or a line to send. False: leave."""
         if line.startswith("/") and not line.startswith("//"):
             command, _, rest = line[1:].partition(" ")
-            match command.lower():
-                case "quit" | "exit":
-                    try:
-                        self.reason = check_reason(rest.strip())
-                    except InvalidInput as exc:
-                        self.note(f"not leaving: {exc}")
-                    else:
-                        return False
-                case "help":
-                    for help_line in HELP.splitlines():
-                        self.out(help_line)
-                case _:
-                    self.note(f"unknown command /{command}, try /help")
-            return True
-        if not line.strip():
-            return True
-        text = line.removeprefix("/")
+            return await self.command(command.lower(), rest.strip())
+        if line.strip():
+            await self._attempt(self.client.send(line.removeprefix("/"), self.room), line)
+        return True
+
+    async def command(self, command: str, rest: str) -> bool:
+        client = self.client
+        first, _, more = rest.partition(" ")
+        room = first if first.startswith("#") else None
+        match command:
+            case "quit" | "exit":
+                try:
+                    self.reason = check_reason(rest)
+                except InvalidInput as exc:
+                    self.note(f"not leaving: {exc}")
+                    return True
+                return False
+            case "help":
+                for help_line in HELP.splitlines():
+                    self.out(help_line)
+            case "join" if first:
+                if await self._attempt(client.enter(first)):
+                    self.current = check_room(first)
+            case "part":
+                await self._attempt(client.part(room or self.room, more if room else rest))
+            case "rooms":
+                await self._attempt(client.list_rooms())
+            case "who":
+                await self._attempt(client.who(room or self.room))
+            case "msg" if first and more.strip():
+                await self._attempt(client.msg(first, more), more)
+            case "me" if rest:
+                await self._attempt(client.act(rest, self.room), rest)
+            case "nick" if first:
+                await self._attempt(client.nick(first))
+            case "topic" if rest:
+                await self._attempt(client.set_topic(rest, self.room))
+            case "topic":
+                topic = self.client.core.topic_of(self.room) if self.room else ""
+                self.note(
+                    f"topic of #{self.room}: {topic}" if topic else f"#{self.room} has no topic"
+                )
+            case "history":
+                count = _count(rest, HISTORY_DEFAULT)
+                if count is None:
+                    self.note(f"usage: /history [N], N from 1 to {MAX_HISTORY}")
+                else:
+                    await self._attempt(client.history(count, self.room))
+            case "join" | "msg" | "me" | "nick":
+                self.note(f"usage: {USAGE[command]}")
+            case _:
+                self.note(f"unknown command /{command}, try /help")
+        return True
+
+    async def _attempt(self, request: Awaitable[object], text: str = "") -> bool:
+        """Run one request; say so if it could not be sent. True if it went out."""
         try:
-            await self.client.send(text, self.room)
+            await request
         except InvalidInput as exc:
             self.note(f"not sent: {exc}")
         except NotDelivered as exc:
-            self.note(f"not sent ({exc.reason}): {text}")
-        return True
+            self.note(f"not sent ({exc.reason}): {text}" if text else str(exc))
+        else:
+            return True
+        return False
 
     async def interactive(self) -> None:
         from prompt_toolkit import PromptSession
@@ -120,7 +185,7 @@ class _Chat:
             try:
                 while True:
                     try:
-                        line = await session.prompt_async(f"#{self.room}> ")
+                        line = await session.prompt_async(self.prompt)
                     except (EOFError, KeyboardInterrupt):
                         break
                     if not await self.handle(line):
@@ -168,3 +233,19 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+USAGE = {
+    "join": "/join #room",
+    "msg": "/msg NAME text",
+    "me": "/me text",
+    "nick": "/nick NAME",
+}
+
+
+def _count(text: str, default: int) -> int | None:
+    if not text:
+        return default
+    if text.isdigit() and 1 <= int(text) <= MAX_HISTORY:
+        return int(text)
+    return None

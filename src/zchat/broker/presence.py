@@ -1,0 +1,81 @@
+"""Who is here: sessions, their names, and the members of each room. Plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zchat import protocol as p
+
+
+@dataclass
+class Session:
+    name: str
+    secret: str
+    inbox: str
+    rooms: list[str]
+    peer: str
+    last_seen: float
+    marks: int = 1  # inbox subscriptions seen: the client's sign that earlier ones are in place
+    waiting: list[p.Enter] = field(default_factory=list)  # enters whose mark has not come
+
+
+@dataclass
+class Room:
+    seq: int = 0
+    topic: str = ""
+    members: dict[str, str] = field(default_factory=dict)  # lower-case name -> name
+
+    def state(self) -> p.RoomState:
+        return p.RoomState(self.seq, tuple(sorted(self.members.values())), self.topic)
+
+
+class Presence:
+    """Sessions by secret, inbox and name (case-insensitive), and rooms by name. A room
+    is kept here while anyone is in it; its sequence and topic live in the store."""
+
+    def __init__(self) -> None:
+        self.by_secret: dict[str, Session] = {}
+        self.by_inbox: dict[str, Session] = {}
+        self.by_name: dict[str, Session] = {}
+        self.rooms: dict[str, Room] = {}
+
+    def add(self, session: Session) -> None:
+        self.by_secret[session.secret] = self.by_inbox[session.inbox] = session
+        self.by_name[session.name.lower()] = session
+
+    def remove(self, session: Session) -> None:
+        del self.by_secret[session.secret]
+        del self.by_inbox[session.inbox]
+        del self.by_name[session.name.lower()]
+
+    def rename(self, session: Session, name: str) -> None:
+        del self.by_name[session.name.lower()]
+        for room in session.rooms:
+            members = self.rooms[room].members
+            del members[session.name.lower()]
+            members[name.lower()] = name
+        session.name = name
+        self.by_name[name.lower()] = session
+
+    def holder(self, name: str) -> Session | None:
+        return self.by_name.get(name.lower())
+
+    def enter(self, session: Session, room: str) -> None:
+        session.rooms.append(room)
+        self.rooms[room].members[session.name.lower()] = session.name
+
+    def part(self, session: Session, room: str) -> None:
+        session.rooms.remove(room)
+        state = self.rooms[room]
+        state.members.pop(session.name.lower(), None)
+
+    def forget_if_empty(self, room: str) -> None:
+        if room in self.rooms and not self.rooms[room].members:
+            del self.rooms[room]
+
+    def listing(self) -> tuple[p.RoomInfo, ...]:
+        return tuple(
+            p.RoomInfo(name, len(room.members), room.topic)
+            for name, room in sorted(self.rooms.items())
+            if room.members
+        )

@@ -1,0 +1,153 @@
+"""The broker's history: every room event and each room's sequence and topic, in SQLite.
+
+Durability: the socket loop commits once per batch of frames, before it publishes that
+batch. So whatever a client has seen (its own echo included) is in the WAL file: a
+killed broker (kill -9) loses nothing it published, and never numbers two events
+alike. With ``synchronous=NORMAL`` a power cut may lose the last commits; the file
+stays consistent either way.
+
+Private messages are never stored: in open mode a name is not an identity (whoever
+takes "bob" tomorrow is not today's Bob), so no stored DM could be kept readable by its
+two parties alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from zchat import protocol as p
+from zchat.errors import ConfigError
+
+DEFAULT_RETENTION = 10_000  # events kept per room
+# Old events are deleted once a room has this many more than it keeps, in one statement.
+PRUNE_SLACK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rooms (
+    room  TEXT PRIMARY KEY,
+    seq   INTEGER NOT NULL,
+    topic TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    room TEXT NOT NULL,
+    seq  INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+"""
+
+
+def default_path() -> Path:
+    """$XDG_DATA_HOME/zchat/history.db, or ~/.local/share/zchat/history.db."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "zchat" / "history.db"
+
+
+class HistoryStore:
+    def __init__(self, path: str | Path = ":memory:", retention: int = DEFAULT_RETENTION):
+        self.path = str(path)
+        self.retention = retention
+        self._dirty = False
+        self._closed = False
+        self._oldest: dict[str, int] = {}
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        where = self.path
+        if where != ":memory:":
+            Path(where).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"history database {where} cannot be used ({exc}); nothing was changed. "
+                "Move the file away to start with an empty history, or pass --db PATH"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"history database {where} cannot be opened: {exc}") from None
+        if check != "ok":
+            db.close()
+            raise ConfigError(
+                f"history database {where} is damaged ({check}); nothing was changed. "
+                "Move the file away to start with an empty history, or pass --db PATH"
+            )
+        if where != ":memory:" and mode.lower() != "wal":
+            db.close()
+            raise ConfigError(f"history database {where} cannot use WAL mode (got {mode})")
+        db.execute("BEGIN")
+        return db
+
+    # --- rooms ------------------------------------------------------------------------
+
+    def room_state(self, room: str) -> tuple[int, str]:
+        """(last seq, topic) of a room; (0, "") for a room never seen."""
+        row = self._db.execute("SELECT seq, topic FROM rooms WHERE room = ?", (room,)).fetchone()
+        return (row[0], row[1]) if row else (0, "")
+
+    def set_topic(self, room: str, seq: int, topic: str) -> None:
+        self._save_room(room, seq, topic)
+
+    # --- events -----------------------------------------------------------------------
+
+    def append(self, event: p.RoomEvent, topic: str) -> None:
+        """Store one event, in the open transaction; ``commit`` makes it durable."""
+        body = json.dumps(p.event_body(event), ensure_ascii=False)
+        self._db.execute(
+            "INSERT INTO events (room, seq, body) VALUES (?, ?, ?)", (event.room, event.seq, body)
+        )
+        self._save_room(event.room, event.seq, topic)
+        oldest = self._oldest.get(event.room)
+        if oldest is None:
+            row = self._db.execute("SELECT MIN(seq) FROM events WHERE room = ?", (event.room,))
+            oldest = self._oldest[event.room] = row.fetchone()[0] or event.seq
+        if event.seq - oldest >= self.retention + PRUNE_SLACK:
+            first_kept = event.seq - self.retention + 1
+            self._db.execute(
+                "DELETE FROM events WHERE room = ? AND seq < ?", (event.room, first_kept)
+            )
+            self._oldest[event.room] = first_kept
+
+    def _save_room(self, room: str, seq: int, topic: str) -> None:
+        self._db.execute(
+            "INSERT INTO rooms (room, seq, topic) VALUES (?, ?, ?) "
+            "ON CONFLICT (room) DO UPDATE SET seq = excluded.seq, topic = excluded.topic",
+            (room, seq, topic),
+        )
+        self._dirty = True
+
+    def history(
+        self, room: str, after: int, before: int, limit: int
+    ) -> tuple[list[p.RoomEvent], int]:
+        """The newest ``limit`` events with after < seq < before, oldest first, and how
+        many of the seqs asked for (at most ``limit``) the store no longer holds."""
+        rows = self._db.execute(
+            "SELECT body FROM events WHERE room = ? AND seq > ? AND seq < ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (room, after, before, limit),
+        ).fetchall()
+        events = [p.decode_event(json.loads(body)) for (body,) in reversed(rows)]
+        wanted = min(limit, max(0, before - after - 1))
+        return events, wanted - len(events)
+
+    # --- transactions -----------------------------------------------------------------
+
+    def commit(self) -> None:
+        if self._dirty:
+            self._db.execute("COMMIT")
+            self._db.execute("BEGIN")
+            self._dirty = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.commit()
+        self._db.execute("COMMIT")
+        self._db.close()

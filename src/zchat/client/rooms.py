@@ -1,0 +1,66 @@
+"""One room as a client sees it: lines shown in sequence order, gaps filled.
+
+This is the ZeroMQ guide's Clone pattern. Live events arrive numbered; the view shows
+each sequence number once and in order. A jump in the numbers (the PUB socket dropped
+lines for a slow reader, or a reconnect) holds the live events back, asks the broker
+for the missing range, shows it, then lets the held events through. What the broker no
+longer stores is reported as lost, never skipped in silence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zchat import protocol as p
+
+# How long to wait for the answer to a gap request before reporting the lines lost.
+FILL_SECONDS = 5.0
+
+
+@dataclass
+class Fill:
+    id: str
+    after: int
+    before: int
+    sent_at: float
+
+
+@dataclass
+class RoomView:
+    shown: int  # the highest sequence number shown
+    topic: str = ""
+    rejoined: bool = False  # the view survived a rejoin: its history is what was missed
+    fill: Fill | None = None  # the gap request waiting for its answer
+    held: dict[int, p.RoomEvent] = field(default_factory=dict)  # live events held meanwhile
+
+    def live(self, event: p.RoomEvent) -> tuple[list[p.RoomEvent], tuple[int, int] | None]:
+        """What to show now, and the range (after, before) to ask for if a gap opened."""
+        if self.fill is not None:
+            if event.seq > self.shown:
+                self.held[event.seq] = event
+            return [], None
+        if event.seq <= self.shown:
+            return [], None  # seen already (history and live overlap)
+        if event.seq == self.shown + 1:
+            self.shown = event.seq
+            return [event], None
+        self.held[event.seq] = event
+        after = max(self.shown, event.seq - 1 - p.MAX_HISTORY)
+        return [], (after, event.seq)
+
+    def filled(self, events: tuple[p.RoomEvent, ...], lost: int) -> tuple[list[p.RoomEvent], int]:
+        """The answer to the gap request came: the events to show, how many were lost.
+        Held events are then replayed through ``live`` by the caller."""
+        fill = self.fill
+        assert fill is not None
+        self.fill = None
+        out = [e for e in events if self.shown < e.seq < fill.before]
+        # lines older than the request window (too many to ask for) are lost too
+        lost += fill.after - self.shown
+        self.shown = fill.before - 1
+        return out, lost
+
+    def take_held(self) -> list[p.RoomEvent]:
+        held = [self.held[seq] for seq in sorted(self.held)]
+        self.held.clear()
+        return held

@@ -1,0 +1,100 @@
+"""The values people type (names, rooms, texts, reasons, topics): their limits, their
+checks, and the cleaning that keeps a terminal safe. Pure."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from zchat.errors import InvalidInput
+
+MAX_NAME_CHARS = 32
+MAX_ROOM_CHARS = 32
+MAX_TEXT_BYTES = 4096
+MAX_REASON_CHARS = 200
+MAX_TOPIC_CHARS = 300
+MAX_ROOMS_PER_SESSION = 32
+DEFAULT_ROOM = "general"
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+# Bidirectional overrides and isolates can make a line read differently from what
+# it says; they are replaced like control characters.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_ALLOWED = "use only letters, digits, '_', '-' and '.'"
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid user name, else raise InvalidInput."""
+    if not name:
+        raise InvalidInput(f"name is empty: {_ALLOWED}, 1 to {MAX_NAME_CHARS} of them")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidInput(f"name is {len(name)} characters long, the limit is {MAX_NAME_CHARS}")
+    if not _NAME_RE.fullmatch(name):
+        raise InvalidInput(f"name {name!r} is not allowed: {_ALLOWED}")
+    return name
+
+
+def check_room(room: str) -> str:
+    """Return the canonical form of a room name (lower case, no '#'), or raise."""
+    bare = room.removeprefix("#")
+    if not bare:
+        raise InvalidInput("room name is empty")
+    if len(bare) > MAX_ROOM_CHARS:
+        raise InvalidInput(
+            f"room name is {len(bare)} characters long, the limit is {MAX_ROOM_CHARS}"
+        )
+    # checked before lower-casing: "\u212a".lower() is an ASCII "k"
+    if not _NAME_RE.fullmatch(bare):
+        raise InvalidInput(f"room name {room!r} is not allowed: {_ALLOWED}")
+    return bare.lower()
+
+
+def is_canonical_room(room: str) -> bool:
+    return len(room) <= MAX_ROOM_CHARS and bool(_NAME_RE.fullmatch(room)) and room == room.lower()
+
+
+def _without_surrogates(text: str) -> str:
+    # a lone surrogate (JSON "\ud800") cannot be encoded as UTF-8: it would break encoding
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+
+
+def clean_text(text: str) -> str:
+    """Replace what could steer a terminal (control characters, escape sequences,
+    bidirectional overrides) or break encoding (lone surrogates) with U+FFFD; a tab
+    becomes a space."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in _without_surrogates(text):
+        if ch == "\t":
+            out.append(" ")
+        elif ch in _BIDI or unicodedata.category(ch) == "Cc":
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def check_text(text: str) -> str:
+    """Return ``text`` ready to encode, or raise InvalidInput if empty or too long.
+    The broker cleans it for display (``clean_text``) when it publishes it."""
+    if not text.strip():
+        raise InvalidInput("message is empty")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_BYTES:
+        raise InvalidInput(f"message is {size} bytes long, the limit is {MAX_TEXT_BYTES}")
+    return _without_surrogates(text)
+
+
+def check_reason(reason: str) -> str:
+    if len(reason) > MAX_REASON_CHARS:
+        raise InvalidInput(
+            f"reason is {len(reason)} characters long, the limit is {MAX_REASON_CHARS}"
+        )
+    return clean_text(reason)
+
+
+def check_topic(topic: str) -> str:
+    if len(topic) > MAX_TOPIC_CHARS:
+        raise InvalidInput(f"topic is {len(topic)} characters long, the limit is {MAX_TOPIC_CHARS}")
+    return clean_text(topic.strip())
