@@ -29,8 +29,14 @@ def render(msg: Message, time_format: str = "time", current_room: str | None = N
         case "join":
             return f"{stamp}{where}{msg.sender} joined"
         case "leave":
-            return (
-                f"{stamp}{where}{msg.sender} left ({text})" if text else f"{stamp}{msg.sender} left"
-            )
+            return f"{stamp}{where}{msg.sender} left" + (f" ({text})" if text else "")
+        case "nick":
+            return f"{stamp}{where}{msg.sender} is now known as {text}"
+        case "topic":
+            if not text:
+                return f"{stamp}{where}{msg.sender} cleared the topic"
+            return f"{stamp}{where}{msg.sender} set the topic: {text}"
+        case "private":
+            return f"{stamp}[private] {msg.sender} → {msg.to}: {text}"
         case _:
             return f"{stamp}*** {text}"

@@ -80,13 +80,19 @@ class _Chat:
         self.client = client
         self.config = config
         self.current = client.rooms[0]
+        self.entering = ""  # a room asked for with /join, not entered yet
         self.reason = ""
+        self.last_nick: tuple[str | None, str, object] | None = None
         self.out: Callable[[str], None] = print
 
     @property
     def room(self) -> str | None:
         """The current room: the one chosen last that we are still in."""
         rooms = self.client.rooms
+        if self.entering in rooms:
+            self.current, self.entering = self.entering, ""
+        elif self.entering:
+            return self.entering  # the broker's answer is on its way
         if self.current not in rooms:
             self.current = rooms[0] if rooms else ""
         return self.current or None
@@ -95,6 +101,11 @@ class _Chat:
         return f"#{self.room}> " if self.room else "> "
 
     def show(self, msg: Message) -> None:
+        if msg.kind == "nick":  # one rename is one event per shared room: show it once
+            key = (msg.sender, msg.text, msg.ts)
+            if key == self.last_nick:
+                return
+            self.last_nick = key
         self.out(render(msg, self.config.time_format, self.room))
 
     def note(self, text: str) -> None:
@@ -128,9 +139,9 @@ class _Chat:
             case "help":
                 for help_line in HELP.splitlines():
                     self.out(help_line)
-            case "join" if first:
+            case "join" if first and not more:
                 if await self._attempt(client.enter(first)):
-                    self.current = check_room(first)
+                    self.entering = self.current = check_room(first)
             case "part":
                 await self._attempt(client.part(room or self.room, more if room else rest))
             case "rooms":
@@ -141,7 +152,7 @@ class _Chat:
                 await self._attempt(client.msg(first, more), more)
             case "me" if rest:
                 await self._attempt(client.act(rest, self.room), rest)
-            case "nick" if first:
+            case "nick" if first and not more:
                 await self._attempt(client.nick(first))
             case "topic" if rest:
                 await self._attempt(client.set_topic(rest, self.room))
