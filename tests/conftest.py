@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import zmq
@@ -36,8 +37,10 @@ def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
 class RunningBroker:
     """A Broker serving in a thread of the test process."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], port: int = 0) -> None:
-        self.broker = Broker(BrokerConfig(port=port, linger=0.2), context=ctx)
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], **config: Any) -> None:
+        config.setdefault("port", 0)
+        config.setdefault("linger", 0.2)
+        self.broker = Broker(BrokerConfig(**config), context=ctx)
         self.port = self.broker.port
         self.thread = threading.Thread(target=self.broker.run, name="broker", daemon=True)
         self.thread.start()

@@ -209,7 +209,7 @@ def test_a_join_whose_subscription_never_comes_is_forgotten(rules: BrokerRules) 
 
 
 def test_heartbeat_and_shutdown_carry_the_epoch(rules: BrokerRules) -> None:
-    assert published(rules.heartbeat()) == [(b"sys/", p.Heartbeat("epoch1", TS))]
+    assert published(rules.heartbeat(0.0)) == [(b"sys/", p.Heartbeat("epoch1", TS))]
     [(_, notice)] = published(rules.shutdown())
     assert notice == p.Shutdown("epoch1", TS, "stopped by its operator")
 
@@ -271,3 +271,13 @@ def test_room_names_in_a_join_are_canonical_and_collapse(rules: BrokerRules) -> 
     out = joined(rules, Peer("Alice", 1, ("#Dev", "dev", "general")))
     assert [topic for topic, _ in out[1:]] == [b"room/dev/", b"room/general/"]
     assert rules.sessions[0].rooms == ["dev", "general"]
+
+
+def test_heartbeats_carry_the_last_seq_of_rooms_busy_lately(rules: BrokerRules) -> None:
+    alice = Peer("Alice", 1)
+    joined(rules, alice, now=100.0)
+    rules.on_inbound(alice.say("x"), None, 100.0)
+    beat = published(rules.heartbeat(101.0))
+    assert beat[1:] == [(b"room/general/", p.Tail("general", 2))]
+    assert published(rules.heartbeat(102.0))[1:] == beat[1:]  # again: one may be dropped
+    assert published(rules.heartbeat(120.0))[1:] == []  # quiet for long: no more

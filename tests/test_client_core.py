@@ -17,6 +17,10 @@ def sent(core: ClientCore) -> list[p.ClientMessage]:
     return [p.decode_client(frames) for frames in core.take_outbox()]
 
 
+def requests(core: ClientCore) -> list[p.GetHistory]:
+    return [m for m in sent(core) if isinstance(m, p.GetHistory)]
+
+
 def texts(core: ClientCore) -> list[str]:
     out = [m.text for m in core.events if m.kind == "system"]
     core.events.clear()
@@ -79,12 +83,61 @@ def test_a_line_is_acknowledged_by_its_echo(core: ClientCore) -> None:
     assert texts(core) == []
 
 
-def test_a_line_never_echoed_is_reported(core: ClientCore) -> None:
+def test_a_line_never_echoed_is_checked_then_reported(core: ClientCore) -> None:
     core.say("lost words", "dev", 1.0)
     core.on_publish(beat(), 1.0 + ACK_SECONDS - 0.1)
     core.tick(1.0 + ACK_SECONDS)
+    assert texts(core) == []  # first: was the echo dropped on the way? ask the room
+    [check] = requests(core)
+    assert isinstance(check, p.GetHistory) and (check.room, check.after) == ("dev", 0)
+    answer = p.History("dev", (), 0, check.id)
+    core.on_publish(p.encode_server(p.inbox_topic(core.inbox), answer), 6.5)
+    core.on_publish(beat(), 1.0 + 2 * ACK_SECONDS - 0.1)
+    core.tick(1.0 + 2 * ACK_SECONDS)
     assert texts(core) == ["not delivered (no answer from the broker): lost words"]
     assert core.unacknowledged == 0
+
+
+def test_an_echo_dropped_on_the_way_is_found_in_history(core: ClientCore) -> None:
+    id_, _ = core.say("found", None, 1.0)
+    core.on_publish(beat(), 5.9)
+    core.tick(1.0 + ACK_SECONDS)
+    [check] = requests(core)
+    echo = p.Chat("general", 1, TS, "Alice", "found", id_)
+    answer = p.History("general", (echo,), 0, check.id)
+    core.on_publish(p.encode_server(p.inbox_topic(core.inbox), answer), 6.1)
+    assert core.unacknowledged == 0
+    assert [m.text for m in core.events if m.kind == "message"] == ["found"]
+
+
+def test_a_gap_is_filled_in_order_and_the_rest_held_back(core: ClientCore) -> None:
+    def chat(seq: int) -> list[bytes]:
+        return p.encode_server(b"room/general/", p.Chat("general", seq, TS, "Bob", f"l{seq}"))
+
+    core.on_publish(chat(1), 1.0)
+    core.on_publish(chat(4), 1.1)  # 2 and 3 were dropped
+    core.on_publish(chat(5), 1.2)
+    [fill] = requests(core)
+    assert (fill.after, fill.before) == (1, 4)
+    events = (p.Chat("general", 2, TS, "Bob", "l2"), p.Chat("general", 3, TS, "Bob", "l3"))
+    answer = p.History("general", events, 0, fill.id)
+    core.on_publish(p.encode_server(p.inbox_topic(core.inbox), answer), 1.3)
+    assert [m.text for m in core.events if m.kind == "message"] == ["l1", "l2", "l3", "l4", "l5"]
+
+
+def test_lines_the_broker_no_longer_has_are_reported_lost(core: ClientCore) -> None:
+    chat = p.Chat("general", 9, TS, "Bob", "l9")
+    core.on_publish(p.encode_server(b"room/general/", chat), 1.0)
+    [fill] = requests(core)
+    answer = p.History("general", (), 8, fill.id)
+    core.on_publish(p.encode_server(p.inbox_topic(core.inbox), answer), 1.1)
+    assert [m.text for m in core.events] == ["8 lines of #general could not be recovered", "l9"]
+
+
+def test_a_tail_reveals_lines_dropped_before_a_quiet_spell(core: ClientCore) -> None:
+    core.on_publish(p.encode_server(b"room/general/", p.Tail("general", 3)), 1.0)
+    [fill] = requests(core)
+    assert (fill.after, fill.before) == (0, 4)
 
 
 def test_silence_is_reported_once_and_the_return_too(core: ClientCore) -> None:

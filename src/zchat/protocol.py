@@ -19,6 +19,7 @@ Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
                    leave             room, seq, ts, sender, reason
                    nick              room, seq, ts, sender, name
                    topic             room, seq, ts, sender, text
+                   tail              room, seq  (the room's last seq; once a second if busy)
     to/<inbox>/    welcome  name, epoch, rooms: {room: {seq, members, topic}}
                    refused  code, text          error    code, text, id
                    entered  room, seq, members, topic       parted   room
@@ -293,6 +294,16 @@ RoomEvent: TypeAlias = Chat | Joined | Left | Renamed | TopicChanged
 
 
 @dataclass(frozen=True, slots=True)
+class Tail:
+    """The last sequence number of a room, published once a second while the room is
+    busy: a reader whose last lines were dropped learns of the gap without waiting for
+    the next line. Not an event: it is neither numbered nor stored."""
+
+    room: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class RoomState:
     seq: int
     members: tuple[str, ...]
@@ -388,7 +399,7 @@ InboxMessage: TypeAlias = (
     Welcome | Refused | Error | Entered | Parted | History | Private | Members | RoomList
     | NickChanged
 )  # fmt: skip
-ServerMessage: TypeAlias = RoomEvent | InboxMessage | Heartbeat | Shutdown
+ServerMessage: TypeAlias = RoomEvent | Tail | InboxMessage | Heartbeat | Shutdown
 
 
 # --- encoding --------------------------------------------------------------------------
@@ -458,6 +469,8 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
     match msg:
         case Chat() | Joined() | Left() | Renamed() | TopicChanged():
             body = event_body(msg)
+        case Tail(room, seq):
+            body = {"type": "tail", "room": room, "seq": seq}
         case Welcome(name, epoch, rooms):
             states = {room: _state_body(state) for room, state in rooms.items()}
             body = {"type": "welcome", "name": name, "epoch": epoch, "rooms": states}
@@ -690,35 +703,45 @@ def decode_server(frames: Sequence[bytes]) -> tuple[bytes, ServerMessage]:
         raise ProtocolError("frames", f"expected 2 frames, got {len(frames)}")
     topic = frames[0]
     kind, f = _load(frames[1])
-    msg: ServerMessage
     if kind in ROOM_EVENT_TYPES:
         return topic, _room_event(kind, f)
+    match kind:
+        case "tail":
+            return topic, Tail(f.room(), f.count("seq"))
+        case "heartbeat":
+            return topic, Heartbeat(f.text("epoch"), f.ts())
+        case "shutdown":
+            return topic, Shutdown(f.text("epoch"), f.ts(), f.clean("text", ""))
+    return topic, _inbox_message(kind, f)
+
+
+def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
     match kind:
         case "welcome":
             rooms = f.obj.get("rooms")
             if not isinstance(rooms, dict):
                 raise ProtocolError("field", "field 'rooms' is not an object")
             states = {_checked(check_room, r): _state(_Fields(s)) for r, s in rooms.items()}
-            msg = Welcome(f.name("name"), f.text("epoch"), states)
+            return Welcome(f.name("name"), f.text("epoch"), states)
         case "refused":
-            msg = Refused(f.text("code"), f.clean("text"))
+            return Refused(f.text("code"), f.clean("text"))
         case "error":
-            msg = Error(f.text("code"), f.clean("text"), f.id())
+            return Error(f.text("code"), f.clean("text"), f.id())
         case "entered":
-            msg = Entered(f.room(), _state(f))
+            return Entered(f.room(), _state(f))
         case "parted":
-            msg = Parted(f.room())
+            return Parted(f.room())
         case "history":
             events = f.obj.get("events")
             if not isinstance(events, list):
                 raise ProtocolError("field", "field 'events' is not a list")
             decoded = tuple(decode_event(e) for e in events)
-            msg = History(f.room(), decoded, f.count("lost", 0), f.id())
+            return History(f.room(), decoded, f.count("lost", 0), f.id())
         case "private":
-            msg = Private(f.ts(), f.name("sender"), f.name("to"), f.clean("text"), f.id())
+            return Private(f.ts(), f.name("sender"), f.name("to"), f.clean("text"), f.id())
         case "members":
             members = tuple(_checked(check_name, m) for m in f.strings("members"))
-            msg = Members(f.room(), members, f.clean("topic", ""))
+            return Members(f.room(), members, f.clean("topic", ""))
         case "rooms":
             listed = f.obj.get("rooms")
             if not isinstance(listed, list):
@@ -727,13 +750,7 @@ def decode_server(frames: Sequence[bytes]) -> tuple[bytes, ServerMessage]:
             for item in listed:
                 r = _Fields(item)
                 infos.append(RoomInfo(r.room(), r.count("members"), r.clean("topic", "")))
-            msg = RoomList(tuple(infos))
+            return RoomList(tuple(infos))
         case "renamed":
-            msg = NickChanged(f.name("name"))
-        case "heartbeat":
-            msg = Heartbeat(f.text("epoch"), f.ts())
-        case "shutdown":
-            msg = Shutdown(f.text("epoch"), f.ts(), f.clean("text", ""))
-        case _:
-            raise ProtocolError("type", f"unknown message type {kind!r}")
-    return topic, msg
+            return NickChanged(f.name("name"))
+    raise ProtocolError("type", f"unknown message type {kind!r}")

@@ -49,6 +49,8 @@ WARN_EVERY_SECONDS = 10.0
 # session; past them the oldest JOIN is forgotten and new inbox subscriptions refused.
 MAX_PENDING = 100_000
 MAX_WAITING_ENTERS = 8  # per session
+# For this long after a room's last event, each heartbeat carries the room's last seq.
+TAIL_SECONDS = 10.0
 
 
 @dataclass
@@ -98,6 +100,8 @@ class BrokerRules:
         self._subscribed: Counter[str] = Counter()  # inbox -> subscriptions seen, no session yet
         self._last_warning: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
+        self._busy: dict[str, float] = {}  # room -> when its last event was published
+        self._now = 0.0  # the time of the frame being handled
 
     # --- queries ----------------------------------------------------------------------
 
@@ -113,6 +117,7 @@ class BrokerRules:
     # --- the in-socket -----------------------------------------------------------------
 
     def on_inbound(self, frames: list[bytes], peer: str | None, now: float) -> Actions:
+        self._now = now
         actions = Actions()
         try:
             msg = p.decode_client(frames)
@@ -262,6 +267,7 @@ class BrokerRules:
     # --- the out-socket's subscriptions --------------------------------------------------
 
     def on_subscription(self, data: bytes, now: float) -> Actions:
+        self._now = now
         actions = Actions()
         if not data or data[0] not in (0, 1):
             self._drop("subscription", "subscription message without a 0/1 first byte", now)
@@ -310,9 +316,18 @@ class BrokerRules:
 
     # --- timers ----------------------------------------------------------------------------
 
-    def heartbeat(self) -> Actions:
+    def heartbeat(self, now: float) -> Actions:
+        """The broker's sign of life, and the last sequence number of each room that was
+        busy lately (sent again every beat: a reader's full queue may drop one)."""
         beat = p.Heartbeat(self.epoch, self.clock())
-        return Actions(publish=[p.encode_server(p.SYS_TOPIC, beat)])
+        actions = Actions(publish=[p.encode_server(p.SYS_TOPIC, beat)])
+        for name, last in list(self._busy.items()):
+            room = self.presence.rooms.get(name)
+            if room is None or now - last > TAIL_SECONDS:
+                del self._busy[name]
+                continue
+            actions.publish.append(p.encode_server(p.room_topic(name), p.Tail(name, room.seq)))
+        return actions
 
     def shutdown(self, text: str = "stopped by its operator") -> Actions:
         notice = p.Shutdown(self.epoch, self.clock(), text)
@@ -351,6 +366,7 @@ class BrokerRules:
         room.seq += 1
         numbered = dataclasses.replace(event, seq=room.seq)
         self.store.append(numbered, room.topic)
+        self._busy[event.room] = self._now
         actions.publish.append(p.encode_server(p.room_topic(event.room), numbered))
 
     def _send_history(

@@ -143,7 +143,7 @@ class Broker:
             while not self._stopping:
                 now = time.monotonic()
                 if now >= next_beat:
-                    self._apply(self.rules.heartbeat())
+                    self._apply(self.rules.heartbeat(now))
                     self.rules.expire(now)
                     next_beat = now + interval
                 timeout_ms = max(0, int((next_beat - now) * 1000) + 1)

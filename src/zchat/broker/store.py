@@ -57,20 +57,25 @@ class HistoryStore:
 
     def _open(self) -> sqlite3.Connection:
         where = self.path
-        if where != ":memory:":
-            Path(where).parent.mkdir(parents=True, exist_ok=True)
+        db: sqlite3.Connection | None = None
         try:
+            if where != ":memory:":
+                Path(where).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             check = db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
             raise ConfigError(
                 f"history database {where} cannot be used ({exc}); nothing was changed. "
                 "Move the file away to start with an empty history, or pass --db PATH"
             ) from None
         except OSError as exc:
+            if db is not None:
+                db.close()
             raise ConfigError(f"history database {where} cannot be opened: {exc}") from None
         if check != "ok":
             db.close()

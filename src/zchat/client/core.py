@@ -33,7 +33,7 @@ from enum import Enum
 
 from zchat import protocol as p
 from zchat.client.message import Message, from_private, from_room_event
-from zchat.client.rooms import FILL_SECONDS, Fill, RoomView
+from zchat.client.rooms import FILL_SECONDS, FILL_TRIES, Fill, RoomView
 from zchat.errors import BrokerUnreachable, JoinRefused, NotDelivered, ProtocolError
 
 PING_SECONDS = 1.0  # a joined client pings this often, so the broker knows it is alive
@@ -58,6 +58,8 @@ class State(Enum):
 class _Pending:
     text: str
     sent_at: float
+    room: str | None  # None for a private line
+    checked: bool = False  # the room's history was asked whether the echo was missed
 
 
 class ClientCore:
@@ -83,6 +85,7 @@ class ClientCore:
         self._subscriptions: deque[tuple[bool, bytes]] = deque()
         self._pending: dict[str, _Pending] = {}
         self._lookups: set[str] = set()  # ids of /history requests
+        self.gaps = 0  # sequence gaps seen (and filled from history, or reported lost)
         self._ids = 0
         self._marks = 1  # inbox subscriptions made on this connection
         self._joined_once = False
@@ -160,7 +163,7 @@ class ClientCore:
         target = self._my_room(room)
         id_ = self._next_id("m")
         frames = self._request(p.Say(self.secret, target, text, id_, action))
-        self._pending[id_] = _Pending(text, now)
+        self._pending[id_] = _Pending(text, now, target)
         return id_, frames
 
     def msg(self, to: str, text: str, now: float) -> tuple[str, list[bytes]]:
@@ -168,7 +171,7 @@ class ClientCore:
         text, to = p.check_text(text), p.check_name(to)
         id_ = self._next_id("m")
         frames = self._request(p.Msg(self.secret, to, text, id_))
-        self._pending[id_] = _Pending(text, now)
+        self._pending[id_] = _Pending(text, now, None)
         return id_, frames
 
     def forget(self, id_: str) -> None:
@@ -238,6 +241,11 @@ class ClientCore:
         match msg:
             case p.Chat() | p.Joined() | p.Left() | p.Renamed() | p.TopicChanged():
                 self._on_live(msg, now)
+            case p.Tail(room, seq):
+                view = self.views.get(room)
+                if view is not None and self.joined and view.fill is None and seq > view.shown:
+                    self.gaps += 1  # the last lines before a quiet spell were dropped
+                    self._ask_fill(room, view, max(view.shown, seq - p.MAX_HISTORY), seq + 1, now)
             case p.Welcome():
                 self._on_welcome(msg, now)
             case p.History():
@@ -278,12 +286,26 @@ class ClientCore:
             self._away = True
             self._note("broker unreachable, reconnecting…")
         for id_, pending in list(self._pending.items()):
-            if now - pending.sent_at >= ACK_SECONDS:
-                del self._pending[id_]
-                self._note(f"not delivered (no answer from the broker): {pending.text}")
+            if now - pending.sent_at < ACK_SECONDS:
+                continue
+            view = self.views.get(pending.room or "")
+            if view is not None and not pending.checked and self.joined and not self._away:
+                # the echo may have been dropped on the way (a full queue): ask the room
+                pending.checked, pending.sent_at = True, now
+                if view.fill is None:
+                    window = view.shown + 1 + p.MAX_HISTORY
+                    self._ask_fill(pending.room or "", view, view.shown, window, now, check=True)
+                continue
+            del self._pending[id_]
+            self._note(f"not delivered (no answer from the broker): {pending.text}")
         for room, view in self.views.items():
-            if view.fill is not None and now - view.fill.sent_at >= FILL_SECONDS:
-                self._show_filled(room, view, (), 0, now)
+            fill = view.fill
+            if fill is not None and now - fill.sent_at >= FILL_SECONDS:
+                if fill.tries < FILL_TRIES and self.joined:
+                    fill.tries, fill.sent_at = fill.tries + 1, now
+                    self._outbox.append(self._fill_request(room, fill))
+                else:
+                    self._show_filled(room, view, (), 0, now)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -337,15 +359,25 @@ class ClientCore:
         shown, gap = view.live(event)
         self._show(shown)
         if gap is not None:
-            id_ = self._next_id("f")
-            view.fill = Fill(id_, gap[0], gap[1], now)
-            get = p.GetHistory(self.secret, event.room, gap[0], gap[1], p.MAX_HISTORY, id_)
-            self._outbox.append(p.encode_client(get))
+            self.gaps += 1
+            self._ask_fill(event.room, view, gap[0], gap[1], now)
+
+    def _ask_fill(
+        self, room: str, view: RoomView, after: int, before: int, now: float, check: bool = False
+    ) -> None:
+        view.fill = Fill(self._next_id("f"), after, before, now, check=check)
+        self._outbox.append(self._fill_request(room, view.fill))
+
+    def _fill_request(self, room: str, fill: Fill) -> list[bytes]:
+        get = p.GetHistory(self.secret, room, fill.after, fill.before, p.MAX_HISTORY, fill.id)
+        return p.encode_client(get)
 
     def _show(self, events: Iterable[p.RoomEvent], replayed: bool = False) -> None:
         for event in events:
             if isinstance(event, p.TopicChanged) and event.room in self.views:
                 self.views[event.room].topic = event.text
+            if isinstance(event, p.Chat) and event.sender == self.name and not replayed:
+                self._pending.pop(event.id, None)  # an echo that came through history
             self.events.append(from_room_event(event, replayed))
 
     def _on_history(self, history: p.History, now: float) -> None:

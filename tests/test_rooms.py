@@ -1,0 +1,293 @@
+"""Rooms, private messages, names, topics and history, end to end on real sockets."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zmq
+
+from conftest import RunningBroker
+from support import Proc, expect_message, zchat_command
+from zchat import Client, Message
+from zchat import protocol as p
+from zchat.errors import InvalidInput
+
+MakeClient = Callable[..., Client]
+
+
+def chat(sender: str, text: str, room: str | None = None) -> Callable[[Message], bool]:
+    return lambda m: (
+        m.kind == "message" and m.sender == sender and m.text == text and room in (None, m.room)
+    )
+
+
+def system(fragment: str) -> Callable[[Message], bool]:
+    return lambda m: m.kind == "system" and fragment in m.text
+
+
+def drain(client: Client, until: Callable[[Message], bool], timeout: float = 5.0) -> list[Message]:
+    """Every message up to and including the first that matches ``until``."""
+    seen = []
+    while True:
+        msg = expect_message(client, lambda _: True, timeout)
+        seen.append(msg)
+        if until(msg):
+            return seen
+
+
+def test_a_room_message_reaches_only_that_room(make_client: MakeClient) -> None:
+    alice = make_client("Alice", rooms=["general", "dev"])
+    bob = make_client("Bob", rooms=["dev"])
+    carol = make_client("Carol", rooms=["general"])
+    alice.send("for dev only", room="dev")
+    alice.send("for everyone", room="general")
+    got = expect_message(bob, chat("Alice", "for dev only"))
+    assert got.room == "dev"
+    seen = drain(carol, chat("Alice", "for everyone"))
+    assert not [m for m in seen if m.text == "for dev only"]
+
+
+def test_room_gen_never_hears_room_general(
+    broker: RunningBroker, make_client: MakeClient, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    gen = ctx.socket(zmq.SUB)
+    gen.setsockopt(zmq.LINGER, 0)
+    gen.subscribe(p.room_topic("gen"))
+    gen.connect(f"tcp://127.0.0.1:{broker.port + 1}")
+    make_client("Alice", rooms=["gen"])  # our SUB's subscription is in place once we see this
+    listener = make_client("Listener", rooms=["gen"])
+    speaker = make_client("Speaker", rooms=["general", "gen"])
+    speaker.send("in general")
+    speaker.send("in gen", room="gen")
+    expect_message(listener, chat("Speaker", "in gen"))
+    topics = []
+    while gen.poll(300):
+        topics.append(gen.recv_multipart()[0])
+    assert topics and set(topics) == {b"room/gen/"}
+    gen.close()
+
+
+def test_entering_and_parting_rooms(make_client: MakeClient) -> None:
+    alice = make_client("Alice", rooms=["general", "ops"])
+    alice.send("before Bob came", room="ops")
+    bob = make_client("Bob")
+    bob.enter("#Ops")
+    entered = expect_message(bob, system("in #ops: Alice"))
+    assert entered.room == "ops"
+    old = expect_message(bob, chat("Alice", "before Bob came"))
+    assert old.replayed
+    expect_message(bob, lambda m: m.kind == "join" and m.sender == "Bob" and m.room == "ops")
+    expect_message(alice, lambda m: m.kind == "join" and m.sender == "Bob" and m.room == "ops")
+    assert bob.rooms == ("general", "ops")
+    bob.send("hello ops", room="ops")
+    expect_message(alice, chat("Bob", "hello ops", "ops"))
+
+    bob.part("ops", "back to work")
+    left = expect_message(alice, lambda m: m.kind == "leave" and m.room == "ops")
+    assert (left.sender, left.text) == ("Bob", "back to work")
+    expect_message(bob, system("you left #ops"))
+    assert bob.rooms == ("general",)
+    alice.send("Bob cannot hear this", room="ops")
+    alice.send("but this", room="general")
+    seen = drain(bob, chat("Alice", "but this"))
+    assert not [m for m in seen if m.text == "Bob cannot hear this"]
+
+
+def test_rooms_and_who_are_exact(make_client: MakeClient) -> None:
+    alice = make_client("Alice", rooms=["general", "dev"])
+    bob = make_client("Bob", rooms=["dev"])
+    alice.list_rooms()
+    expect_message(alice, system("#dev (2)"))
+    expect_message(alice, system("#general (1)"))
+    alice.who("dev")
+    assert expect_message(alice, system("in #dev:")).text == "in #dev: Alice, Bob"
+    bob.close()
+    expect_message(alice, lambda m: m.kind == "leave" and m.sender == "Bob")
+    alice.who("#dev")
+    assert expect_message(alice, system("in #dev:")).text == "in #dev: Alice"
+
+
+def test_who_is_exact_after_a_crash(
+    broker: RunningBroker, make_client: MakeClient, procs: list[Proc]
+) -> None:
+    alice = make_client("Alice")
+    carol = Proc(zchat_command("join", "--name", "Carol", "--port", str(broker.port)))
+    procs.append(carol)
+    expect_message(alice, lambda m: m.kind == "join" and m.sender == "Carol")
+    alice.who()
+    assert expect_message(alice, system("in #general:")).text == "in #general: Alice, Carol"
+    carol.signal(signal.SIGKILL)
+    expect_message(alice, lambda m: m.kind == "leave" and m.sender == "Carol")
+    alice.who()
+    assert expect_message(alice, system("in #general:")).text == "in #general: Alice"
+
+
+def test_private_messages_reach_the_two_parties_only(
+    broker: RunningBroker, make_client: MakeClient, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    spy = ctx.socket(zmq.SUB)
+    spy.setsockopt(zmq.LINGER, 0)
+    spy.subscribe(b"")  # everything it is allowed: narrowed to the public topics
+    spy.connect(f"tcp://127.0.0.1:{broker.port + 1}")
+    assert spy.poll(5000)  # a heartbeat: its subscription is in place
+    alice = make_client("Alice")
+    bob = make_client("Bob")
+    carol = make_client("Carol")
+    alice.msg("bob", "the secret word is swordfish")
+    got = expect_message(bob, lambda m: m.kind == "private")
+    assert (got.sender, got.to, got.text, got.room) == ("Alice", "Bob", got.text, None)
+    assert got.text == "the secret word is swordfish"
+    receipt = expect_message(alice, lambda m: m.kind == "private")
+    assert receipt.to == "Bob"
+    assert alice.core.unacknowledged == 0
+    alice.send("a public line")
+    seen = drain(carol, chat("Alice", "a public line"))
+    assert not [m for m in seen if "swordfish" in m.text]
+    frames = []
+    while spy.poll(300):
+        frames.append(b"|".join(spy.recv_multipart()))
+    assert any(b"a public line" in f for f in frames)
+    assert not [f for f in frames if b"swordfish" in f or alice.core.secret.encode() in f]
+    spy.close()
+
+
+def test_private_message_to_nobody_is_an_error_to_the_sender(make_client: MakeClient) -> None:
+    alice = make_client("Alice")
+    alice.msg("Zed", "hello?")
+    assert expect_message(alice, system("not sent")).text == "not sent: no user named 'Zed' is here"
+    with pytest.raises(InvalidInput, match="not allowed"):
+        alice.msg("not a name", "x")
+
+
+def test_actions(make_client: MakeClient) -> None:
+    alice = make_client("Alice")
+    bob = make_client("Bob")
+    alice.act("waves")
+    got = expect_message(bob, lambda m: m.kind == "action")
+    assert (got.sender, got.text) == ("Alice", "waves")
+
+
+def test_nick(make_client: MakeClient) -> None:
+    alice = make_client("Alice", rooms=["general", "dev"])
+    bob = make_client("Bob", rooms=["dev"])
+    alice.nick("Alicia")
+    renamed = expect_message(bob, lambda m: m.kind == "nick")
+    assert (renamed.sender, renamed.text, renamed.room) == ("Alice", "Alicia", "dev")
+    expect_message(alice, system("you are now known as Alicia"))
+    assert alice.name == "Alicia"
+    alice.send("new name", room="dev")
+    expect_message(bob, chat("Alicia", "new name"))
+    bob.nick("ALICIA")
+    assert expect_message(bob, system("error")).text == "error: name 'alicia' is taken"
+    make_client("Alice")  # the old name is free again
+
+
+def test_topic(make_client: MakeClient) -> None:
+    alice = make_client("Alice")
+    bob = make_client("Bob")
+    alice.set_topic("rapat jam 3")
+    changed = expect_message(bob, lambda m: m.kind == "topic")
+    assert (changed.sender, changed.text) == ("Alice", "rapat jam 3")
+    assert bob.core.topic_of("general") == "rapat jam 3"
+    carol = make_client("Carol")
+    expect_message(carol, system("topic of #general: rapat jam 3"))
+    with pytest.raises(InvalidInput, match="topic is 301 characters long, the limit is 300"):
+        alice.set_topic("x" * 301)
+
+
+def test_history_command(make_client: MakeClient) -> None:
+    alice = make_client("Alice")
+    for i in range(5):
+        alice.send(f"line {i}")
+    expect_message(alice, chat("Alice", "line 4"))
+    alice.history(3)
+    expect_message(alice, system("last 3 lines of #general:"))
+    lines = [expect_message(alice, lambda _: True) for _ in range(3)]
+    assert [m.text for m in lines] == ["line 2", "line 3", "line 4"]
+    assert all(m.replayed for m in lines)
+
+
+def test_late_joiner_gets_recent_history_then_live_without_gap_or_duplicate(
+    make_client: MakeClient,
+) -> None:
+    alice = make_client("Alice")
+    for i in range(60):
+        alice.send(f"old {i}")
+    expect_message(alice, chat("Alice", "old 59"))
+    dave = make_client("Dave", history=50)
+    alice.send("live 0")
+    seen = drain(dave, chat("Alice", "live 0"))
+    room_lines = [m for m in seen if m.room == "general" and m.kind != "system"]
+    seqs = [m.seq for m in room_lines]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # in order, no gap, no repeat
+    texts = [m.text for m in room_lines if m.kind == "message"]
+    assert texts[:50] == [f"old {i}" for i in range(10, 60)]
+    assert texts[50:] == ["live 0"]
+
+
+def test_history_and_sequence_survive_a_broker_restart(
+    ctx: zmq.Context[zmq.Socket[bytes]], tmp_path: Path
+) -> None:
+    db = str(tmp_path / "history.db")
+    first = RunningBroker(ctx, db=db)
+    port = first.port
+    with Client("Alice", port=port, context=ctx) as alice:
+        alice.send("said before the restart")
+        last = expect_message(alice, chat("Alice", "said before the restart")).seq
+    first.stop()
+    second = RunningBroker(ctx, db=db, port=port)
+    try:
+        with Client("Dave", port=port, context=ctx) as dave:
+            old = expect_message(dave, chat("Alice", "said before the restart"))
+            assert old.replayed and old.seq == last
+            dave.send("after")
+            new = expect_message(dave, chat("Dave", "after"))
+            assert new.seq is not None and last is not None and new.seq > last + 1
+    finally:
+        second.stop()
+
+
+def test_a_slow_reader_ends_with_every_line_in_order(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    """The broker drops lines for a reader whose queue is full (PUB semantics); the
+    reader, drained later, sees the gaps and fills them from history, in order."""
+    running = RunningBroker(ctx, sndhwm=20)
+    try:
+        slow = Client("Slow", port=running.port, context=ctx)
+        slow._sub.setsockopt(zmq.RCVHWM, 20)  # small queues, so that lines are dropped
+        slow._sub.setsockopt(zmq.RCVBUF, 4096)
+        slow.join()
+        writer = Client("Writer", port=running.port, context=ctx)
+        writer.join()
+        # a raw PUSH with the writer's session: blocking sends, so the broker sets the pace
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(f"tcp://127.0.0.1:{running.port}")
+        total = 3000
+        for i in range(total):
+            say = p.Say(writer.core.secret, "general", f"line {i:04d} " + "x" * 80, f"w{i}")
+            push.send_multipart(p.encode_client(say))
+        lines = drain(slow, lambda m: m.text.startswith(f"line {total - 1:04d}"), timeout=15)
+        texts = [m.text[:9] for m in lines if m.kind == "message"]
+        assert texts == [f"line {i:04d}" for i in range(total)]
+        seqs = [m.seq for m in lines if m.room == "general" and m.kind != "system"]
+        assert seqs == sorted(set(seqs))
+        assert slow.core.gaps > 0, "no line was dropped: the test did not test gap filling"
+        assert not [m for m in lines if "could not be recovered" in m.text]
+        push.close()
+        writer.close()
+        slow.close()
+    finally:
+        running.stop()
+
+
+def test_bad_names_rooms_and_commands(make_client: MakeClient) -> None:
+    alice = make_client("Alice")
+    with pytest.raises(InvalidInput, match="room name is 33 characters long, the limit is 32"):
+        alice.enter("r" * 33)
+    with pytest.raises(InvalidInput, match="name is 33 characters long, the limit is 32"):
+        alice.nick("n" * 33)
+    with pytest.raises(InvalidInput, match=r"room name '#a b' is not allowed"):
+        alice.who("#a b")
