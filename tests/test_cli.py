@@ -7,6 +7,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 import pytest
@@ -235,3 +236,81 @@ def test_log_level_warning_keeps_the_broker_quiet(broker: RunningBroker, procs: 
     assert quiet.wait() == 0
     quiet.collect()
     assert quiet.lines["stderr"] == []
+
+
+def test_room_commands_through_the_real_command(
+    broker: RunningBroker, make_client: MakeClient
+) -> None:
+    bob = make_client("Bob", rooms=["general", "dev"])
+    script = "\n".join(
+        [
+            "/join #dev",
+            "/who",
+            "hello dev",
+            "/me waves",
+            "/msg bob psst",
+            "/topic standup at 10",
+            "/topic",
+            "/rooms",
+            "/nick Alicia",
+            "/history 2",
+            "/part #dev see you",
+            "/msg",
+            "/history many",
+        ]
+    )
+    # each line waits for nothing: the replies come back in order on the inbox
+    result = run("join", "--name", "Alice", "--port", str(broker.port), stdin=script + "\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    expected = [
+        # lines of rooms other than the first (--room) carry the room's name
+        r"\*\*\* in #dev: Bob",
+        r"#dev Alice joined",
+        r"\*\*\* in #dev: Alice, Bob",
+        r"#dev Alice: hello dev",
+        r"#dev \* Alice waves",
+        r"\[private\] Alice → Bob: psst",
+        r"#dev Alice set the topic: standup at 10",
+        r"\*\*\* topic of #dev: standup at 10",
+        r"\*\*\* #dev \(2\): standup at 10",
+        r"\*\*\* #general \(2\)",
+        r"Alice is now known as Alicia",
+        r"\*\*\* you are now known as Alicia",
+        r"\*\*\* last 2 lines of #dev:",
+        r"#dev Alice set the topic: standup at 10",
+        r"#dev Alice is now known as Alicia",
+        r"#dev Alicia left \(see you\)",
+        r"\*\*\* you left #dev",
+        r"\*\*\* usage: /msg NAME text",
+        r"\*\*\* usage: /history \[N\], N from 1 to 1000",
+    ]
+    lines = out.splitlines()
+    assert all(re.fullmatch(r"\[\d\d:\d\d:\d\d\] .*", line) for line in lines), out
+    # every expected line, in this order (the broker answers in the order asked)
+    position = 0
+    for pattern in expected:
+        found = [i for i, line in enumerate(lines) if i >= position and re.search(pattern, line)]
+        assert found, f"{pattern!r} not found after line {position} in:\n{out}"
+        position = found[0] + 1
+    assert expect_message(bob, lambda m: m.kind == "private").text == "psst"
+
+
+def test_a_damaged_history_file_stops_the_broker_and_is_kept(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    db.write_bytes(b"this is not a database" * 100)
+    result = run("broker", "--port", "0", "--db", str(db))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"zchat: history database {db} cannot be used (")
+    assert "nothing was changed" in line
+    assert db.read_bytes() == b"this is not a database" * 100
+
+
+def test_an_unusable_history_path_stops_the_broker(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run("broker", "--port", "0", "--db", str(blocker / "history.db"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"zchat: history database {blocker / 'history.db'} cannot be")
+    assert "Traceback" not in result.stderr

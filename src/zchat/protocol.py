@@ -9,8 +9,8 @@ the session ``secret``::
     join    name, secret, inbox, rooms, history, since     ping   inbox
     say     room, text, id, action                         leave  reason
     enter   room, mark, history    part   room, reason     msg    to, text, id
-    nick    name                   topic  room, text       who    room
-    rooms   -                      history room, after, before, limit, id
+    nick    name                   topic  room, text       who    room, id
+    rooms   id                     history room, after, before, limit, id
 
 Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
 
@@ -25,8 +25,8 @@ Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
                    entered  room, seq, members, topic       parted   room
                    history  room, events: [room event, ...], lost, id
                    private  ts, sender, to, text, id
-                   members  room, members, topic            renamed  name
-                   rooms    rooms: [{room, members, topic}]
+                   members  room, members, topic, id        renamed  name
+                   rooms    rooms: [{room, members, topic}], id
     sys/           heartbeat epoch, ts                      shutdown epoch, ts, text
 
 Topics end with "/", which no name may contain, so SUB's prefix match never lets
@@ -217,11 +217,13 @@ class SetTopic:
 class Who:
     secret: str
     room: str
+    id: str = ""  # echoed in the Members answer
 
 
 @dataclass(frozen=True, slots=True)
 class ListRooms:
     secret: str
+    id: str = ""  # echoed in the RoomList answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,11 +372,13 @@ class Members:
     room: str
     members: tuple[str, ...]
     topic: str = ""
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class RoomList:
     rooms: tuple[RoomInfo, ...]
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,10 +438,10 @@ def encode_client(msg: ClientMessage) -> list[bytes]:
             body = {"type": "nick", "secret": secret, "name": name}
         case SetTopic(secret, room, text):
             body = {"type": "topic", "secret": secret, "room": room, "text": text}
-        case Who(secret, room):
-            body = {"type": "who", "secret": secret, "room": room}
-        case ListRooms(secret):
-            body = {"type": "rooms", "secret": secret}
+        case Who(secret, room, id_):
+            body = {"type": "who", "secret": secret, "room": room, "id": id_}
+        case ListRooms(secret, id_):
+            body = {"type": "rooms", "secret": secret, "id": id_}
         case GetHistory(secret, room, after, before, limit, id_):
             body = {"type": "history", "secret": secret, "room": room}
             body |= {"after": after, "before": before, "limit": limit, "id": id_}
@@ -488,11 +492,12 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
         case Private(ts, sender, to, text, id_):
             body = {"type": "private", "ts": format_ts(ts), "sender": sender, "to": to}
             body |= {"text": text, "id": id_}
-        case Members(room, members, topic_text):
+        case Members(room, members, topic_text, id_):
             body = {"type": "members", "room": room, "members": list(members), "topic": topic_text}
-        case RoomList(rooms):
+            body["id"] = id_
+        case RoomList(rooms, id_):
             listed = [{"room": r.room, "members": r.members, "topic": r.topic} for r in rooms]
-            body = {"type": "rooms", "rooms": listed}
+            body = {"type": "rooms", "rooms": listed, "id": id_}
         case NickChanged(name):
             body = {"type": "renamed", "name": name}
         case Heartbeat(epoch, ts):
@@ -656,9 +661,9 @@ def decode_client(frames: Sequence[bytes]) -> ClientMessage:
         case "topic":
             return SetTopic(secret, f.text("room"), f.text("text"))
         case "who":
-            return Who(secret, f.text("room"))
+            return Who(secret, f.text("room"), f.id())
         case "rooms":
-            return ListRooms(secret)
+            return ListRooms(secret, f.id())
         case "history":
             after, before = f.count("after", 0), f.count("before", 0)
             limit = f.count("limit", DEFAULT_HISTORY)
@@ -741,7 +746,7 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
             return Private(f.ts(), f.name("sender"), f.name("to"), f.clean("text"), f.id())
         case "members":
             members = tuple(_checked(check_name, m) for m in f.strings("members"))
-            return Members(f.room(), members, f.clean("topic", ""))
+            return Members(f.room(), members, f.clean("topic", ""), f.id())
         case "rooms":
             listed = f.obj.get("rooms")
             if not isinstance(listed, list):
@@ -750,7 +755,7 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
             for item in listed:
                 r = _Fields(item)
                 infos.append(RoomInfo(r.room(), r.count("members"), r.clean("topic", "")))
-            return RoomList(tuple(infos))
+            return RoomList(tuple(infos), f.id())
         case "renamed":
             return NickChanged(f.name("name"))
     raise ProtocolError("type", f"unknown message type {kind!r}")

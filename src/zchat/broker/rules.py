@@ -174,13 +174,14 @@ class BrokerRules:
                 room = self._member_room(session, room)
                 topic = self.presence.rooms[room].topic = _fails("bad-topic", p.check_topic, text)
                 self._publish(p.TopicChanged(room, 0, self.clock(), session.name, topic), actions)
-            case p.Who(_, room):
+            case p.Who(_, room, id_):
                 room = _fails("bad-room", p.check_room, room)
                 state = self._room(room).state()
-                self._to_inbox(session.inbox, p.Members(room, state.members, state.topic), actions)
+                answer = p.Members(room, state.members, state.topic, id_)
+                self._to_inbox(session.inbox, answer, actions)
                 self.presence.forget_if_empty(room)
-            case p.ListRooms():
-                self._to_inbox(session.inbox, p.RoomList(self.presence.listing()), actions)
+            case p.ListRooms(_, id_):
+                self._to_inbox(session.inbox, p.RoomList(self.presence.listing(), id_), actions)
             case p.GetHistory(_, room, after, before, limit, id_):
                 room = _fails("bad-room", p.check_room, room)
                 self._send_history(session, room, after, before, limit, actions, id_, always=True)

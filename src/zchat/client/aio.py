@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 
 import zmq
@@ -20,7 +20,7 @@ from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
 from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
 from zchat.errors import ClientClosed, NotDelivered
-from zchat.protocol import DEFAULT_HISTORY
+from zchat.protocol import DEFAULT_HISTORY, check_room
 
 
 class AsyncClient:
@@ -108,11 +108,23 @@ class AsyncClient:
         await self._submit(frames, id_)
         return id_
 
-    async def enter(self, room: str) -> None:
+    async def enter(self, room: str, timeout: float = 5.0) -> bool:
+        """Enter a room; True once in it, False after ``timeout`` (see Client.enter)."""
         await self._submit(self.core.enter(room))
+        canonical = check_room(room)
+        return await self._wait(lambda: canonical in self.core.rooms, timeout)
 
-    async def part(self, room: str | None = None, reason: str = "") -> None:
+    async def part(self, room: str | None = None, reason: str = "", timeout: float = 5.0) -> bool:
+        canonical = check_room(room) if room else (self.core.rooms or [""])[0]
         await self._submit(self.core.part(room, reason))
+        return await self._wait(lambda: canonical not in self.core.rooms, timeout)
+
+    async def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not done():
+                    await self._wait_change()
+        return done()
 
     async def nick(self, name: str) -> None:
         await self._submit(self.core.nick(name))
@@ -122,6 +134,9 @@ class AsyncClient:
 
     async def who(self, room: str | None = None) -> None:
         await self._submit(self.core.who(room))
+
+    async def query_topic(self, room: str | None = None) -> None:
+        await self._submit(self.core.query_topic(room))
 
     async def list_rooms(self) -> None:
         await self._submit(self.core.list_rooms())
@@ -161,6 +176,16 @@ class AsyncClient:
             msg = await self.receive()
             if msg is not None:
                 yield msg
+
+    async def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until the broker has answered everything sent so far (True), or for
+        ``timeout`` seconds."""
+        try:
+            id_, frames = self.core.barrier()
+            await self._submit(frames)
+        except NotDelivered:
+            return False
+        return await self._wait(lambda: self.core.answered(id_), timeout)
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every sent line is acknowledged or reported; True if all were."""

@@ -85,6 +85,8 @@ class ClientCore:
         self._subscriptions: deque[tuple[bool, bytes]] = deque()
         self._pending: dict[str, _Pending] = {}
         self._lookups: set[str] = set()  # ids of /history requests
+        self._topic_queries: set[str] = set()  # ids of who-requests asking for a topic
+        self._barriers: set[str] = set()  # ids of requests sent only to be answered
         self.gaps = 0  # sequence gaps seen (and filled from history, or reported lost)
         self._ids = 0
         self._marks = 1  # inbox subscriptions made on this connection
@@ -200,8 +202,26 @@ class ClientCore:
     def who(self, room: str | None) -> list[bytes]:
         return self._request(p.Who(self.secret, self._any_room(room)))
 
+    def query_topic(self, room: str | None) -> list[bytes]:
+        """Ask for a room's topic (the answer comes after any change sent before)."""
+        id_ = self._next_id("t")
+        frames = self._request(p.Who(self.secret, self._any_room(room), id_))
+        self._topic_queries.add(id_)
+        return frames
+
     def list_rooms(self) -> list[bytes]:
         return self._request(p.ListRooms(self.secret))
+
+    def barrier(self) -> tuple[str, list[bytes]]:
+        """A request whose answer comes after the answers to everything sent before it;
+        ``answered(id)`` tells when it has come."""
+        id_ = self._next_id("b")
+        frames = self._request(p.ListRooms(self.secret, id_))
+        self._barriers.add(id_)
+        return id_, frames
+
+    def answered(self, id_: str) -> bool:
+        return id_ not in self._barriers
 
     def lookup(self, room: str | None, count: int) -> list[bytes]:
         """Ask for the last ``count`` lines of a room."""
@@ -441,10 +461,15 @@ class ClientCore:
                     self.views.pop(room, None)
                     self._subscriptions.append((False, p.room_topic(room)))
                     self._note(f"you left #{room}")
-            case p.Members(room, members, topic):
+            case p.Members(room, _, topic, id_) if id_ in self._topic_queries:
+                self._topic_queries.discard(id_)
+                self._note(f"topic of #{room}: {topic}" if topic else f"#{room} has no topic", room)
+            case p.Members(room, members, topic, _):
                 here = ", ".join(members) if members else "nobody"
                 self._note(f"in #{room}: {here}" + (f" (topic: {topic})" if topic else ""), room)
-            case p.RoomList(rooms):
+            case p.RoomList(_, id_) if id_ in self._barriers:
+                self._barriers.discard(id_)
+            case p.RoomList(rooms, _):
                 if not rooms:
                     self._note("no rooms")
                 for info in rooms:

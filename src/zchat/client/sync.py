@@ -8,7 +8,7 @@ work (pings, rejoin, acknowledgements) while the program is inside ``receive``,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
 import zmq
@@ -17,7 +17,7 @@ from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
 from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
 from zchat.errors import ClientClosed, NotDelivered
-from zchat.protocol import DEFAULT_HISTORY
+from zchat.protocol import DEFAULT_HISTORY, check_room
 
 
 class Client:
@@ -114,12 +114,25 @@ class Client:
         self._submit(frames, id_)
         return id_
 
-    def enter(self, room: str) -> None:
-        """Enter a room; its recent history and your join notice follow as Messages."""
+    def enter(self, room: str, timeout: float = 5.0) -> bool:
+        """Enter a room; returns once in it (True), or False after ``timeout`` (the
+        broker's reason, if any, comes as a system Message). Its recent history and
+        your join notice follow as Messages."""
         self._submit(self.core.enter(room))
+        canonical = check_room(room)
+        return self._wait(lambda: canonical in self.core.rooms, timeout)
 
-    def part(self, room: str | None = None, reason: str = "") -> None:
+    def part(self, room: str | None = None, reason: str = "", timeout: float = 5.0) -> bool:
+        """Leave one room; returns once out of it (True), or False after ``timeout``."""
+        canonical = check_room(room) if room else (self.core.rooms or [""])[0]
         self._submit(self.core.part(room, reason))
+        return self._wait(lambda: canonical not in self.core.rooms, timeout)
+
+    def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not done() and time.monotonic() < end:
+            self._step(min(end, self.core.deadline()))
+        return done()
 
     def nick(self, name: str) -> None:
         self._submit(self.core.nick(name))
@@ -130,6 +143,10 @@ class Client:
     def who(self, room: str | None = None) -> None:
         """Ask who is in a room; the answer comes as a system Message."""
         self._submit(self.core.who(room))
+
+    def query_topic(self, room: str | None = None) -> None:
+        """Ask for a room's topic; the answer comes as a system Message."""
+        self._submit(self.core.query_topic(room))
 
     def list_rooms(self) -> None:
         self._submit(self.core.list_rooms())
@@ -169,6 +186,16 @@ class Client:
             msg = self.receive()
             if msg is not None:
                 yield msg
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until the broker has answered everything sent so far (True), or for
+        ``timeout`` seconds."""
+        try:
+            id_, frames = self.core.barrier()
+            self._submit(frames)
+        except NotDelivered:
+            return False
+        return self._wait(lambda: self.core.answered(id_), timeout)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every sent line is acknowledged or reported; True if all were."""

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from zchat.client.aio import AsyncClient
 from zchat.client.core import ACK_SECONDS
@@ -79,8 +80,8 @@ class _Chat:
     def __init__(self, client: AsyncClient, config: TerminalConfig) -> None:
         self.client = client
         self.config = config
-        self.current = client.rooms[0]
-        self.entering = ""  # a room asked for with /join, not entered yet
+        self.current = self.home = client.rooms[0]
+        self.is_terminal = True
         self.reason = ""
         self.last_nick: tuple[str | None, str, object] | None = None
         self.out: Callable[[str], None] = print
@@ -89,10 +90,6 @@ class _Chat:
     def room(self) -> str | None:
         """The current room: the one chosen last that we are still in."""
         rooms = self.client.rooms
-        if self.entering in rooms:
-            self.current, self.entering = self.entering, ""
-        elif self.entering:
-            return self.entering  # the broker's answer is on its way
         if self.current not in rooms:
             self.current = rooms[0] if rooms else ""
         return self.current or None
@@ -100,16 +97,21 @@ class _Chat:
     def prompt(self) -> str:
         return f"#{self.room}> " if self.room else "> "
 
+    def reference(self) -> str | None:
+        """Lines from rooms other than this one carry the room's name. In a terminal it
+        is the current room; for a script, the first room, so the output is stable."""
+        return self.room if self.is_terminal else self.home
+
     def show(self, msg: Message) -> None:
-        if msg.kind == "nick":  # one rename is one event per shared room: show it once
+        if msg.kind == "nick" and not msg.replayed:  # one rename, one event per room: show once
             key = (msg.sender, msg.text, msg.ts)
             if key == self.last_nick:
                 return
             self.last_nick = key
-        self.out(render(msg, self.config.time_format, self.room))
+        self.out(render(msg, self.config.time_format, self.reference()))
 
     def note(self, text: str) -> None:
-        self.out(f"*** {text}")
+        self.show(Message.system(text, datetime.now(UTC)))
 
     async def _print_events(self) -> None:
         async for msg in self.client:
@@ -140,8 +142,9 @@ class _Chat:
                 for help_line in HELP.splitlines():
                     self.out(help_line)
             case "join" if first and not more:
+                # waits (briefly) for the broker, so that the next line goes to the room
                 if await self._attempt(client.enter(first)):
-                    self.entering = self.current = check_room(first)
+                    self.current = check_room(first)
             case "part":
                 await self._attempt(client.part(room or self.room, more if room else rest))
             case "rooms":
@@ -157,10 +160,7 @@ class _Chat:
             case "topic" if rest:
                 await self._attempt(client.set_topic(rest, self.room))
             case "topic":
-                topic = self.client.core.topic_of(self.room) if self.room else ""
-                self.note(
-                    f"topic of #{self.room}: {topic}" if topic else f"#{self.room} has no topic"
-                )
+                await self._attempt(client.query_topic(self.room))
             case "history":
                 count = _count(rest, HISTORY_DEFAULT)
                 if count is None:
@@ -207,6 +207,7 @@ class _Chat:
     async def lines(self) -> None:
         """stdin is not a terminal: one line in is one line sent, one event one line out."""
         self.out = lambda text: print(text, flush=True)
+        self.is_terminal = False
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -232,8 +233,10 @@ class _Chat:
                 line = getter.result()
                 if line is None or not await self.handle(line):
                     break
-            # what was typed before the end must be confirmed (or reported) before leaving
+            # what was typed before the end must be confirmed (or reported), and every
+            # answer shown, before leaving
             await self.client.flush(ACK_SECONDS + 1)
+            await self.client.settle()
         finally:
             await _cancel(printer)
             while self.client.core.events:
