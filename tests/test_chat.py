@@ -139,7 +139,7 @@ def test_clients_survive_a_broker_restart(
         alice.send("typed while the broker is away")
     bob.expect(r"\*\*\* broker shut down")
     bob.send_line("while away")
-    bob.expect(r"^\*\*\* not sent \(the broker is unreachable, reconnecting…\): while away$")
+    bob.expect(r"\*\*\* not sent \(the broker is unreachable, reconnecting…\): while away$")
 
     again, _ = start_broker(port=port, db=db)
     procs.append(again)
@@ -149,6 +149,8 @@ def test_clients_survive_a_broker_restart(
     expect_message(alice, is_chat("Bob", "still here"))
     alice.send("me too")
     bob.expect(r"^\[\d\d:\d\d:\d\d\] Alice: me too$")
+    alice.who()  # presence is exact after the restart: both came back
+    assert expect_message(alice, is_system("in #general:")).text == "in #general: Alice, Bob"
     alice.close()
 
 
