@@ -263,3 +263,18 @@ def test_escape_sequences_in_messages_do_not_steer_the_terminal(
     for row in (evil_row, alice.screen.cursor.y):
         colours = {char.fg for char in alice.screen.buffer[row].values() if char.data != " "}
         assert colours <= {"default"}, f"row {row} is coloured {colours}:\n{alice.dump()}"
+
+
+def test_join_switches_the_current_room_and_names_the_others(
+    spawn: Callable[[str], Terminal], make_client: Callable[..., Client]
+) -> None:
+    bob = make_client("Bob", rooms=["general", "dev"])
+    alice = spawn("Alice")
+    alice.type("/join #dev\r")
+    alice.wait_for(lambda term: term.cursor_line == "#dev>", "the prompt of #dev")
+    alice.type("in dev\r")
+    got = expect_message(bob, is_chat("Alice", "in dev"), timeout=WAIT)
+    assert got.room == "dev"
+    bob.send("in general", room="general")
+    other = STAMP + "#general Bob: in general$"
+    alice.wait_for(lambda term: term.row_of(other) is not None, "a line of #general, named")
