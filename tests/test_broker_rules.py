@@ -281,3 +281,22 @@ def test_heartbeats_carry_the_last_seq_of_rooms_busy_lately(rules: BrokerRules) 
     assert beat[1:] == [(b"room/general/", p.Tail("general", 2))]
     assert published(rules.heartbeat(102.0))[1:] == beat[1:]  # again: one may be dropped
     assert published(rules.heartbeat(120.0))[1:] == []  # quiet for long: no more
+
+
+def test_a_join_naming_a_marker_completes_when_the_inbox_was_lost_track_of(
+    rules: BrokerRules,
+) -> None:
+    """A reconnecting client's new subscription can reach the broker before its old
+    connection's farewell (the unsubscription), which then clears the inbox. The
+    client's repeated JOIN names a marker, and the marker subscription proves again
+    that its subscriptions are in place."""
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    rules.on_subscription(alice.sub(), 1.0)  # the new connection
+    rules.on_subscription(alice.unsub(), 1.1)  # the old one's farewell, late
+    again = p.Join("Alice", alice.secret, alice.inbox, ("general",), 50, {"general": 2}, "j1")
+    assert published(rules.on_inbound(p.encode_client(again), "127.0.0.1", 2.0)) == []
+    marker = b"\x01" + p.marker_topic(alice.inbox, "j1")
+    actions = rules.on_subscription(marker, 2.1)
+    assert actions.subscribe == []  # a marker is never applied: nothing is sent to it
+    assert [type(msg) for _, msg in published(actions)] == [p.Welcome, p.Joined]

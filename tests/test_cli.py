@@ -280,7 +280,7 @@ def test_room_commands_through_the_real_command(
         r"\*\*\* last 2 lines of #dev:",
         r"#dev Alice set the topic: standup at 10",
         r"#dev Alice is now known as Alicia",
-        r"#dev Alicia left \(see you\)",
+        r"#dev Alicia left \(part: see you\)",
         r"\*\*\* you left #dev",
         r"\*\*\* usage: /msg NAME text",
         r"\*\*\* usage: /history \[N\], N from 1 to 1000",

@@ -160,7 +160,9 @@ def test_a_new_epoch_means_join_again_with_the_same_name(core: ClientCore) -> No
     ]
     [join] = sent(core)
     since = {"general": 0, "dev": 0}  # asks for what it missed while away
-    assert join == p.Join("Alice", core.secret, core.inbox, ("general", "dev"), 50, since)
+    # with a marker: the broker may have missed its inbox subscription
+    assert join == p.Join("Alice", core.secret, core.inbox, ("general", "dev"), 50, since, "j1")
+    assert core.take_subscriptions() == [(True, p.marker_topic(core.inbox, "j1"))]
     core.on_publish(welcome(core, "e2"), 1.6)
     assert texts(core)[-1] == "joined again as Alice"
     assert core.joined and core.epoch == "e2"
@@ -214,3 +216,17 @@ def test_garbage_from_the_broker_is_ignored(core: ClientCore) -> None:
     core.on_publish([b"sys/", b"\xff"], 1.0)
     core.on_publish([b"only one frame"], 1.0)
     assert list(core.events) == []
+
+
+def test_a_gap_never_answered_is_reported_lost_not_skipped(core: ClientCore) -> None:
+    def chat(seq: int) -> list[bytes]:
+        return p.encode_server(b"room/general/", p.Chat("general", seq, TS, "Bob", f"l{seq}"))
+
+    core.on_publish(chat(1), 1.0)
+    core.on_publish(chat(4), 1.1)
+    assert len(requests(core)) == 1
+    for second in range(2, 9):  # asked again each second, then given up
+        core.on_publish(beat(), 1.0 + second - 0.05)
+        core.tick(1.1 + second)
+    assert len([m for m in texts(core) if "could not be recovered" in m]) == 1
+    assert core.views["general"].shown == 4

@@ -25,6 +25,7 @@ CLIENT_CASES = [
             "rooms": ["general", "dev"],
             "history": 50,
             "since": {},
+            "mark": "",
         },
     ),
     (
@@ -250,3 +251,13 @@ def test_the_largest_text_fits_in_the_largest_frame() -> None:
     worst = "\x01" * p.MAX_TEXT_BYTES  # JSON escapes each as 6 bytes
     frames = p.encode_client(p.Say(S, "r" * p.MAX_ROOM_CHARS, p.check_text(worst), "i" * 64))
     assert len(frames[0]) <= p.MAX_FRAME_BYTES
+
+
+def test_marker_topics_name_one_inbox_and_one_mark() -> None:
+    topic = p.marker_topic(S, "e2")
+    assert topic == b"to/" + S.encode() + b"/e2/"
+    assert p.marker_of_topic(topic) == (S, "e2")
+    assert p.inbox_of_topic(topic) is None
+    assert p.marker_of_topic(p.inbox_topic(S)) is None
+    assert p.marker_of_topic(topic + b"x/") is None
+    assert p.marker_of_topic(b"to/" + S.encode() + b"/E2/") is None

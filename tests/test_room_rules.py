@@ -48,6 +48,10 @@ class Peer:
     def sub(self) -> bytes:
         return b"\x01" + self.topic
 
+    def marker(self, mark: str) -> bytes:
+        """The marker subscription that tells the broker an enter's room is subscribed."""
+        return b"\x01" + p.marker_topic(self.inbox, mark)
+
     def say(self, text: str, room: str = "general", id_: str = "m1") -> list[bytes]:
         return p.encode_client(p.Say(self.secret, room, text, id_))
 
@@ -61,8 +65,11 @@ def send(rules: BrokerRules, msg: p.ClientMessage, now: float = 1.0) -> Out:
 
 
 def joined(rules: BrokerRules, peer: Peer, now: float = 0.0) -> Out:
+    """Join, and have marker "e1" in place (so an enter naming it is answered at once)."""
     rules.on_subscription(peer.sub(), now)
-    return published(rules.on_inbound(peer.join(), "127.0.0.1", now))
+    out = published(rules.on_inbound(peer.join(), "127.0.0.1", now))
+    rules.on_subscription(peer.marker("e1"), now)
+    return out
 
 
 def say(rules: BrokerRules, peer: Peer, text: str, room: str = "general", id_: str = "m1") -> Out:
@@ -93,9 +100,9 @@ def test_enter_waits_for_its_mark_then_answers_before_announcing(rules: BrokerRu
     joined(rules, alice)
     joined(rules, bob)
     say(rules, bob, "hi", room="dev")
-    assert send(rules, p.Enter(alice.secret, "#Dev", 2, 50)) == []
-    actions = rules.on_subscription(alice.sub(), 2.0)
-    assert actions.subscribe == [alice.topic]
+    assert send(rules, p.Enter(alice.secret, "#Dev", "e2", 50)) == []
+    actions = rules.on_subscription(alice.marker("e2"), 2.0)
+    assert actions.subscribe == []  # a marker only tells; it is never applied
     assert published(actions) == [
         (alice.topic, p.Entered("dev", p.RoomState(2, ("Alice", "Bob"), ""))),
         (
@@ -111,8 +118,8 @@ def test_enter_waits_for_its_mark_then_answers_before_announcing(rules: BrokerRu
 def test_entering_a_new_room_sends_no_history(rules: BrokerRules) -> None:
     alice = Peer("Alice", 1)
     joined(rules, alice)
-    assert send(rules, p.Enter(alice.secret, "fresh", 2)) == []
-    assert published(rules.on_subscription(alice.sub(), 2.0)) == [
+    assert send(rules, p.Enter(alice.secret, "fresh", "e2")) == []
+    assert published(rules.on_subscription(alice.marker("e2"), 2.0)) == [
         (alice.topic, p.Entered("fresh", p.RoomState(0, ("Alice",), ""))),
         (b"room/fresh/", p.Joined("fresh", 1, TS, "Alice")),
     ]
@@ -121,7 +128,7 @@ def test_entering_a_new_room_sends_no_history(rules: BrokerRules) -> None:
 def test_enter_with_its_mark_already_seen_is_answered_at_once(rules: BrokerRules) -> None:
     alice = Peer("Alice", 1)
     joined(rules, alice)
-    assert send(rules, p.Enter(alice.secret, "dev", 1, 0)) == [
+    assert send(rules, p.Enter(alice.secret, "dev", "e1", 0)) == [
         (alice.topic, p.Entered("dev", p.RoomState(0, ("Alice",), ""))),
         (b"room/dev/", p.Joined("dev", 1, TS, "Alice")),
     ]
@@ -131,8 +138,8 @@ def test_entering_a_room_already_in_answers_again_without_a_notice(rules: Broker
     alice = Peer("Alice", 1)
     joined(rules, alice)
     say(rules, alice, "hi")
-    assert send(rules, p.Enter(alice.secret, "general", 2)) == []
-    assert published(rules.on_subscription(alice.sub(), 2.0)) == [
+    assert send(rules, p.Enter(alice.secret, "general", "e2")) == []
+    assert published(rules.on_subscription(alice.marker("e2"), 2.0)) == [
         (alice.topic, p.Entered("general", p.RoomState(2, ("Alice",), "")))
     ]
     assert rules.presence.rooms["general"].seq == 2
@@ -144,9 +151,9 @@ def test_more_rooms_than_the_limit_are_refused(rules: BrokerRules) -> None:
     alice = Peer("Alice", 1, tuple(f"r{i}" for i in range(limit)))
     joined(rules, alice)
     too_many = p.Error("too-many-rooms", f"you are in {limit} rooms already, the limit", "")
-    assert send(rules, p.Enter(alice.secret, "one-more", 1)) == [(alice.topic, too_many)]
+    assert send(rules, p.Enter(alice.secret, "one-more", "e1")) == [(alice.topic, too_many)]
     # a room already in is not a new one
-    assert send(rules, p.Enter(alice.secret, "r5", 1)) == [
+    assert send(rules, p.Enter(alice.secret, "r5", "e1")) == [
         (alice.topic, p.Entered("r5", p.RoomState(1, ("Alice",), "")))
     ]
     assert len(rules.sessions[0].rooms) == limit
@@ -159,14 +166,14 @@ def test_the_room_limit_is_checked_again_when_a_waiting_enter_comes_due(
     limit = p.MAX_ROOMS_PER_SESSION
     alice = Peer("Alice", 1, tuple(f"r{i}" for i in range(limit - 1)))
     joined(rules, alice)
-    assert send(rules, p.Enter(alice.secret, "x", 2, 0)) == []
-    assert send(rules, p.Enter(alice.secret, "y", 3, 0)) == []
-    assert published(rules.on_subscription(alice.sub(), 2.0)) == [
+    assert send(rules, p.Enter(alice.secret, "x", "e2", 0)) == []
+    assert send(rules, p.Enter(alice.secret, "y", "e3", 0)) == []
+    assert published(rules.on_subscription(alice.marker("e2"), 2.0)) == [
         (alice.topic, p.Entered("x", p.RoomState(0, ("Alice",), ""))),
         (b"room/x/", p.Joined("x", 1, TS, "Alice")),
     ]
     too_many = p.Error("too-many-rooms", f"you are in {limit} rooms already, the limit", "")
-    assert published(rules.on_subscription(alice.sub(), 3.0)) == [(alice.topic, too_many)]
+    assert published(rules.on_subscription(alice.marker("e3"), 3.0)) == [(alice.topic, too_many)]
     assert rules.sessions[0].rooms[-1] == "x"
 
 
@@ -183,7 +190,7 @@ def test_entering_a_bad_room_is_answered_with_the_rule(
 ) -> None:
     alice = Peer("Alice", 1)
     joined(rules, alice)
-    assert send(rules, p.Enter(alice.secret, room, 2)) == [
+    assert send(rules, p.Enter(alice.secret, room, "e2")) == [
         (alice.topic, p.Error("bad-room", text, ""))
     ]
     assert rules.sessions[0].waiting == []
@@ -197,7 +204,7 @@ def test_part_announces_then_confirms_and_updates_the_members(rules: BrokerRules
     joined(rules, alice)
     joined(rules, bob)
     assert send(rules, p.Part(bob.secret, "#General", "lunch")) == [
-        (b"room/general/", p.Left("general", 3, TS, "Bob", "lunch")),
+        (b"room/general/", p.Left("general", 3, TS, "Bob", "part: lunch")),
         (bob.topic, p.Parted("general")),
     ]
     assert rules.members("general") == ["Alice"]
@@ -218,7 +225,7 @@ def test_an_emptied_room_leaves_the_listing_and_keeps_its_sequence(rules: Broker
         (alice.topic, p.RoomList((p.RoomInfo("dev", 1, ""), p.RoomInfo("general", 2, ""))))
     ]
     assert send(rules, p.Part(bob.secret, "dev")) == [
-        (b"room/dev/", p.Left("dev", 2, TS, "Bob", "")),
+        (b"room/dev/", p.Left("dev", 2, TS, "Bob", "part")),
         (bob.topic, p.Parted("dev")),
     ]
     assert send(rules, p.ListRooms(alice.secret)) == [
@@ -226,11 +233,11 @@ def test_an_emptied_room_leaves_the_listing_and_keeps_its_sequence(rules: Broker
     ]
     assert "dev" not in rules.presence.rooms
     # entering it again continues its numbering, from the store
-    assert send(rules, p.Enter(bob.secret, "dev", 1)) == [
+    assert send(rules, p.Enter(bob.secret, "dev", "e1")) == [
         (bob.topic, p.Entered("dev", p.RoomState(2, ("Bob",), ""))),
         (
             bob.topic,
-            p.History("dev", (p.Joined("dev", 1, TS, "Bob"), p.Left("dev", 2, TS, "Bob", ""))),
+            p.History("dev", (p.Joined("dev", 1, TS, "Bob"), p.Left("dev", 2, TS, "Bob", "part"))),
         ),
         (b"room/dev/", p.Joined("dev", 3, TS, "Bob")),
     ]
@@ -358,7 +365,7 @@ def test_topic_is_cleaned_published_and_reported_everywhere(rules: BrokerRules) 
     ]
     carol = Peer("Carol", 3, ("dev",))
     joined(rules, carol)
-    assert send(rules, p.Enter(carol.secret, "general", 1, 0)) == [
+    assert send(rules, p.Enter(carol.secret, "general", "e1", 0)) == [
         (carol.topic, p.Entered("general", p.RoomState(3, ("Alice", "Bob", "Carol"), topic))),
         (b"room/general/", p.Joined("general", 4, TS, "Carol")),
     ]
@@ -465,14 +472,14 @@ def lines(*seqs: int, room: str = "general", sender: str = "Alice") -> tuple[p.R
 
 
 @pytest.mark.parametrize(
-    ("after", "before", "limit", "seqs"),
+    ("after", "before", "limit", "seqs", "lost"),
     [
-        (0, 0, 3, (9, 10, 11)),  # before 0: up to now; the newest `limit`
-        (3, 7, 50, (4, 5, 6)),
-        (3, 7, 2, (5, 6)),
-        (8, 100, 50, (9, 10, 11)),  # a before past the end is the end
-        (11, 0, 50, ()),  # nothing newer: still answered
-        (5, 6, 50, ()),
+        (0, 0, 3, (9, 10, 11), 0),  # before 0: up to now; the newest `limit`
+        (3, 7, 50, (4, 5, 6), 0),
+        (3, 7, 2, (5, 6), 1),  # a range wants all of it: what the limit leaves out is lost
+        (8, 100, 50, (9, 10, 11), 0),  # a before past the end is the end
+        (11, 0, 50, (), 0),  # nothing newer: still answered
+        (5, 6, 50, (), 0),
     ],
 )
 def test_history_request_is_answered_with_its_id(
@@ -482,10 +489,12 @@ def test_history_request_is_answered_with_its_id(
     before: int,
     limit: int,
     seqs: tuple[int, ...],
+    lost: int,
 ) -> None:
     alice = ten_lines
     request = p.GetHistory(alice.secret, "general", after, before, limit, "h1")
-    assert send(rules, request) == [(alice.topic, p.History("general", lines(*seqs), 0, "h1"))]
+    answer = p.History("general", lines(*seqs), lost, "h1")
+    assert send(rules, request) == [(alice.topic, answer)]
 
 
 def test_history_of_a_room_never_seen_is_an_empty_answer(rules: BrokerRules) -> None:
@@ -573,7 +582,7 @@ def test_every_room_event_takes_the_next_seq_of_its_room(rules: BrokerRules) -> 
         p.Chat("general", 4, TS, "Alice", "waves", "a1", True),
         p.Renamed("general", 5, TS, "Bob", "Robert"),
         p.TopicChanged("general", 6, TS, "Alice", "umum"),
-        p.Left("general", 7, TS, "Robert", "later"),
+        p.Left("general", 7, TS, "Robert", "part: later"),
     )
     dev: tuple[p.RoomEvent, ...] = (
         p.Joined("dev", 1, TS, "Alice"),
@@ -614,3 +623,19 @@ def test_an_action_is_published_as_type_action(rules: BrokerRules) -> None:
     assert history == p.History(
         "general", (p.Chat("general", 2, TS, "Alice", "waves", "a1", True),), 0, "h1"
     )
+
+
+def test_a_rejoin_that_missed_more_than_one_answer_holds_hears_how_many_are_lost(
+    rules: BrokerRules,
+) -> None:
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    for i in range(p.MAX_HISTORY + 20):
+        say(rules, alice, f"x{i}", id_=f"m{i}")
+    last = rules.presence.rooms["general"].seq
+    bob = Peer("Bob", 2, since={"general": 1})  # a rejoin that last saw seq 1
+    out = joined(rules, bob)
+    [history] = [msg for _, msg in out if isinstance(msg, p.History)]
+    assert len(history.events) == p.MAX_HISTORY
+    assert history.events[-1].seq == last
+    assert history.lost == last - 1 - p.MAX_HISTORY

@@ -87,7 +87,7 @@ def test_entering_and_parting_rooms(make_client: MakeClient) -> None:
 
     bob.part("ops", "back to work")
     left = expect_message(alice, lambda m: m.kind == "leave" and m.room == "ops")
-    assert (left.sender, left.text) == ("Bob", "back to work")
+    assert (left.sender, left.text) == ("Bob", "part: back to work")
     expect_message(bob, system("you left #ops"))
     assert bob.rooms == ("general",)
     alice.send("Bob cannot hear this", room="ops")

@@ -57,7 +57,8 @@ def test_history_bounds_are_exclusive_and_the_limit_keeps_the_newest(
     memory.commit()
     assert memory.history("general", 0, 11, 3) == ([chat(8), chat(9), chat(10)], 0)
     assert memory.history("general", 2, 6, 50) == ([chat(3), chat(4), chat(5)], 0)
-    assert memory.history("general", 2, 6, 2) == ([chat(4), chat(5)], 0)
+    # a range wants all of it: what the limit leaves out is lost to the asker
+    assert memory.history("general", 2, 6, 2) == ([chat(4), chat(5)], 1)
     assert memory.history("general", 10, 11, 50) == ([], 0)
     assert memory.history("general", 5, 5, 50) == ([], 0)
 
@@ -90,7 +91,7 @@ def test_retention_keeps_the_newest_and_reports_the_rest_lost() -> None:
         assert seqs[-100:] == list(range(601, 701))
         assert lost == 700 - len(seqs)
         assert store.history("general", 0, 101, 100) == ([], 100)  # seqs 1..100: gone
-        assert store.history("general", 50, 60, 5) == ([], 5)  # at most `limit` are lost
+        assert store.history("general", 50, 60, 5) == ([], 9)  # the whole range is lost
         assert store.history("general", 600, 701, 100) == ([chat(s) for s in range(601, 701)], 0)
         assert store.room_state("general") == (700, "")
         assert store.history("dev", 0, 6, 50) == ([chat(s, "dev") for s in range(1, 6)], 0)

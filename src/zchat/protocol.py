@@ -6,7 +6,7 @@ carrying ``"v": PROTOCOL_VERSION`` and a ``"type"``; docs/protocol.md is the ref
 Client -> broker (PUSH -> PULL), exactly one frame. Every request but ``join`` carries
 the session ``secret``::
 
-    join    name, secret, inbox, rooms, history, since     ping   inbox
+    join    name, secret, inbox, rooms, history, since, mark   ping   inbox
     say     room, text, id, action                         leave  reason
     enter   room, mark, history    part   room, reason     msg    to, text, id
     nick    name                   topic  room, text       who    room, id
@@ -26,7 +26,7 @@ Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
                    history  room, events: [room event, ...], lost, id
                    private  ts, sender, to, text, id
                    members  room, members, topic, id        renamed  name
-                   rooms    rooms: [{room, members, topic}], id
+                   rooms    rooms: [{room, members (a count), topic}], id
     sys/           heartbeat epoch, ts                      shutdown epoch, ts, text
 
 Topics end with "/", which no name may contain, so SUB's prefix match never lets
@@ -95,6 +95,7 @@ SYS_TOPIC = b"sys/"
 
 _TOKEN_RE = re.compile(r"[0-9a-f]{32}")
 _ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+_MARK_RE = re.compile(r"[a-z0-9]{1,16}")
 
 
 # --- topics ---------------------------------------------------------------------------
@@ -114,6 +115,20 @@ def inbox_of_topic(topic: bytes) -> str | None:
         token = topic[len(INBOX_PREFIX) : -1].decode("ascii", "replace")
         if _TOKEN_RE.fullmatch(token):
             return token
+    return None
+
+
+def marker_topic(inbox: str, mark: str) -> bytes:
+    return inbox_topic(inbox) + mark.encode("ascii") + b"/"
+
+
+def marker_of_topic(topic: bytes) -> tuple[str, str] | None:
+    """(inbox, mark) if ``topic`` is exactly one marker topic ``to/<inbox>/<mark>/``."""
+    parts = topic.split(b"/")
+    if len(parts) == 4 and parts[0] + b"/" == INBOX_PREFIX and parts[3] == b"":
+        inbox, mark = parts[1].decode("ascii", "replace"), parts[2].decode("ascii", "replace")
+        if _TOKEN_RE.fullmatch(inbox) and _MARK_RE.fullmatch(mark):
+            return inbox, mark
     return None
 
 
@@ -150,6 +165,7 @@ class Join:
     rooms: tuple[str, ...]
     history: int = DEFAULT_HISTORY  # lines of each room to send after the WELCOME
     since: Mapping[str, int] = field(default_factory=dict)  # rejoin: room -> last seq seen
+    mark: str = ""  # a marker subscription that also completes the join (see Enter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,13 +191,14 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Enter:
-    """Enter a room. The client first subscribes to the room's topic, then subscribes
-    to its inbox topic once more (its ``mark``-th inbox subscription): when the broker
-    has seen that many, the room subscription is in place and nothing can be missed."""
+    """Enter a room. The client first subscribes to the room's topic, then to a marker
+    topic ``to/<inbox>/<mark>/``: the subscriptions of one connection arrive in order,
+    so once the broker has seen the marker, the room subscription is in place and
+    nothing the broker sends next can be missed."""
 
     secret: str
     room: str
-    mark: int
+    mark: str
     history: int = DEFAULT_HISTORY
 
 
@@ -416,9 +433,9 @@ def _dump(obj: dict[str, Any]) -> bytes:
 def encode_client(msg: ClientMessage) -> list[bytes]:
     body: dict[str, Any]
     match msg:
-        case Join(name, secret, inbox, rooms, history, since):
+        case Join(name, secret, inbox, rooms, history, since, mark):
             body = {"type": "join", "name": name, "secret": secret, "inbox": inbox}
-            body |= {"rooms": list(rooms), "history": history, "since": dict(since)}
+            body |= {"rooms": list(rooms), "history": history, "since": dict(since), "mark": mark}
         case Say(secret, room, text, id_, action):
             body = {"type": "say", "secret": secret, "room": room, "text": text, "id": id_}
             if action:
@@ -560,6 +577,12 @@ class _Fields:
             raise ProtocolError("field", f"field 'id' must be 1 to {MAX_ID_CHARS} safe characters")
         return value
 
+    def mark(self, optional: bool = False) -> str:
+        value = self.text("mark", "" if optional else None)
+        if (value or not optional) and not _MARK_RE.fullmatch(value):
+            raise ProtocolError("field", "field 'mark' must be 1 to 16 of a-z and 0-9")
+        return value
+
     def room(self, key: str = "room") -> str:
         return _checked(check_room, self.text(key))
 
@@ -637,7 +660,8 @@ def decode_client(frames: Sequence[bytes]) -> ClientMessage:
         if not 1 <= len(rooms) <= MAX_ROOMS_PER_SESSION:
             raise ProtocolError("field", f"a join names 1 to {MAX_ROOMS_PER_SESSION} rooms")
         history = f.count("history", DEFAULT_HISTORY)
-        return Join(f.text("name"), f.token("secret"), f.token("inbox"), rooms, history, _since(f))
+        name, secret, inbox = f.text("name"), f.token("secret"), f.token("inbox")
+        return Join(name, secret, inbox, rooms, history, _since(f), f.mark(optional=True))
     if kind not in CLIENT_TYPES:
         raise ProtocolError("type", f"unknown message type {kind!r}")
     secret = f.token("secret")
@@ -651,7 +675,7 @@ def decode_client(frames: Sequence[bytes]) -> ClientMessage:
             return Leave(secret, clean_text(f.text("reason", "")[:MAX_REASON_CHARS]))
         case "enter":
             history = f.count("history", DEFAULT_HISTORY)
-            return Enter(secret, f.text("room"), f.count("mark"), history)
+            return Enter(secret, f.text("room"), f.mark(), history)
         case "part":
             return Part(secret, f.text("room"), clean_text(f.text("reason", "")[:MAX_REASON_CHARS]))
         case "msg":

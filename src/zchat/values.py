@@ -95,6 +95,7 @@ def check_reason(reason: str) -> str:
 
 
 def check_topic(topic: str) -> str:
+    topic = topic.strip()
     if len(topic) > MAX_TOPIC_CHARS:
         raise InvalidInput(f"topic is {len(topic)} characters long, the limit is {MAX_TOPIC_CHARS}")
-    return clean_text(topic.strip())
+    return clean_text(topic)

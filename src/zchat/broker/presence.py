@@ -15,8 +15,7 @@ class Session:
     rooms: list[str]
     peer: str
     last_seen: float
-    marks: int = 1  # inbox subscriptions seen: the client's sign that earlier ones are in place
-    waiting: list[p.Enter] = field(default_factory=list)  # enters whose mark has not come
+    waiting: list[p.Enter] = field(default_factory=list)  # enters whose marker has not come
 
 
 @dataclass

@@ -9,8 +9,11 @@ Design rules this module enforces:
   Subscriptions of one connection arrive in order and the inbox is subscribed last,
   so at that point the client's room subscriptions are in place and nothing it should
   see (its WELCOME, its history, its own join notice) can be missed. Entering a room
-  later works the same way: the client subscribes to the room, then to its inbox once
-  more, and the broker answers the enter when it has seen that inbox subscription.
+  later works the same way: the client subscribes to the room, then to a marker topic
+  ``to/<inbox>/<mark>/`` (never applied: it only tells), and the broker answers the
+  enter when it has seen that marker. A JOIN may name a marker too, which completes
+  it like the inbox subscription does (a client whose old connection's farewell
+  arrived after its new connection's subscription uses one to be heard again).
 * No subscription that could cover someone else's inbox is ever applied: "" is
   narrowed to the public topics, and an inbox-shaped topic is applied only when it
   names exactly one inbox.
@@ -49,6 +52,7 @@ WARN_EVERY_SECONDS = 10.0
 # session; past them the oldest JOIN is forgotten and new inbox subscriptions refused.
 MAX_PENDING = 100_000
 MAX_WAITING_ENTERS = 8  # per session
+MAX_MARKERS = 32  # marker subscriptions remembered per inbox
 # For this long after a room's last event, each heartbeat carries the room's last seq.
 TAIL_SECONDS = 10.0
 
@@ -97,10 +101,11 @@ class BrokerRules:
         self.presence = Presence()
         self.dropped: Counter[str] = Counter()
         self._pending: dict[str, _Pending] = {}  # inbox -> JOIN waiting for its subscription
-        self._subscribed: Counter[str] = Counter()  # inbox -> subscriptions seen, no session yet
+        self._subscribed: set[str] = set()  # inboxes whose subscription is in place
+        self._markers: dict[str, dict[str, None]] = {}  # inbox -> marker subscriptions in place
         self._last_warning: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
-        self._busy: dict[str, float] = {}  # room -> when its last event was published
+        self._busy: dict[str, tuple[float, int]] = {}  # room -> (time, seq) of its last event
         self._now = 0.0  # the time of the frame being handled
 
     # --- queries ----------------------------------------------------------------------
@@ -165,7 +170,8 @@ class BrokerRules:
             case p.Part(_, room, reason):
                 room = self._member_room(session, room)
                 self.presence.part(session, room)
-                self._publish(p.Left(room, 0, self.clock(), session.name, reason), actions)
+                why = f"part: {reason}" if reason else "part"  # never mistaken for a quit
+                self._publish(p.Left(room, 0, self.clock(), session.name, why), actions)
                 self.presence.forget_if_empty(room)
                 self._to_inbox(session.inbox, p.Parted(room), actions)
             case p.Nick(_, name):
@@ -203,9 +209,13 @@ class BrokerRules:
         self._complete(msg.inbox, actions)
 
     def _complete(self, inbox: str, actions: Actions) -> None:
-        if inbox not in self._subscribed or inbox not in self._pending:
+        pending = self._pending.get(inbox)
+        if pending is None:
             return
-        pending = self._pending.pop(inbox)
+        marked = pending.join.mark and pending.join.mark in self._markers.get(inbox, {})
+        if inbox not in self._subscribed and not marked:
+            return
+        del self._pending[inbox]
         join = pending.join
         try:
             name = _fails("invalid-name", p.check_name, join.name)
@@ -218,8 +228,7 @@ class BrokerRules:
             self._to_inbox(inbox, refusal, actions)
             log.info("refused %s from %s: name taken", name, pending.peer)
             return
-        marks = self._subscribed.pop(inbox)
-        session = Session(name, join.secret, inbox, [], pending.peer, pending.since, marks)
+        session = Session(name, join.secret, inbox, [], pending.peer, pending.since)
         self.presence.add(session)
         for room in rooms:
             self._room(room)
@@ -229,8 +238,9 @@ class BrokerRules:
             limit = min(join.history, p.MAX_HISTORY)
             after = join.since.get(room, 0)
             self._send_history(session, room, after, 0, p.MAX_HISTORY if after else limit, actions)
+        ts = self.clock()
         for room in rooms:
-            self._publish(p.Joined(room, 0, self.clock(), name), actions)
+            self._publish(p.Joined(room, 0, ts, name), actions)
         log.info("%s joined from %s", name, session.peer)
 
     def _on_enter(self, session: Session, msg: p.Enter, actions: Actions) -> None:
@@ -238,7 +248,7 @@ class BrokerRules:
         if room not in session.rooms and len(session.rooms) >= p.MAX_ROOMS_PER_SESSION:
             limit = p.MAX_ROOMS_PER_SESSION
             raise Answer("too-many-rooms", f"you are in {limit} rooms already, the limit")
-        if session.marks < msg.mark:  # its room subscription is not in place yet
+        if msg.mark not in self._markers.get(session.inbox, {}):  # room not subscribed yet
             if len(session.waiting) >= MAX_WAITING_ENTERS:
                 raise Answer("busy", "too many rooms being entered at once")
             session.waiting.append(msg)
@@ -252,12 +262,8 @@ class BrokerRules:
         self._send_history(session, room, 0, 0, min(msg.history, p.MAX_HISTORY), actions)
         self._publish(p.Joined(room, 0, self.clock(), session.name), actions)
 
-    def _end(
-        self, session: Session, reason: str, actions: Actions, subscribed: bool = True
-    ) -> None:
+    def _end(self, session: Session, reason: str, actions: Actions) -> None:
         self.presence.remove(session)
-        if subscribed:  # the inbox stays subscribed: a new JOIN may use it
-            self._subscribed[session.inbox] = 1
         ts = self.clock()
         for room in list(session.rooms):
             self.presence.part(session, room)
@@ -278,42 +284,59 @@ class BrokerRules:
         if topic == b"":
             change.extend([p.ROOM_PREFIX, p.SYS_TOPIC])  # everything public, no inbox
         elif p.INBOX_PREFIX.startswith(topic) or topic.startswith(p.INBOX_PREFIX):
-            inbox = p.inbox_of_topic(topic)
-            if inbox is None:
+            inbox, marker = p.inbox_of_topic(topic), p.marker_of_topic(topic)
+            if marker is not None:
+                self._on_marker(*marker, subscribe, now, actions)  # never applied
+            elif inbox is None:
                 self._drop("subscription", f"refused subscription to {topic[:40]!r}", now)
             elif subscribe:
-                self._on_inbox_subscribed(inbox, topic, now, actions)
+                if inbox not in self._subscribed and len(self._subscribed) >= MAX_PENDING:
+                    self._drop("subscription", "too many inbox subscriptions", now)
+                    return actions
+                change.append(topic)
+                self._subscribed.add(inbox)
+                self._complete(inbox, actions)
             else:
                 change.append(topic)
-                self._subscribed.pop(inbox, None)
+                self._subscribed.discard(inbox)
+                self._markers.pop(inbox, None)
                 session = self.presence.by_inbox.get(inbox)
                 if session is not None:
                     silent = now - session.last_seen > SILENT_SECONDS
-                    reason = "timed out" if silent else "connection lost"
-                    self._end(session, reason, actions, subscribed=False)
+                    self._end(session, "timed out" if silent else "connection lost", actions)
         else:
             change.append(topic)
         return actions
 
-    def _on_inbox_subscribed(self, inbox: str, topic: bytes, now: float, actions: Actions) -> None:
-        session = self.presence.by_inbox.get(inbox)
-        if session is not None:
-            actions.subscribe.append(topic)
-            session.marks += 1
-            ready = [enter for enter in session.waiting if enter.mark <= session.marks]
-            session.waiting = [enter for enter in session.waiting if enter.mark > session.marks]
-            for enter in ready:
-                try:
-                    self._on_enter(session, enter, actions)
-                except Answer as answer:
-                    self._to_inbox(session.inbox, p.Error(answer.code, answer.text), actions)
+    def _on_marker(
+        self, inbox: str, mark: str, subscribe: bool, now: float, actions: Actions
+    ) -> None:
+        """A marker subscription says: this connection's earlier subscriptions are in
+        place. It completes the JOIN or the enters that named it."""
+        marks = self._markers.get(inbox)
+        if not subscribe:
+            if marks is not None:
+                marks.pop(mark, None)
             return
-        if inbox not in self._subscribed and len(self._subscribed) >= MAX_PENDING:
-            self._drop("subscription", "too many inbox subscriptions", now)
-            return
-        actions.subscribe.append(topic)
-        self._subscribed[inbox] += 1
+        if marks is None:
+            if len(self._markers) >= MAX_PENDING:
+                self._drop("subscription", "too many marker subscriptions", now)
+                return
+            marks = self._markers[inbox] = {}
+        marks[mark] = None
+        while len(marks) > MAX_MARKERS:
+            del marks[next(iter(marks))]
         self._complete(inbox, actions)
+        session = self.presence.by_inbox.get(inbox)
+        if session is None:
+            return
+        ready = [enter for enter in session.waiting if enter.mark == mark]
+        session.waiting = [enter for enter in session.waiting if enter.mark != mark]
+        for enter in ready:
+            try:
+                self._on_enter(session, enter, actions)
+            except Answer as answer:
+                self._to_inbox(session.inbox, p.Error(answer.code, answer.text), actions)
 
     # --- timers ----------------------------------------------------------------------------
 
@@ -322,12 +345,11 @@ class BrokerRules:
         busy lately (sent again every beat: a reader's full queue may drop one)."""
         beat = p.Heartbeat(self.epoch, self.clock())
         actions = Actions(publish=[p.encode_server(p.SYS_TOPIC, beat)])
-        for name, last in list(self._busy.items()):
-            room = self.presence.rooms.get(name)
-            if room is None or now - last > TAIL_SECONDS:
+        for name, (last, seq) in list(self._busy.items()):
+            if now - last > TAIL_SECONDS:
                 del self._busy[name]
                 continue
-            actions.publish.append(p.encode_server(p.room_topic(name), p.Tail(name, room.seq)))
+            actions.publish.append(p.encode_server(p.room_topic(name), p.Tail(name, seq)))
         return actions
 
     def shutdown(self, text: str = "stopped by its operator") -> Actions:
@@ -367,7 +389,7 @@ class BrokerRules:
         room.seq += 1
         numbered = dataclasses.replace(event, seq=room.seq)
         self.store.append(numbered, room.topic)
-        self._busy[event.room] = self._now
+        self._busy[event.room] = (self._now, room.seq)
         actions.publish.append(p.encode_server(p.room_topic(event.room), numbered))
 
     def _send_history(

@@ -131,14 +131,17 @@ class HistoryStore:
         self, room: str, after: int, before: int, limit: int
     ) -> tuple[list[p.RoomEvent], int]:
         """The newest ``limit`` events with after < seq < before, oldest first, and how
-        many of the seqs asked for (at most ``limit``) the store no longer holds."""
+        many wanted events are not among them: for a range (``after`` > 0) every seq in
+        it, for the last ``limit`` (``after`` 0) only those. Pruned by the retention, or
+        beyond ``limit``, they are lost to the asker."""
         rows = self._db.execute(
             "SELECT body FROM events WHERE room = ? AND seq > ? AND seq < ? "
             "ORDER BY seq DESC LIMIT ?",
             (room, after, before, limit),
         ).fetchall()
         events = [p.decode_event(json.loads(body)) for (body,) in reversed(rows)]
-        wanted = min(limit, max(0, before - after - 1))
+        # a range asked for (a gap, a rejoin) wants all of it; "the last N" only N
+        wanted = max(0, before - after - 1) if after > 0 else min(limit, max(0, before - 1))
         return events, wanted - len(events)
 
     # --- transactions -----------------------------------------------------------------

@@ -9,8 +9,9 @@ Rules this module keeps:
 
 * ``subscriptions()`` puts the inbox topic last: once the broker sees it, the rooms
   are already subscribed, so the WELCOME and the join notice cannot be missed. To
-  enter a room later, the client subscribes to it and then to its inbox once more,
-  and tells the broker which inbox subscription (``mark``) to wait for.
+  enter a room later, the client subscribes to it and then to a marker topic, and
+  names the marker in its request: the broker answers once it has seen the marker.
+  A JOIN sent again (unanswered, or to a restarted broker) names a fresh marker too.
 * Each room is shown in sequence order, gaps filled from the broker's history
   (rooms.RoomView).
 * A line is either acknowledged (its own echo, matched by ``id``), refused at once
@@ -89,7 +90,9 @@ class ClientCore:
         self._barriers: set[str] = set()  # ids of requests sent only to be answered
         self.gaps = 0  # sequence gaps seen (and filled from history, or reported lost)
         self._ids = 0
-        self._marks = 1  # inbox subscriptions made on this connection
+        self._marks = 0  # markers made so far (their names must not repeat)
+        self._join_markers: list[bytes] = []  # to unsubscribe once welcomed
+        self._enter_markers: dict[str, bytes] = {}  # room -> marker, until entered
         self._joined_once = False
         self._join_sent = 0.0
         self._join_deadline = 0.0
@@ -155,7 +158,7 @@ class ClientCore:
         self.state = State.JOINING
         self._join_deadline = now + timeout
         self._last_heard = now
-        self._send_join(now)
+        self._send_join(now, first=True)
 
     def say(
         self, text: str, room: str | None, now: float, action: bool = False
@@ -185,9 +188,12 @@ class ClientCore:
         room = p.check_room(room)
         if room in self.rooms:
             return None
-        frames = self._request(p.Enter(self.secret, room, self._marks + 1, self.history))
+        mark = f"e{self._marks + 1}"
+        frames = self._request(p.Enter(self.secret, room, mark, self.history))
         self._marks += 1
-        self._subscriptions.extend([(True, p.room_topic(room)), (True, p.inbox_topic(self.inbox))])
+        marker = p.marker_topic(self.inbox, mark)
+        self._enter_markers[room] = marker
+        self._subscriptions.extend([(True, p.room_topic(room)), (True, marker)])
         return frames
 
     def part(self, room: str | None, reason: str = "") -> list[bytes]:
@@ -213,8 +219,8 @@ class ClientCore:
         return self._request(p.ListRooms(self.secret))
 
     def barrier(self) -> tuple[str, list[bytes]]:
-        """A request whose answer comes after the answers to everything sent before it;
-        ``answered(id)`` tells when it has come."""
+        """A request whose answer comes after the answers to everything sent before it
+        (except an enter still waiting for its marker); ``answered(id)`` tells when."""
         id_ = self._next_id("b")
         frames = self._request(p.ListRooms(self.secret, id_))
         self._barriers.add(id_)
@@ -324,8 +330,9 @@ class ClientCore:
                 if fill.tries < FILL_TRIES and self.joined:
                     fill.tries, fill.sent_at = fill.tries + 1, now
                     self._outbox.append(self._fill_request(room, fill))
-                else:
-                    self._show_filled(room, view, (), 0, now)
+                else:  # no answer: a known gap is reported lost, a hunch is dropped
+                    lost = 0 if fill.check else fill.before - fill.after - 1
+                    self._show_filled(room, view, (), lost, now)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -353,16 +360,22 @@ class ClientCore:
         self._ids += 1
         return f"{prefix}{self._ids}"
 
-    def _send_join(self, now: float) -> None:
+    def _send_join(self, now: float, first: bool = False) -> None:
         self._join_sent = now
         since = {room: view.shown for room, view in self.views.items() if room in self.rooms}
-        join = p.Join(self.name, self.secret, self.inbox, tuple(self.rooms), self.history, since)
+        mark = ""
+        if not first:  # the broker may have lost track of our inbox: a marker proves it
+            self._marks += 1
+            mark = f"j{self._marks}"
+            self._join_markers.append(p.marker_topic(self.inbox, mark))
+            self._subscriptions.append((True, self._join_markers[-1]))
+        rooms = tuple(self.rooms)
+        join = p.Join(self.name, self.secret, self.inbox, rooms, self.history, since, mark)
         self._outbox.append(p.encode_client(join))
 
     def _rejoin(self, now: float, why: str) -> None:
         self._note(why)
         self.state = State.JOINING
-        self._marks = 1  # a new connection resent the inbox subscription once
         for pending in self._pending.values():
             self._note(f"not delivered (the broker lost the session): {pending.text}")
         self._pending.clear()
@@ -412,8 +425,15 @@ class ClientCore:
         elif view is not None and not history.id:  # sent on (re)join or enter: all new to us
             # older lines on a first join; what was missed while away on a rejoin
             self._show(history.events, replayed=not view.rejoined)
-            if history.lost:
-                self._note(f"{history.lost} earlier lines of #{history.room} are no longer kept")
+            lost, room = history.lost, history.room
+            if lost and view.rejoined:
+                self._note(
+                    f"{lost} line{'s' * (lost != 1)} of #{room} missed while away "
+                    "could not be recovered",
+                    room,
+                )
+            elif lost:
+                self._note(f"{lost} earlier lines of #{room} are no longer kept", room)
 
     def _show_filled(
         self, room: str, view: RoomView, events: tuple[p.RoomEvent, ...], lost: int, now: float
@@ -431,7 +451,8 @@ class ClientCore:
         self.state = State.JOINED
         self.epoch = welcome.epoch
         self._last_ping = now
-        self._marks = 1
+        self._subscriptions.extend((False, marker) for marker in self._join_markers)
+        self._join_markers.clear()
         for room, state in welcome.rooms.items():
             view = self.views.get(room)
             if view is not None and state.seq < view.shown:
@@ -451,6 +472,8 @@ class ClientCore:
     def _on_reply(self, msg: p.ServerMessage) -> None:
         match msg:
             case p.Entered(room, state):
+                if room in self._enter_markers:
+                    self._subscriptions.append((False, self._enter_markers.pop(room)))
                 if room not in self.rooms:
                     self.rooms.append(room)
                 self.views[room] = RoomView(state.seq, state.topic)
