@@ -176,3 +176,111 @@ def join(
         raise Failure(str(exc)) from None
     config = TerminalConfig(name, host, port, checked, history, time_format, connect_timeout)
     sys.exit(run(config, interactive))
+
+
+time_format_option = click.option(
+    "--time-format",
+    type=click.Choice(["time", "full", "none"]),
+    default="time",
+    show_default=True,
+    help="Stamp lines [HH:MM:SS] (time), [YYYY-MM-DD HH:MM:SS] (full), or not (none).",
+)
+
+
+@main.command()
+@host_option("Broker address (env ZCHAT_HOST).")
+@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
+@click.option(
+    "--room",
+    "rooms",
+    multiple=True,
+    default=["general"],
+    show_default=True,
+    help="Room to listen to; repeat for several.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines with every field.")
+@time_format_option
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    help="Stop after this many lines (system notices included).",
+)
+def listen(
+    host: str, port: int, rooms: tuple[str, ...], as_json: bool, time_format: str, count: int | None
+) -> None:
+    """Print what is said in rooms, without joining: no name needed, invisible in /who.
+
+    One line per event, in the terminal format or as JSON (--json). Follows the broker
+    through restarts; stops on Ctrl-C, SIGTERM, or after --count lines."""
+    import signal
+
+    from zchat.client.listen import Listener
+    from zchat.client.render import render, to_json
+    from zchat.errors import InvalidInput
+    from zchat.protocol import check_room
+
+    try:
+        checked = [check_room(room) for room in rooms]
+    except InvalidInput as exc:
+        raise Failure(str(exc)) from None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    shown = 0
+    with Listener(host, port, checked) as ears:
+        where = ", ".join(f"#{room}" for room in checked)
+        click.echo(f"listening to {where} on {ears.endpoints.describe()} (Ctrl-C stops)", err=True)
+        try:
+            for msg in ears:
+                line = to_json(msg) if as_json else render(msg, time_format, checked[0])
+                click.echo(line)
+                sys.stdout.flush()
+                shown += 1
+                if count is not None and shown >= count:
+                    break
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@click.argument("text", required=False)
+@click.option("--name", envvar="ZCHAT_NAME", required=True, help="Who speaks (env ZCHAT_NAME).")
+@host_option("Broker address (env ZCHAT_HOST).")
+@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
+@click.option("--room", default="general", show_default=True, help="Room to speak in.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the broker, and then for each line's confirmation.",
+)
+def send(text: str | None, name: str, host: str, port: int, room: str, timeout: float) -> None:
+    """Say TEXT (or each line of stdin) in a room, and exit once the broker confirms.
+
+    Joins under --name for the time it takes, so the name must be free. Exit code 0
+    when every line was confirmed, 1 otherwise, with the reason on stderr."""
+    from zchat.client.sync import Client
+    from zchat.errors import InvalidInput, ZchatError
+
+    lines = [text] if text is not None else [line.rstrip("\r\n") for line in sys.stdin]
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise Failure("nothing to send: give TEXT or lines on stdin")
+    try:
+        client = Client(name, host, port, rooms=[room], history=0)
+    except InvalidInput as exc:
+        raise Failure(str(exc)) from None
+    try:
+        client.join(timeout=timeout)
+        for line in lines:
+            client.send(line, room)
+        if not client.flush(timeout=timeout):
+            count = client.core.unacknowledged
+            raise Failure(f"{count} line(s) not confirmed by the broker within {timeout:g} s")
+        if client.core.undelivered:
+            notes = [m.text for m in client.core.events if m.kind == "system"]
+            failed = [note for note in notes if note.startswith(("not sent", "not delivered"))]
+            raise Failure(failed[0] if failed else "a line was not delivered")
+    except ZchatError as exc:
+        raise Failure(str(exc)) from None
+    finally:
+        client.close()

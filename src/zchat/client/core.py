@@ -89,6 +89,7 @@ class ClientCore:
         self._topic_queries: set[str] = set()  # ids of who-requests asking for a topic
         self._barriers: set[str] = set()  # ids of requests sent only to be answered
         self.gaps = 0  # sequence gaps seen (and filled from history, or reported lost)
+        self.undelivered: list[str] = []  # lines reported as not delivered, oldest first
         self._ids = 0
         self._marks = 0  # markers made so far (their names must not repeat)
         self._join_markers: list[bytes] = []  # to unsubscribe once welcomed
@@ -323,6 +324,7 @@ class ClientCore:
                     self._ask_fill(pending.room or "", view, view.shown, window, now, check=True)
                 continue
             del self._pending[id_]
+            self.undelivered.append(pending.text)
             self._note(f"not delivered (no answer from the broker): {pending.text}")
         for room, view in self.views.items():
             fill = view.fill
@@ -377,6 +379,7 @@ class ClientCore:
         self._note(why)
         self.state = State.JOINING
         for pending in self._pending.values():
+            self.undelivered.append(pending.text)
             self._note(f"not delivered (the broker lost the session): {pending.text}")
         self._pending.clear()
         self._send_join(now)
@@ -519,6 +522,8 @@ class ClientCore:
                 self._rejoin(now, "the broker lost this session, joining again…")
             return
         pending = self._pending.pop(id_, None)
+        if pending is not None:
+            self.undelivered.append(pending.text)
         self._note(f"not sent: {text}" if pending else f"error: {text}")
 
     def _note(self, text: str, room: str | None = None) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal, TypeAlias
 
 from zchat.client.message import Message
-from zchat.protocol import clean_text
+from zchat.protocol import clean_text, format_ts
 
 TimeFormat: TypeAlias = Literal["time", "full", "none"]
 TIME_FORMATS: dict[str, str | None] = {
@@ -40,3 +41,19 @@ def render(msg: Message, time_format: str = "time", current_room: str | None = N
             return f"{stamp}[private] {msg.sender} → {msg.to}: {text}"
         case _:
             return f"{stamp}*** {text}"
+
+
+def to_json(msg: Message) -> str:
+    """One Message as one line of JSON, every field (``ts`` in UTC, ISO 8601)."""
+    fields = {
+        "kind": msg.kind,
+        "room": msg.room,
+        "sender": msg.sender,
+        "text": msg.text,
+        "ts": format_ts(msg.ts),
+        "seq": msg.seq,
+        "id": msg.id,
+        "to": msg.to,
+        "replayed": msg.replayed,
+    }
+    return json.dumps(fields, ensure_ascii=False)

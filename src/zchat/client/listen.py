@@ -1,0 +1,157 @@
+"""A read-only listener: a SUB socket on some rooms, no session, no name.
+
+It is invisible in /who and cannot ask the broker for anything, so it cannot fill
+gaps: lines dropped on the way (a full queue, a reconnect) are reported by count,
+from the jump in sequence numbers or from the room's tail, never skipped in silence.
+It notices the broker's absence and return from the heartbeat, like a joined client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from types import TracebackType
+
+import zmq
+
+from zchat import protocol as p
+from zchat.client.core import AWAY_SECONDS
+from zchat.client.message import Message, from_room_event
+from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints
+from zchat.errors import ProtocolError
+
+
+class ListenCore:
+    """The listener's rules, without sockets."""
+
+    def __init__(self, rooms: Iterable[str], clock: Callable[[], datetime] | None = None):
+        self.rooms = list(dict.fromkeys(p.check_room(r) for r in rooms)) or [p.DEFAULT_ROOM]
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.events: deque[Message] = deque()
+        self.shown: dict[str, int] = {}
+        self._epoch: str | None = None
+        self._last_heard = 0.0
+        self._away = False
+        self._heard_once = False
+
+    def subscriptions(self) -> list[bytes]:
+        return [*(p.room_topic(room) for room in self.rooms), p.SYS_TOPIC]
+
+    def deadline(self) -> float:
+        return self._last_heard + AWAY_SECONDS
+
+    def start(self, now: float) -> None:
+        self._last_heard = now
+
+    def on_publish(self, frames: list[bytes], now: float) -> None:
+        try:
+            _, msg = p.decode_server(frames)
+        except ProtocolError:
+            return
+        self._last_heard = now
+        if self._away:
+            self._away = False
+            self._note("broker reachable again")
+        match msg:
+            case p.Chat() | p.Joined() | p.Left() | p.Renamed() | p.TopicChanged():
+                if self._missed(msg.room, msg.seq - 1):
+                    self.events.append(from_room_event(msg))
+                self.shown[msg.room] = max(self.shown.get(msg.room, 0), msg.seq)
+            case p.Tail(room, seq):
+                if self._missed(room, seq):
+                    self.shown[room] = seq
+            case p.Heartbeat(epoch):
+                if self._epoch is not None and epoch != self._epoch:
+                    self._note("the broker restarted")
+                self._epoch = epoch
+            case p.Shutdown(_, _, text):
+                self._note(f"broker shut down ({text}); waiting for it to come back…")
+                self._away = True
+
+    def _missed(self, room: str, upto: int) -> bool:
+        """Report lines before ``upto`` that never came; False if ``upto`` is old news."""
+        last = self.shown.get(room)
+        if last is None:  # the first line heard from this room: nothing to compare with
+            return True
+        if upto < last:
+            return False
+        if upto > last:
+            count = upto - last
+            self._note(f"{count} line{'s' * (count != 1)} of #{room} were missed", room)
+        return True
+
+    def tick(self, now: float) -> None:
+        if now - self._last_heard >= AWAY_SECONDS and not self._away:
+            self._away = True
+            self._note("broker unreachable, reconnecting…")
+
+    def _note(self, text: str, room: str | None = None) -> None:
+        self.events.append(Message.system(text, self.clock(), room))
+
+
+class Listener:
+    """``with Listener(rooms=["general"]) as ears: for msg in ears: ...``"""
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        rooms: Iterable[str] = (p.DEFAULT_ROOM,),
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        self.core = ListenCore(rooms)
+        self.endpoints = Endpoints(host, port)
+        self._ctx = context or zmq.Context.instance()
+        self._sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        self._sub.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        self._sub.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        if ":" in host:
+            self._sub.setsockopt(zmq.IPV6, 1)
+        for topic in self.core.subscriptions():
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self._sub.connect(self.endpoints.sub)
+        self.core.start(time.monotonic())
+
+    def receive(self, timeout: float | None = None) -> Message | None:
+        """The next Message, or None after ``timeout`` seconds (None: wait for ever)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.core.events:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                return None
+            until = self.core.deadline() if end is None else min(end, self.core.deadline())
+            if self._sub.poll(max(0, int((until - now) * 1000)) + 1):
+                while True:
+                    try:
+                        frames = self._sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.core.on_publish(frames, time.monotonic())
+            self.core.tick(time.monotonic())
+        return self.core.events.popleft()
+
+    def __iter__(self) -> Iterator[Message]:
+        while not self._sub.closed:
+            msg = self.receive()
+            if msg is not None:
+                yield msg
+
+    def close(self) -> None:
+        if not self._sub.closed:
+            self._sub.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,262 @@
+"""Bots and scripts: the examples, `zchat listen`, `zchat send`, both client APIs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from conftest import RunningBroker
+from support import Proc, child_env, expect_message, start_broker, zchat_command
+from zchat import Client, Message
+from zchat.aio import AsyncClient
+from zchat.errors import ClientClosed
+
+MakeClient = Callable[..., Client]
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example(name: str, port: int, *args: str) -> Proc:
+    return Proc([sys.executable, str(EXAMPLES / name), *args], ZCHAT_PORT=str(port))
+
+
+def joined(name: str) -> Callable[[Message], bool]:
+    return lambda m: m.kind == "join" and m.sender == name and not m.replayed
+
+
+def said(sender: str, text: str) -> Callable[[Message], bool]:
+    return lambda m: m.kind == "message" and m.sender == sender and m.text == text
+
+
+def test_echo_bot(broker: RunningBroker, make_client: MakeClient, procs: list[Proc]) -> None:
+    alice = make_client("Alice")
+    alice.send("!echo from before the bot came")  # history: the bot must not answer it
+    procs.append(example("echo_bot.py", broker.port))
+    expect_message(alice, joined("echobot"))
+    alice.send("!echo halo semua")
+    expect_message(alice, said("echobot", "halo semua"))
+    alice.send("no command here")
+    alice.send("!echo second")
+    seen = []
+    while (msg := expect_message(alice, lambda m: m.sender == "echobot")).text != "second":
+        seen.append(msg.text)
+    assert seen == []  # nothing else, and not the old question
+
+
+def test_a_crashed_bot_is_seen_leaving_and_gets_its_name_back(
+    broker: RunningBroker, make_client: MakeClient, procs: list[Proc]
+) -> None:
+    alice = make_client("Alice")
+    bot = example("echo_bot.py", broker.port)
+    procs.append(bot)
+    expect_message(alice, joined("echobot"))
+    bot.signal(signal.SIGKILL)
+    left = expect_message(alice, lambda m: m.kind == "leave" and m.sender == "echobot")
+    assert left.text == "connection lost"
+    procs.append(example("echo_bot.py", broker.port))
+    expect_message(alice, joined("echobot"))
+    alice.send("!echo back")
+    expect_message(alice, said("echobot", "back"))
+
+
+def test_logger_bot(
+    broker: RunningBroker, make_client: MakeClient, procs: list[Proc], tmp_path: Path
+) -> None:
+    log = tmp_path / "general.log"
+    alice = make_client("Alice")
+    bot = example("logger_bot.py", broker.port, "general", str(log))
+    procs.append(bot)
+    expect_message(alice, joined("logger"))
+    for text in ("satu", "dua", "tiga"):
+        alice.send(text)
+    bot.expect(r"^logged: \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] Alice: tiga$")
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert [line[22:] for line in lines if "Alice:" in line] == [
+        "Alice: satu",
+        "Alice: dua",
+        "Alice: tiga",
+    ]
+
+
+def test_time_bot(broker: RunningBroker, make_client: MakeClient, procs: list[Proc]) -> None:
+    alice = make_client("Alice")
+    procs.append(example("time_bot.py", broker.port))
+    expect_message(alice, joined("timebot"))
+    alice.send("!time")
+    question = expect_message(alice, said("Alice", "!time"))
+    answer = expect_message(alice, lambda m: m.sender == "timebot")
+    assert answer.text == f"Alice: it is {question.ts:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def test_listen_prints_lines_and_json_and_is_invisible(
+    broker: RunningBroker, make_client: MakeClient, procs: list[Proc]
+) -> None:
+    plain = Proc(zchat_command("listen", "--port", str(broker.port), "--room", "general"))
+    as_json = Proc(zchat_command("listen", "--port", str(broker.port), "--json"))
+    procs += [plain, as_json]
+    alice = make_client("Alice")
+    # a SUB hears what comes after its subscription: speak until both have heard
+    for attempt in range(50):
+        alice.send(f"ping {attempt}")
+        try:
+            plain.expect(r"Alice: ping", timeout=0.2)
+            as_json.expect(r'"text": "ping', timeout=0.2)
+            break
+        except AssertionError:
+            continue
+    alice.send("Halo semua!")
+    plain.expect(r"^\[\d\d:\d\d:\d\d\] Alice: Halo semua!$")
+    line = as_json.expect(r'"text": "Halo semua!"').string
+    record = json.loads(line)
+    assert record["kind"] == "message" and record["sender"] == "Alice"
+    assert record["room"] == "general" and isinstance(record["seq"], int)
+    assert record["ts"].endswith("Z") and record["replayed"] is False
+    alice.who()  # the listeners are not members
+    expect_message(alice, lambda m: m.text == "in #general: Alice")
+
+
+def test_listen_follows_a_broker_restart(procs: list[Proc], tmp_path: Path) -> None:
+    db = str(tmp_path / "h.db")
+    broker, port = start_broker(db=db)
+    procs.append(broker)
+    ears = Proc(zchat_command("listen", "--port", str(port)))
+    procs.append(ears)
+    with Client("Alice", port=port) as alice:
+        for attempt in range(50):
+            alice.send(f"ping {attempt}")
+            try:
+                ears.expect(r"Alice: ping", timeout=0.2)
+                break
+            except AssertionError:
+                continue
+    broker.signal(signal.SIGTERM)
+    broker.wait()
+    ears.expect(r"\*\*\* broker shut down")
+    again, _ = start_broker(port=port, db=db)
+    procs.append(again)
+    ears.expect(r"\*\*\* broker reachable again")
+    with Client("Bob", port=port) as bob:
+        for attempt in range(50):
+            bob.send(f"after {attempt}")
+            try:
+                ears.expect(r"Bob: after", timeout=0.2)
+                break
+            except AssertionError:
+                continue
+        else:
+            pytest.fail("the listener never heard the restarted broker")
+
+
+def test_listen_stops_after_count_and_on_sigterm(broker: RunningBroker) -> None:
+    ears = Proc(zchat_command("listen", "--port", str(broker.port)))
+    try:
+        ears.expect(r"^listening to #general on 127\.0\.0\.1:\d+", stream="stderr")
+        ears.signal(signal.SIGTERM)
+        assert ears.wait() == 0
+    finally:
+        ears.stop()
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        zchat_command(*args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=30,
+        check=False,
+    )
+
+
+def test_send_says_and_waits_for_the_echo(broker: RunningBroker, make_client: MakeClient) -> None:
+    alice = make_client("Alice", rooms=["general", "ops"])
+    port = str(broker.port)
+    result = run("send", "--name", "deploybot", "--port", port, "--room", "ops", "build 142 green")
+    assert (result.returncode, result.stderr) == (0, "")
+    got = expect_message(alice, said("deploybot", "build 142 green"))
+    assert got.room == "ops"
+    result = run("send", "--name", "deploybot", "--port", port, stdin="one\n\ntwo\n")
+    assert result.returncode == 0, result.stderr
+    expect_message(alice, said("deploybot", "one"))
+    expect_message(alice, said("deploybot", "two"))
+
+
+def test_send_failures_are_clear(broker: RunningBroker, make_client: MakeClient) -> None:
+    make_client("Taken")
+    port = str(broker.port)
+    result = run("send", "--name", "taken", "--port", port, "hi")
+    assert (result.returncode, result.stderr) == (1, "zchat: name 'taken' is taken\n")
+    result = run("send", "--name", "bot", "--port", port, "x" * 5000)
+    assert result.returncode == 1
+    assert result.stderr == "zchat: message is 5000 bytes long, the limit is 4096\n"
+    result = run("send", "--name", "bot", "--port", port, stdin="")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "zchat: nothing to send: give TEXT or lines on stdin\n",
+    )
+    broker.stop()
+    result = run("send", "--name", "bot", "--port", port, "--timeout", "0.5", "hi")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"zchat: no answer from the broker at 127.0.0.1:{port} within 0.5 s: "
+        "is `zchat broker` running there?\n"
+    )
+
+
+def test_receive_times_out_with_none(make_client: MakeClient) -> None:
+    alice = make_client("Alice")
+    while alice.receive(timeout=0.2) is not None:
+        pass
+    assert alice.receive(timeout=0.1) is None
+    alice.close()
+    with pytest.raises(ClientClosed):
+        alice.receive(timeout=0.1)
+
+
+def test_a_with_block_that_raises_still_leaves_cleanly(
+    broker: RunningBroker, make_client: MakeClient, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    alice = make_client("Alice")
+    with pytest.raises(RuntimeError), Client("Bot", port=broker.port, context=ctx):
+        raise RuntimeError("the bot's own bug")
+    left = expect_message(alice, lambda m: m.kind == "leave" and m.sender == "Bot")
+    assert left.text == "quit"
+
+
+def test_async_client(broker: RunningBroker, make_client: MakeClient) -> None:
+    alice = make_client("Alice")
+
+    async def bot() -> list[str]:
+        heard = []
+        async with AsyncClient("abot", port=broker.port) as chat:
+            assert await chat.receive(timeout=0.01) is not None  # the room's welcome notes
+            await chat.send("hello from asyncio")
+            async for msg in chat:
+                if msg.kind == "message":
+                    heard.append(msg.text)
+                    if msg.text == "bye bot":
+                        break
+            with pytest.raises(RuntimeError):
+                async with AsyncClient("abot2", port=broker.port):
+                    raise RuntimeError("inside")
+        return heard
+
+    async def main() -> list[str]:
+        task = asyncio.create_task(bot())
+        await asyncio.to_thread(expect_message, alice, said("abot", "hello from asyncio"))
+        alice.send("bye bot")
+        return await task
+
+    assert asyncio.run(main()) == ["hello from asyncio", "bye bot"]
+    left = expect_message(alice, lambda m: m.kind == "leave" and m.sender == "abot2")
+    assert left.text == "quit"
+    expect_message(alice, lambda m: m.kind == "leave" and m.sender == "abot")
