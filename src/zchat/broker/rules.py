@@ -48,8 +48,9 @@ PENDING_JOIN_SECONDS = 10.0
 SILENT_SECONDS = 3.0
 # At most one warning per kind of dropped frame in this many seconds.
 WARN_EVERY_SECONDS = 10.0
-# Bounds on JOINs waiting for their subscription and on subscribed inboxes without a
-# session; past them the oldest JOIN is forgotten and new inbox subscriptions refused.
+# Bounds on JOINs waiting for their subscription, on subscribed inboxes, and on inboxes
+# with markers: past them the oldest JOIN (or marker set) is forgotten and new inbox
+# subscriptions are refused.
 MAX_PENDING = 100_000
 MAX_WAITING_ENTERS = 8  # per session
 MAX_MARKERS = 32  # marker subscriptions remembered per inbox
@@ -216,6 +217,7 @@ class BrokerRules:
         if inbox not in self._subscribed and not marked:
             return
         del self._pending[inbox]
+        self._subscribed.add(inbox)  # a marker proves the inbox subscription is in place
         join = pending.join
         try:
             name = _fails("invalid-name", p.check_name, join.name)
@@ -236,8 +238,10 @@ class BrokerRules:
         self._to_inbox(inbox, self._welcome(session), actions)
         for room in rooms:
             limit = min(join.history, p.MAX_HISTORY)
-            after = join.since.get(room, 0)
-            self._send_history(session, room, after, 0, p.MAX_HISTORY if after else limit, actions)
+            if room in join.since:  # a rejoin: exactly what was missed, however little
+                self._send_history(session, room, join.since[room], 0, p.MAX_HISTORY, actions)
+            else:
+                self._send_history(session, room, 0, 0, limit, actions)
         ts = self.clock()
         for room in rooms:
             self._publish(p.Joined(room, 0, ts, name), actions)
@@ -317,11 +321,12 @@ class BrokerRules:
         if not subscribe:
             if marks is not None:
                 marks.pop(mark, None)
+                if not marks:
+                    del self._markers[inbox]
             return
         if marks is None:
-            if len(self._markers) >= MAX_PENDING:
-                self._drop("subscription", "too many marker subscriptions", now)
-                return
+            if len(self._markers) >= MAX_PENDING:  # forget the oldest: clients ask again
+                del self._markers[next(iter(self._markers))]
             marks = self._markers[inbox] = {}
         marks[mark] = None
         while len(marks) > MAX_MARKERS:

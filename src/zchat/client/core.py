@@ -35,7 +35,7 @@ from enum import Enum
 from zchat import protocol as p
 from zchat.client.message import Message, from_private, from_room_event
 from zchat.client.rooms import FILL_SECONDS, FILL_TRIES, Fill, RoomView
-from zchat.errors import BrokerUnreachable, JoinRefused, NotDelivered, ProtocolError
+from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered, ProtocolError
 
 PING_SECONDS = 1.0  # a joined client pings this often, so the broker knows it is alive
 JOIN_RETRY_SECONDS = 1.0  # an unanswered JOIN is sent again after this long
@@ -45,6 +45,7 @@ REJOIN_RETRY_SECONDS = 3.0  # after a refused rejoin (name briefly still held), 
 # A closing client waits this long for the broker's notice of its LEAVE, so that the
 # broker sees the LEAVE before the connection drops (which would read "connection lost").
 LEAVE_WAIT_SECONDS = 1.0
+ENTER_ERRORS = frozenset({"too-many-rooms", "bad-room", "busy"})
 
 
 class State(Enum):
@@ -189,6 +190,8 @@ class ClientCore:
         room = p.check_room(room)
         if room in self.rooms:
             return None
+        if len(self.rooms) >= p.MAX_ROOMS_PER_SESSION:
+            raise InvalidInput(f"you are in {len(self.rooms)} rooms, the limit")
         mark = f"e{self._marks + 1}"
         frames = self._request(p.Enter(self.secret, room, mark, self.history))
         self._marks += 1
@@ -328,8 +331,8 @@ class ClientCore:
             self._note(f"not delivered (no answer from the broker): {pending.text}")
         for room, view in self.views.items():
             fill = view.fill
-            if fill is not None and now - fill.sent_at >= FILL_SECONDS:
-                if fill.tries < FILL_TRIES and self.joined:
+            if fill is not None and self.joined and now - fill.sent_at >= FILL_SECONDS:
+                if fill.tries < FILL_TRIES:
                     fill.tries, fill.sent_at = fill.tries + 1, now
                     self._outbox.append(self._fill_request(room, fill))
                 else:  # no answer: a known gap is reported lost, a hunch is dropped
@@ -378,6 +381,9 @@ class ClientCore:
     def _rejoin(self, now: float, why: str) -> None:
         self._note(why)
         self.state = State.JOINING
+        for view in self.views.values():  # the rejoin brings everything after `shown`
+            view.fill = None
+            view.held.clear()
         for pending in self._pending.values():
             self.undelivered.append(pending.text)
             self._note(f"not delivered (the broker lost the session): {pending.text}")
@@ -436,7 +442,9 @@ class ClientCore:
                     room,
                 )
             elif lost:
-                self._note(f"{lost} earlier lines of #{room} are no longer kept", room)
+                self._note(
+                    f"{lost} earlier line{'s' * (lost != 1)} of #{room} are no longer kept", room
+                )
 
     def _show_filled(
         self, room: str, view: RoomView, events: tuple[p.RoomEvent, ...], lost: int, now: float
@@ -517,6 +525,9 @@ class ClientCore:
         self.failure = JoinRefused(code, text)
 
     def _on_error(self, code: str, text: str, id_: str, now: float) -> None:
+        if code in ENTER_ERRORS:  # an enter refused: its marker is of no more use
+            self._subscriptions.extend((False, m) for m in self._enter_markers.values())
+            self._enter_markers.clear()
         if code == "unknown-session":
             if self.state is State.JOINED:
                 self._rejoin(now, "the broker lost this session, joining again…")

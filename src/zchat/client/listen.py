@@ -79,7 +79,8 @@ class ListenCore:
             return False
         if upto > last:
             count = upto - last
-            self._note(f"{count} line{'s' * (count != 1)} of #{room} were missed", room)
+            were = "were" if count != 1 else "was"
+            self._note(f"{count} line{'s' * (count != 1)} of #{room} {were} missed", room)
         return True
 
     def tick(self, now: float) -> None:
