@@ -141,3 +141,22 @@ def start_broker(*args: str, port: int = 0, db: str = ":memory:") -> tuple[Proc,
     proc = Proc(argv, stdin=subprocess.DEVNULL)
     match = proc.expect(r"listening: in tcp://[^ ]+:(\d+)", stream="stderr")
     return proc, int(match.group(1))
+
+
+def speak_until_heard(
+    speaker: Client, listeners: Sequence[Proc], pattern: str, text: str = "are you there"
+) -> None:
+    """A SUB socket hears only what is published after its subscription arrives, and
+    nothing says when that is: speak (a bounded number of times) until every listener
+    has shown one of the lines."""
+    waiting = list(listeners)
+    for attempt in range(50):
+        speaker.send(f"{text} {attempt}")
+        try:
+            while waiting:
+                waiting[0].expect(pattern, timeout=0.2)
+                waiting.pop(0)
+        except AssertionError:
+            continue
+        return
+    raise AssertionError(f"{[p.argv for p in waiting]} never showed {pattern!r}")

@@ -15,7 +15,14 @@ import zmq
 import zmq.asyncio
 
 from conftest import RunningBroker
-from support import Proc, child_env, expect_message, start_broker, zchat_command
+from support import (
+    Proc,
+    child_env,
+    expect_message,
+    speak_until_heard,
+    start_broker,
+    zchat_command,
+)
 from zchat import Client, Message
 from zchat.aio import AsyncClient
 from zchat.errors import ClientClosed
@@ -103,15 +110,7 @@ def test_listen_prints_lines_and_json_and_is_invisible(
     as_json = Proc(zchat_command("listen", "--port", str(broker.port), "--json"))
     procs += [plain, as_json]
     alice = make_client("Alice")
-    # a SUB hears what comes after its subscription: speak until both have heard
-    for attempt in range(50):
-        alice.send(f"ping {attempt}")
-        try:
-            plain.expect(r"Alice: ping", timeout=0.2)
-            as_json.expect(r'"text": "ping', timeout=0.2)
-            break
-        except AssertionError:
-            continue
+    speak_until_heard(alice, [plain, as_json], r"Alice: ping|\"text\": \"ping", "ping")
     alice.send("Halo semua!")
     plain.expect(r"^\[\d\d:\d\d:\d\d\] Alice: Halo semua!$")
     line = as_json.expect(r'"text": "Halo semua!"').string
@@ -130,13 +129,7 @@ def test_listen_follows_a_broker_restart(procs: list[Proc], tmp_path: Path) -> N
     ears = Proc(zchat_command("listen", "--port", str(port)))
     procs.append(ears)
     with Client("Alice", port=port) as alice:
-        for attempt in range(50):
-            alice.send(f"ping {attempt}")
-            try:
-                ears.expect(r"Alice: ping", timeout=0.2)
-                break
-            except AssertionError:
-                continue
+        speak_until_heard(alice, [ears], r"Alice: ping", "ping")
     broker.signal(signal.SIGTERM)
     broker.wait()
     ears.expect(r"\*\*\* broker shut down")
@@ -144,15 +137,7 @@ def test_listen_follows_a_broker_restart(procs: list[Proc], tmp_path: Path) -> N
     procs.append(again)
     ears.expect(r"\*\*\* broker reachable again")
     with Client("Bob", port=port) as bob:
-        for attempt in range(50):
-            bob.send(f"after {attempt}")
-            try:
-                ears.expect(r"Bob: after", timeout=0.2)
-                break
-            except AssertionError:
-                continue
-        else:
-            pytest.fail("the listener never heard the restarted broker")
+        speak_until_heard(bob, [ears], r"Bob: after", "after")
 
 
 def test_listen_stops_after_count_and_on_sigterm(broker: RunningBroker) -> None:

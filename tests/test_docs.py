@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RunningBroker
-from support import Proc
+from support import Proc, speak_until_heard
 from zchat import Client
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -43,18 +43,7 @@ def test_raw_listener_and_raw_bot_from_the_protocol_doc(
 ) -> None:
     listener = Proc([sys.executable, str(scripts["listen"]), str(broker.port), "30"])
     procs.append(listener)
-    # a SUB hears only what is published after its subscription arrives: speak until
-    # the listener shows a line (bounded), so we know it is in place
-    warmup = make_client("warmup")
-    for attempt in range(50):
-        warmup.send(f"are you there {attempt}")
-        try:
-            listener.expect(r"warmup: are you there", timeout=0.2)
-            break
-        except AssertionError:
-            continue
-    else:
-        pytest.fail("the listener never showed a line")
+    speak_until_heard(make_client("warmup"), [listener], r"warmup: are you there")
 
     bot = Proc([sys.executable, str(scripts["bot"]), str(broker.port), "hello-bot"])
     procs.append(bot)

@@ -49,6 +49,21 @@ def port_option(help: str, lowest: int) -> Callable[[F], F]:
     )
 
 
+def rooms_option(help: str) -> Callable[[F], F]:
+    return click.option(
+        "--room", "rooms", multiple=True, default=["general"], show_default=True, help=help
+    )
+
+
+time_format_option = click.option(
+    "--time-format",
+    type=click.Choice(["time", "full", "none"]),
+    default="time",
+    show_default=True,
+    help="Stamp lines [HH:MM:SS] (time), [YYYY-MM-DD HH:MM:SS] (full), or not (none).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="zchat", message="%(prog)s %(version)s")
 def main() -> None:
@@ -118,14 +133,7 @@ def _ask_name() -> str:
 @click.option("--name", envvar="ZCHAT_NAME", help="Your name in the chat (env ZCHAT_NAME).")
 @host_option("Broker address (env ZCHAT_HOST).")
 @port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
-@click.option(
-    "--room",
-    "rooms",
-    multiple=True,
-    default=["general"],
-    show_default=True,
-    help="Room to join; repeat for several. The first is where your lines go.",
-)
+@rooms_option("Room to join; repeat for several. The first is where your lines go.")
 @click.option(
     "--history",
     type=click.IntRange(0, 1000),
@@ -133,13 +141,7 @@ def _ask_name() -> str:
     show_default=True,
     help="Lines of each room's history to show on joining.",
 )
-@click.option(
-    "--time-format",
-    type=click.Choice(["time", "full", "none"]),
-    default="time",
-    show_default=True,
-    help="Stamp lines [HH:MM:SS] (time), [YYYY-MM-DD HH:MM:SS] (full), or not (none).",
-)
+@time_format_option
 @click.option(
     "--connect-timeout",
     type=click.FloatRange(min=0.1),
@@ -178,26 +180,10 @@ def join(
     sys.exit(run(config, interactive))
 
 
-time_format_option = click.option(
-    "--time-format",
-    type=click.Choice(["time", "full", "none"]),
-    default="time",
-    show_default=True,
-    help="Stamp lines [HH:MM:SS] (time), [YYYY-MM-DD HH:MM:SS] (full), or not (none).",
-)
-
-
 @main.command()
 @host_option("Broker address (env ZCHAT_HOST).")
 @port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
-@click.option(
-    "--room",
-    "rooms",
-    multiple=True,
-    default=["general"],
-    show_default=True,
-    help="Room to listen to; repeat for several.",
-)
+@rooms_option("Room to listen to; repeat for several.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON Lines with every field.")
 @time_format_option
 @click.option(
@@ -225,10 +211,12 @@ def listen(
         raise Failure(str(exc)) from None
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shown = 0
-    with Listener(host, port, checked) as ears:
-        where = ", ".join(f"#{room}" for room in checked)
-        click.echo(f"listening to {where} on {ears.endpoints.describe()} (Ctrl-C stops)", err=True)
-        try:
+    try:
+        with Listener(host, port, checked) as ears:
+            where = ", ".join(f"#{room}" for room in checked)
+            click.echo(
+                f"listening to {where} on {ears.endpoints.describe()} (Ctrl-C stops)", err=True
+            )
             for msg in ears:
                 line = to_json(msg) if as_json else render(msg, time_format, checked[0])
                 click.echo(line)
@@ -236,8 +224,8 @@ def listen(
                 shown += 1
                 if count is not None and shown >= count:
                     break
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a normal way to stop
+        pass
 
 
 @main.command()
