@@ -81,10 +81,13 @@ class Broker:
         timeout = int(self.config.zmtp_heartbeat_timeout * 1000)
         for sock in (self._in, self._out):
             sock.setsockopt(zmq.LINGER, int(self.config.linger * 1000))
-            sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
             if ":" in self.config.host:
                 sock.setsockopt(zmq.IPV6, 1)
+        # Heartbeats on the out-socket only: they find silent peers, whose subscriptions
+        # then go. On the in-socket a busy broker stops reading a full queue, a heartbeat
+        # would then time out, and libzmq 4.3.5 can abort on the reconnect (issue 3937).
+        self._out.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+        self._out.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
         self._in.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME_BYTES)
         self._out.setsockopt(zmq.XPUB_MANUAL, 1)
         self._out.setsockopt(zmq.SNDHWM, self.config.sndhwm)

@@ -50,6 +50,10 @@ def connect(push: S, sub: S, endpoints: Endpoints, core: ClientCore) -> None:
     # Lines are never queued for an absent broker: a send fails at once instead, and
     # the user is told, rather than having the line stamped minutes later as new.
     push.setsockopt(zmq.IMMEDIATE, 1)
+    # No receive limit: with one, a program that stops reading fills the queue, libzmq
+    # stops reading the connection, the heartbeat times out, and libzmq 4.3.5 aborts on
+    # the reconnect (libzmq issue 3937). The broker's send queue is the bound instead.
+    sub.setsockopt(zmq.RCVHWM, 0)
     for topic in core.subscriptions():
         sub.setsockopt(zmq.SUBSCRIBE, topic)
     sub.connect(endpoints.sub)

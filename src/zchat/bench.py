@@ -1,0 +1,370 @@
+"""``zchat bench``: publishers and subscribers against a broker, with loss and latency.
+
+Subscribers run in worker processes (so that decoding, which every real client must do,
+is not squeezed through one interpreter) and decode every message with the protocol
+module. Each text carries its publisher's send time (CLOCK_MONOTONIC, shared by every
+process on the machine), so latency is measured end to end. Subscribers are plain SUB
+sockets on the room: they do not join, and what the broker drops for them is counted
+as lost, never filled in. Publishers are joined clients that PUSH pre-built frames
+with blocking sends, so the broker sets the pace.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import zmq
+
+from zchat import protocol as p
+from zchat.client.sync import Client
+from zchat.errors import BrokerUnreachable, ConfigError
+
+MAX_SAMPLES = 200_000  # latencies kept per worker; beyond that, every k-th is kept
+WORKER_SOCKETS = 25  # SUB sockets per worker process
+QUIET_SECONDS = 2.0  # after the last send, a subscriber that hears nothing this long stops
+WARMUP_SECONDS = 15.0  # longest wait for every subscriber to be in place
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    host: str = "127.0.0.1"
+    port: int = 5005
+    publishers: int = 1
+    subscribers: int = 1
+    messages: int = 10_000  # per publisher
+    size: int = 100  # bytes of text
+    rate: float = 0.0  # messages per second per publisher; 0: as fast as possible
+    room: str = "bench"
+
+
+@dataclass
+class BenchResult:
+    publishers: int
+    subscribers: int
+    size: int
+    sent: int = 0
+    expected: int = 0
+    delivered: int = 0
+    lost: int = 0
+    send_seconds: float = 0.0
+    seconds: float = 0.0  # from the first send to the last delivery
+    sent_per_second: float = 0.0
+    delivered_per_second: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        lat = self.latency_ms
+        return [
+            f"publishers {self.publishers}, subscribers {self.subscribers}, {self.size}-byte texts",
+            f"sent       {self.sent:>12,} in {self.send_seconds:.2f} s "
+            f"({self.sent_per_second:,.0f} msgs/s)",
+            f"delivered  {self.delivered:>12,} of {self.expected:,} in {self.seconds:.2f} s "
+            f"({self.delivered_per_second:,.0f} msgs/s)",
+            f"lost       {self.lost:>12,} ({100 * self.lost / max(1, self.expected):.2f}%)",
+            "latency    "
+            + "  ".join(f"{k} {lat.get(k, math.nan):.3f} ms" for k in ("p50", "p90", "p99", "max")),
+        ]
+
+
+def bench_text(publisher: int, count: int, size: int) -> str:
+    head = f"{publisher:03d} {count:09d} {time.monotonic_ns():020d} "
+    return head + "x" * max(0, size - len(head))
+
+
+def sent_ns(text: str) -> int:
+    return int(text[14:34])
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": ordered[-1]}
+
+
+# --- subscribers (in worker processes) ----------------------------------------------------
+
+
+@dataclass
+class WorkerReport:
+    counts: list[int]
+    latencies: list[float]
+    last_ns: int
+
+
+def zmq_subscriber(
+    endpoint: str,
+    topic: bytes,
+    sockets: int,
+    expected: int,
+    ready: Any,
+    finished: Any,
+    progress: Any,
+    results: Any,
+) -> None:
+    """One worker process: ``sockets`` SUB sockets, every message decoded."""
+    ctx = zmq.Context()
+    subs = []
+    for _ in range(sockets):
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 0)  # like zchat's client: a slow reader queues, not drops
+        sub.subscribe(topic)
+        sub.connect(endpoint)
+        subs.append(sub)
+
+    def receive(index: int) -> str | None:
+        try:
+            frames = subs[index].recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        _, msg = p.decode_server(frames)
+        return msg.text if isinstance(msg, p.Chat) else ""
+
+    poller = zmq.Poller()
+    for sub in subs:
+        poller.register(sub, zmq.POLLIN)
+
+    def wait(ms: int) -> list[int]:
+        ready_socks = dict(poller.poll(ms))
+        return [i for i, sub in enumerate(subs) if sub in ready_socks]
+
+    results.put(run_subscriber(sockets, expected, wait, receive, ready, finished, progress))
+    for sub in subs:
+        sub.close()
+    ctx.term()
+
+
+def run_subscriber(
+    sockets: int,
+    expected: int,
+    wait: Callable[[int], list[int]],
+    receive: Callable[[int], str | None],
+    ready: Any,
+    finished: Any,
+    progress: Any,
+) -> WorkerReport:
+    """The loop every kind of subscriber shares: count, time, report."""
+    warm: set[int] = set()
+    counts = [0] * sockets
+    latencies: list[float] = []
+    stride, seen, reported = 1, 0, 0
+    last_heard = time.monotonic()
+    last_ns = 0
+    while True:
+        for index in wait(100):
+            while (text := receive(index)) is not None:
+                if text.startswith("warmup"):
+                    if index not in warm:
+                        warm.add(index)
+                        ready.release()
+                    continue
+                if not text:
+                    continue
+                last_ns = time.monotonic_ns()
+                last_heard = time.monotonic()
+                counts[index] += 1
+                seen += 1
+                if seen % stride == 0:
+                    latencies.append((last_ns - sent_ns(text)) / 1e6)
+                    if len(latencies) >= MAX_SAMPLES:
+                        latencies, stride = latencies[::2], stride * 2
+        if seen != reported:
+            with progress.get_lock():
+                progress.value += seen - reported
+            reported = seen
+        if all(count >= expected for count in counts):
+            break
+        if finished.is_set() and time.monotonic() - last_heard > QUIET_SECONDS:
+            break
+    return WorkerReport(counts, latencies, last_ns)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+class Bench:
+    """Starts subscribers, joins publishers, warms up, measures, reports."""
+
+    def __init__(self, config: BenchConfig, out: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.out = out or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._mp = mp.get_context("spawn")
+        self.progress = self._mp.Value("q", 0)
+        self.sent_by = [0] * config.publishers
+
+    def start_subscribers(self) -> tuple[list[Any], Any, Any, Any]:
+        cfg = self.config
+        ready = self._mp.Semaphore(0)
+        finished = self._mp.Event()
+        results = self._mp.Queue()
+        workers = []
+        left = cfg.subscribers
+        endpoint = f"tcp://{cfg.host}:{cfg.port + 1}"
+        while left > 0:
+            count = min(WORKER_SOCKETS, left)
+            left -= count
+            args = (
+                endpoint,
+                p.room_topic(cfg.room),
+                count,
+                cfg.publishers * cfg.messages,
+                ready,
+                finished,
+                self.progress,
+                results,
+            )
+            worker = self._mp.Process(target=zmq_subscriber, args=args, daemon=True)
+            worker.start()
+            workers.append(worker)
+        return workers, ready, finished, results
+
+    def run(self) -> BenchResult:
+        cfg = self.config
+        workers, ready, finished, results = self.start_subscribers()
+        clients = [
+            Client(f"bench{os.getpid() % 10000}-{i}", cfg.host, cfg.port, [cfg.room], history=0)
+            for i in range(cfg.publishers)
+        ]
+        try:
+            for client in clients:
+                client.join()
+            pushes = [self._push(client) for client in clients]
+            self._warm_up(pushes[0], clients[0], ready)
+            result = self._measure(pushes, clients, finished, results, len(workers))
+        finally:
+            finished.set()
+            for client in clients:
+                client.close()
+            for worker in workers:
+                worker.join(5)
+                if worker.is_alive():
+                    worker.kill()
+        return result
+
+    def _push(self, client: Client) -> zmq.Socket[bytes]:
+        push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(client.endpoints.push)
+        return push
+
+    def _frame(self, client: Client, text: str) -> list[bytes]:
+        return p.encode_client(p.Say(client.core.secret, self.config.room, text))
+
+    def _warm_up(self, push: zmq.Socket[bytes], client: Client, ready: Any) -> None:
+        """Until every subscriber has heard a warm-up line, its subscription may not be
+        in place (the slow joiner): speak until all have."""
+        waiting = self.config.subscribers
+        end = time.monotonic() + WARMUP_SECONDS
+        while waiting:
+            push.send_multipart(self._frame(client, "warmup"))
+            while waiting and ready.acquire(timeout=0.05):
+                waiting -= 1
+            if time.monotonic() > end:
+                raise BrokerUnreachable(f"{waiting} subscriber(s) never heard the broker")
+
+    def _measure(
+        self,
+        pushes: list[zmq.Socket[bytes]],
+        clients: list[Client],
+        finished: Any,
+        results: Any,
+        workers: int,
+    ) -> BenchResult:
+        cfg = self.config
+        start_ns = time.monotonic_ns()
+        stop_progress = threading.Event()
+        ticker = threading.Thread(target=self._report_progress, args=(stop_progress,))
+        ticker.start()
+        threads = [
+            threading.Thread(target=self._publish, args=(i, pushes[i], clients[i]))
+            for i in range(cfg.publishers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        send_ns = time.monotonic_ns() - start_ns
+        finished.set()
+        reports: list[WorkerReport] = []
+        for _ in range(workers):
+            try:
+                reports.append(results.get(timeout=60))
+            except queue.Empty:
+                break
+        stop_progress.set()
+        ticker.join()
+        for push in pushes:
+            push.close()
+        return self._result(reports, start_ns, send_ns)
+
+    def _publish(self, index: int, push: zmq.Socket[bytes], client: Client) -> None:
+        cfg = self.config
+        interval = 1.0 / cfg.rate if cfg.rate > 0 else 0.0
+        pace = threading.Event()  # never set: its wait() is an interruptible pause
+        next_at = time.monotonic()
+        for count in range(cfg.messages):
+            if interval:
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    pace.wait(delay)
+                next_at += interval
+            push.send_multipart(self._frame(client, bench_text(index, count, cfg.size)))
+            self.sent_by[index] += 1
+
+    def _report_progress(self, stop: threading.Event) -> None:
+        start = time.monotonic()
+        while not stop.wait(1.0):
+            elapsed = time.monotonic() - start
+            delivered = self.progress.value
+            self.out(
+                f"  {elapsed:5.1f} s  sent {sum(self.sent_by):,}  delivered {delivered:,} "
+                f"({delivered / elapsed:,.0f} msgs/s)"
+            )
+
+    def _result(self, reports: list[WorkerReport], start_ns: int, send_ns: int) -> BenchResult:
+        cfg = self.config
+        result = BenchResult(cfg.publishers, cfg.subscribers, cfg.size)
+        result.sent = sum(self.sent_by)
+        result.expected = result.sent * cfg.subscribers
+        result.delivered = sum(sum(r.counts) for r in reports)
+        result.lost = result.expected - result.delivered
+        result.send_seconds = send_ns / 1e9
+        last = max((r.last_ns for r in reports), default=start_ns)
+        result.seconds = max(1e-9, (last - start_ns) / 1e9)
+        result.sent_per_second = result.sent / max(1e-9, result.send_seconds)
+        result.delivered_per_second = result.delivered / result.seconds
+        result.latency_ms = percentiles([x for r in reports for x in r.latencies])
+        return result
+
+
+def spawn_broker(host: str = "127.0.0.1") -> tuple[subprocess.Popen[str], int]:
+    """A broker of our own on a free pair of ports, keeping no history on disk."""
+    argv = [sys.executable, "-m", "zchat", "broker", "--host", host, "--port", "0"]
+    proc = subprocess.Popen(
+        [*argv, "--db", ":memory:"], stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "listening: in tcp://" in line:
+            port = int(line.split("listening: in tcp://", 1)[1].split()[0].rsplit(":", 1)[1])
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, port
+    raise ConfigError(f"the spawned broker did not start (exit code {proc.wait()})")
