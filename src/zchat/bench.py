@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -119,7 +119,8 @@ def zmq_subscriber(
     progress: Any,
     results: Any,
 ) -> None:
-    """One worker process: ``sockets`` SUB sockets, every message decoded."""
+    """One worker process: ``sockets`` SUB sockets, every message decoded. (Every worker
+    takes its system's arguments, then these: the bench passes them in this order.)"""
     ctx = zmq.Context()
     subs = []
     for _ in range(sockets):
@@ -200,93 +201,107 @@ def run_subscriber(
 # --- the run ------------------------------------------------------------------------------
 
 
-class Bench:
-    """Starts subscribers, joins publishers, warms up, measures, reports."""
+class Target(Protocol):
+    """What a benchmark needs of a system: publishers, and how to start subscribers."""
 
-    def __init__(self, config: BenchConfig, out: Callable[[str], None] | None = None) -> None:
+    def publisher(self, index: int) -> Callable[[str], None]: ...
+
+    def close_publishers(self) -> None: ...
+
+    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]: ...
+
+
+class ZchatTarget:
+    """A zchat broker: publishers are joined clients that PUSH pre-built frames with
+    blocking sends (so the broker sets the pace); subscribers are SUB sockets."""
+
+    def __init__(self, host: str, port: int, room: str) -> None:
+        self.host, self.port, self.room = host, port, room
+        self.clients: list[Client] = []
+        self.pushes: list[zmq.Socket[bytes]] = []
+
+    def publisher(self, index: int) -> Callable[[str], None]:
+        name = f"bench{os.getpid() % 10000}-{index}"
+        client = Client(name, self.host, self.port, [self.room], history=0)
+        self.clients.append(client)
+        client.join()
+        push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(client.endpoints.push)
+        self.pushes.append(push)
+        secret, room = client.core.secret, self.room
+
+        def send(text: str) -> None:
+            push.send_multipart(p.encode_client(p.Say(secret, room, text)))
+
+        return send
+
+    def close_publishers(self) -> None:
+        for push in self.pushes:
+            push.close()
+        for client in self.clients:
+            client.close()
+
+    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return zmq_subscriber, (f"tcp://{host}:{self.port + 1}", p.room_topic(self.room))
+
+
+class Bench:
+    """Starts subscribers, makes publishers, warms up, measures, reports."""
+
+    def __init__(
+        self, config: BenchConfig, target: Target, out: Callable[[str], None] | None = None
+    ) -> None:
         self.config = config
+        self.target = target
         self.out = out or (lambda line: print(line, file=sys.stderr, flush=True))
         self._mp = mp.get_context("spawn")
         self.progress = self._mp.Value("q", 0)
         self.sent_by = [0] * config.publishers
 
-    def start_subscribers(self) -> tuple[list[Any], Any, Any, Any]:
+    def run(self) -> BenchResult:
         cfg = self.config
         ready = self._mp.Semaphore(0)
         finished = self._mp.Event()
         results = self._mp.Queue()
+        func, args = self.target.subscriber_args()
         workers = []
-        left = cfg.subscribers
-        endpoint = f"tcp://{cfg.host}:{cfg.port + 1}"
-        while left > 0:
-            count = min(WORKER_SOCKETS, left)
-            left -= count
-            args = (
-                endpoint,
-                p.room_topic(cfg.room),
-                count,
-                cfg.publishers * cfg.messages,
-                ready,
-                finished,
-                self.progress,
-                results,
+        for first in range(0, cfg.subscribers, WORKER_SOCKETS):
+            count = min(WORKER_SOCKETS, cfg.subscribers - first)
+            shared = (ready, finished, self.progress, results)
+            expected = cfg.publishers * cfg.messages
+            worker = self._mp.Process(
+                target=func, args=(*args, count, expected, *shared), daemon=True
             )
-            worker = self._mp.Process(target=zmq_subscriber, args=args, daemon=True)
             worker.start()
             workers.append(worker)
-        return workers, ready, finished, results
-
-    def run(self) -> BenchResult:
-        cfg = self.config
-        workers, ready, finished, results = self.start_subscribers()
-        clients = [
-            Client(f"bench{os.getpid() % 10000}-{i}", cfg.host, cfg.port, [cfg.room], history=0)
-            for i in range(cfg.publishers)
-        ]
         try:
-            for client in clients:
-                client.join()
-            pushes = [self._push(client) for client in clients]
-            self._warm_up(pushes[0], clients[0], ready)
-            result = self._measure(pushes, clients, finished, results, len(workers))
+            senders = [self.target.publisher(i) for i in range(cfg.publishers)]
+            self._warm_up(senders[0], ready)
+            return self._measure(senders, finished, results, len(workers))
         finally:
             finished.set()
-            for client in clients:
-                client.close()
+            self.target.close_publishers()
             for worker in workers:
                 worker.join(5)
                 if worker.is_alive():
                     worker.kill()
-        return result
 
-    def _push(self, client: Client) -> zmq.Socket[bytes]:
-        push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 2000)
-        push.connect(client.endpoints.push)
-        return push
-
-    def _frame(self, client: Client, text: str) -> list[bytes]:
-        return p.encode_client(p.Say(client.core.secret, self.config.room, text))
-
-    def _warm_up(self, push: zmq.Socket[bytes], client: Client, ready: Any) -> None:
+    def _warm_up(self, send: Callable[[str], None], ready: Any) -> None:
         """Until every subscriber has heard a warm-up line, its subscription may not be
         in place (the slow joiner): speak until all have."""
         waiting = self.config.subscribers
         end = time.monotonic() + WARMUP_SECONDS
         while waiting:
-            push.send_multipart(self._frame(client, "warmup"))
+            send("warmup")
             while waiting and ready.acquire(timeout=0.05):
                 waiting -= 1
             if time.monotonic() > end:
                 raise BrokerUnreachable(f"{waiting} subscriber(s) never heard the broker")
 
     def _measure(
-        self,
-        pushes: list[zmq.Socket[bytes]],
-        clients: list[Client],
-        finished: Any,
-        results: Any,
-        workers: int,
+        self, senders: list[Callable[[str], None]], finished: Any, results: Any, workers: int
     ) -> BenchResult:
         cfg = self.config
         start_ns = time.monotonic_ns()
@@ -294,7 +309,7 @@ class Bench:
         ticker = threading.Thread(target=self._report_progress, args=(stop_progress,))
         ticker.start()
         threads = [
-            threading.Thread(target=self._publish, args=(i, pushes[i], clients[i]))
+            threading.Thread(target=self._publish, args=(i, senders[i]))
             for i in range(cfg.publishers)
         ]
         for thread in threads:
@@ -306,19 +321,17 @@ class Bench:
         reports: list[WorkerReport] = []
         for _ in range(workers):
             try:
-                reports.append(results.get(timeout=60))
+                reports.append(results.get(timeout=120))
             except queue.Empty:
                 break
         stop_progress.set()
         ticker.join()
-        for push in pushes:
-            push.close()
         return self._result(reports, start_ns, send_ns)
 
-    def _publish(self, index: int, push: zmq.Socket[bytes], client: Client) -> None:
+    def _publish(self, index: int, send: Callable[[str], None]) -> None:
         cfg = self.config
         interval = 1.0 / cfg.rate if cfg.rate > 0 else 0.0
-        pace = threading.Event()  # never set: its wait() is an interruptible pause
+        pace = threading.Event()  # never set: its wait() is a pause that keeps the rate
         next_at = time.monotonic()
         for count in range(cfg.messages):
             if interval:
@@ -326,7 +339,7 @@ class Bench:
                 if delay > 0:
                     pace.wait(delay)
                 next_at += interval
-            push.send_multipart(self._frame(client, bench_text(index, count, cfg.size)))
+            send(bench_text(index, count, cfg.size))
             self.sent_by[index] += 1
 
     def _report_progress(self, stop: threading.Event) -> None:
@@ -355,12 +368,12 @@ class Bench:
         return result
 
 
-def spawn_broker(host: str = "127.0.0.1") -> tuple[subprocess.Popen[str], int]:
-    """A broker of our own on a free pair of ports, keeping no history on disk."""
-    argv = [sys.executable, "-m", "zchat", "broker", "--host", host, "--port", "0"]
-    proc = subprocess.Popen(
-        [*argv, "--db", ":memory:"], stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
-    )
+def spawn_broker(
+    host: str = "127.0.0.1", db: str = ":memory:"
+) -> tuple[subprocess.Popen[str], int]:
+    """A broker of our own on a free pair of ports (history in ``db``)."""
+    argv = [sys.executable, "-m", "zchat", "broker", "--host", host, "--port", "0", "--db", db]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     assert proc.stderr is not None
     for line in proc.stderr:
         if "listening: in tcp://" in line:

@@ -336,7 +336,7 @@ def bench(
     and latency p50/p90/p99/max."""
     import json
 
-    from zchat.bench import Bench, BenchConfig, spawn_broker
+    from zchat.bench import Bench, BenchConfig, ZchatTarget, spawn_broker
     from zchat.errors import ZchatError
 
     broker = None
@@ -344,7 +344,7 @@ def bench(
         broker, port = spawn_broker(host)
     config = BenchConfig(host, port, publishers, subscribers, messages, size, rate, room)
     try:
-        result = Bench(config).run()
+        result = Bench(config, ZchatTarget(host, port, room)).run()
     except ZchatError as exc:
         raise Failure(str(exc)) from None
     finally:

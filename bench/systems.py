@@ -1,0 +1,302 @@
+"""The systems compared, each with its server, its publishers and its subscribers.
+
+Every subscriber decodes every message as a real client of that system must (JSON for
+zchat, the proxy and Redis; the stamped text line for the classroom server) and shares
+one counting loop (zchat.bench.run_subscriber), so the systems differ only in transport.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from zchat import protocol as p
+from zchat.bench import run_subscriber, spawn_broker, zmq_subscriber
+from zchat.client.sync import Client
+
+HERE = Path(__file__).resolve().parent
+ROOM = "bench"
+TS = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def free_port_pair() -> int:
+    """Two adjacent free ports, found the way the broker finds them."""
+    for _ in range(100):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no two adjacent free ports")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+class System:
+    name = ""
+    server: subprocess.Popen[Any]
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None:
+        self.server.terminate()
+        self.server.wait(10)
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def publisher(self, index: int) -> Callable[[str], None]: ...
+
+    def close_publishers(self) -> None: ...
+
+    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]: ...
+
+
+class Zchat(System):
+    name = "zchat"
+
+    def start(self) -> None:
+        self.db = tempfile.mkdtemp(prefix="zchat-bench-")
+        self.server, self.port = spawn_broker(db=str(Path(self.db) / "history.db"))
+        self.clients: list[Client] = []
+        self.pushes: list[zmq.Socket[bytes]] = []
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.db, ignore_errors=True)
+
+    def publisher(self, index: int) -> Callable[[str], None]:
+        client = Client(f"pub{index}", port=self.port, rooms=[ROOM], history=0)
+        client.join()
+        push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(client.endpoints.push)
+        self.clients.append(client)
+        self.pushes.append(push)
+        secret = client.core.secret
+        return lambda text: push.send_multipart(p.encode_client(p.Say(secret, ROOM, text)))
+
+    def close_publishers(self) -> None:
+        for push in self.pushes:
+            push.close()
+        for client in self.clients:
+            client.close()
+
+    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return zmq_subscriber, (f"tcp://127.0.0.1:{self.port + 1}", p.room_topic(ROOM))
+
+
+class Proxy(Zchat):
+    """libzmq's own zmq.proxy(PULL, PUB) in C: the limit for this architecture."""
+
+    name = "libzmq proxy"
+    CODE = (
+        "import sys, zmq; c = zmq.Context(); a = c.socket(zmq.PULL); b = c.socket(zmq.PUB);"
+        "a.bind(f'tcp://127.0.0.1:{sys.argv[1]}'); b.bind(f'tcp://127.0.0.1:{int(sys.argv[1])+1}');"
+        "b.setsockopt(zmq.SNDHWM, 10000); print('ready', flush=True); zmq.proxy(a, b)"
+    )
+
+    def start(self) -> None:
+        self.port = free_port_pair()
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", self.CODE, str(self.port)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.server.stdout is not None
+        self.server.stdout.readline()
+        self.pushes = []
+
+    def stop(self) -> None:
+        System.stop(self)
+
+    def publisher(self, index: int) -> Callable[[str], None]:
+        push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(f"tcp://127.0.0.1:{self.port}")
+        self.pushes.append(push)
+        topic = p.room_topic(ROOM)
+        seq = iter(range(1, 1 << 62))
+
+        def send(text: str) -> None:  # what zchat's broker would publish, built here
+            chat = p.Chat(ROOM, next(seq), TS, f"pub{index}", text)
+            push.send_multipart(p.encode_server(topic, chat))
+
+        return send
+
+    def close_publishers(self) -> None:
+        for push in self.pushes:
+            push.close()
+
+
+class Classroom(System):
+    name = "classroom TCP"
+
+    def start(self) -> None:
+        self.server = subprocess.Popen(
+            [sys.executable, str(HERE / "classroom_server.py"), "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.server.stdout is not None
+        self.port = int(self.server.stdout.readline().split()[-1])
+        self.socks: list[socket.socket] = []
+
+    def publisher(self, index: int) -> Callable[[str], None]:
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.sendall(f"pub{index}\n".encode())
+        self.socks.append(sock)
+        drain = threading.Thread(target=_discard, args=(sock,), daemon=True)
+        drain.start()  # the server sends the publisher everything too: read it, as a client
+        return lambda text: sock.sendall(text.encode() + b"\n")
+
+    def close_publishers(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return tcp_subscriber, (self.port,)
+
+
+class Redis(System):
+    name = "Redis pub/sub"
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            return False
+        return shutil.which("redis-server") is not None
+
+    def start(self) -> None:
+        import redis
+
+        self.port = free_port_pair()
+        self.server = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        end = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > end:
+                    raise
+                threading.Event().wait(0.05)  # the server gives no sign of readiness but this
+        self.conns: list[Any] = []
+
+    def publisher(self, index: int) -> Callable[[str], None]:
+        import redis
+
+        conn = redis.Redis(port=self.port)
+        self.conns.append(conn)
+        sender = f"pub{index}"
+        return lambda text: conn.publish(ROOM, json.dumps({"sender": sender, "text": text}))
+
+    def close_publishers(self) -> None:
+        for conn in self.conns:
+            conn.close()
+
+    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return redis_subscriber, (self.port,)
+
+
+def _discard(sock: socket.socket) -> None:
+    try:
+        while sock.recv(1 << 16):
+            pass
+    except OSError:
+        pass
+
+
+# --- subscriber workers for the non-ZeroMQ systems (run in their own processes) -----------
+
+LINE = re.compile(rb"^\[(\d\d:\d\d:\d\d)\] ([^:]+): (.*)$")
+
+
+def tcp_subscriber(port: int, sockets: int, expected: int, *shared: Any) -> None:
+    socks = []
+    for i in range(sockets):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(f"sub{os.getpid()}-{i}\n".encode())
+        socks.append(sock)
+    buffers = [b""] * sockets
+    pending: list[list[str]] = [[] for _ in range(sockets)]
+
+    def wait(ms: int) -> list[int]:
+        readable, _, _ = select.select(socks, [], [], ms / 1000)
+        for sock in readable:
+            i = socks.index(sock)
+            data = sock.recv(1 << 16)
+            buffers[i] += data
+            *lines, buffers[i] = buffers[i].split(b"\n")
+            for line in lines:
+                match = LINE.match(line)  # decode, as a client of this server must
+                if match:
+                    pending[i].append(match.group(3).decode())
+        return [i for i in range(sockets) if pending[i]]
+
+    def receive(i: int) -> str | None:
+        return pending[i].pop(0) if pending[i] else None
+
+    ready, finished, progress, results = shared
+    results.put(run_subscriber(sockets, expected, wait, receive, ready, finished, progress))
+
+
+def redis_subscriber(port: int, sockets: int, expected: int, *shared: Any) -> None:
+    import redis
+
+    subs = []
+    for _ in range(sockets):
+        pubsub = redis.Redis(port=port).pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(ROOM)
+        subs.append(pubsub)
+
+    def wait(ms: int) -> list[int]:
+        fds = {ps.connection._sock: i for i, ps in enumerate(subs)}
+        readable, _, _ = select.select(list(fds), [], [], ms / 1000)
+        return [fds[s] for s in readable]
+
+    def receive(i: int) -> str | None:
+        msg = subs[i].get_message(timeout=0)
+        if msg is None:
+            return None
+        return str(json.loads(msg["data"])["text"])
+
+    ready, finished, progress, results = shared
+    results.put(run_subscriber(sockets, expected, wait, receive, ready, finished, progress))
+
+
+SYSTEMS: list[type[System]] = [Zchat, Proxy, Classroom, Redis]
