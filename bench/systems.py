@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +25,7 @@ from typing import Any
 import zmq
 
 from zchat import protocol as p
-from zchat.bench import run_subscriber, spawn_broker, zmq_subscriber
-from zchat.client.sync import Client
+from zchat.bench import ZchatTarget, run_subscriber, spawn_broker, zmq_subscriber
 
 HERE = Path(__file__).resolve().parent
 ROOM = "bench"
@@ -83,37 +81,28 @@ class System:
 
 
 class Zchat(System):
+    """zchat's broker as shipped: validation, stamping, history on disk."""
+
     name = "zchat"
 
     def start(self) -> None:
         self.db = tempfile.mkdtemp(prefix="zchat-bench-")
         self.server, self.port = spawn_broker(db=str(Path(self.db) / "history.db"))
-        self.clients: list[Client] = []
-        self.pushes: list[zmq.Socket[bytes]] = []
+        self.target = ZchatTarget("127.0.0.1", self.port, ROOM)
 
     def stop(self) -> None:
         super().stop()
         shutil.rmtree(self.db, ignore_errors=True)
 
     def publisher(self, index: int) -> Callable[[str], None]:
-        client = Client(f"pub{index}", port=self.port, rooms=[ROOM], history=0)
-        client.join()
-        push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 2000)
-        push.connect(client.endpoints.push)
-        self.clients.append(client)
-        self.pushes.append(push)
-        secret = client.core.secret
-        return lambda text: push.send_multipart(p.encode_client(p.Say(secret, ROOM, text)))
+        return self.target.publisher(index)
 
     def close_publishers(self) -> None:
-        for push in self.pushes:
-            push.close()
-        for client in self.clients:
-            client.close()
+        self.target.close_publishers()
+        self.target = ZchatTarget("127.0.0.1", self.port, ROOM)
 
     def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        return zmq_subscriber, (f"tcp://127.0.0.1:{self.port + 1}", p.room_topic(ROOM))
+        return self.target.subscriber_args()
 
 
 class Proxy(Zchat):
@@ -155,6 +144,9 @@ class Proxy(Zchat):
     def close_publishers(self) -> None:
         for push in self.pushes:
             push.close()
+
+    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return zmq_subscriber, (f"tcp://127.0.0.1:{self.port + 1}", p.room_topic(ROOM))
 
 
 class Classroom(System):
@@ -204,17 +196,15 @@ class Redis(System):
         self.server = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
-        end = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port).ping()
+        assert self.server.stdout is not None
+        for line in self.server.stdout:
+            if "Ready to accept connections" in line:
                 break
-            except redis.ConnectionError:
-                if time.monotonic() > end:
-                    raise
-                threading.Event().wait(0.05)  # the server gives no sign of readiness but this
+        threading.Thread(target=self.server.stdout.read, daemon=True).start()
+        redis.Redis(port=self.port).ping()
         self.conns: list[Any] = []
 
     def publisher(self, index: int) -> Callable[[str], None]:

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     "argv",
     [
-        ["ruff", "check", "src", "tests"],
-        ["ruff", "format", "--check", "src", "tests"],
+        ["ruff", "check", "src", "tests", "bench", "examples"],
+        ["ruff", "format", "--check", "src", "tests", "bench", "examples"],
         ["mypy"],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],

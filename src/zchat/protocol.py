@@ -143,15 +143,22 @@ def room_of_topic(topic: bytes) -> str | None:
 # --- time -----------------------------------------------------------------------------
 
 
+_TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
 def format_ts(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_ts(value: str) -> datetime:
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise ProtocolError("field", f"ts {value!r} is not a UTC timestamp") from None
+    # fromisoformat is 30 times faster than strptime, and every client parses every line;
+    # the pattern keeps the format strict
+    if _TS_RE.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ProtocolError("field", f"ts {value!r} is not a UTC timestamp")
 
 
 # --- records: client -> broker -------------------------------------------------------
