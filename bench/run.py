@@ -26,10 +26,10 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from systems import SYSTEMS, Redis, System, Zchat, cpu_seconds, proc_status  # noqa: E402
+from systems import SYSTEMS, Redis, System, Zchat, cpu_seconds, proc_status
 
-from zchat.bench import Bench, BenchConfig, BenchResult  # noqa: E402
-from zchat.client.sync import Client  # noqa: E402
+from zchat.bench import Bench, BenchConfig, BenchResult
+from zchat.client.sync import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -188,7 +188,8 @@ def write_doc(
     def median(key: str, name: str, field: str) -> float:
         return statistics.median(r[field] for r in runs[(key, name)])
 
-    cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": \t")
+    info = Path("/proc/cpuinfo").read_text()
+    cpu = info.split("model name")[1].split("\n")[0].strip(": \t")
     lines = [
         "# Benchmarks",
         "",
