@@ -280,6 +280,7 @@ def write_doc(
     lines.append(
         f"| `zchat --help` ≤ 0.3 s | {extra['help_seconds']:.3f} s | {'yes' if extra['help_seconds'] <= 0.3 else 'no'} |"
     )
+    lines += ["", "(Reading the numbers: see the section below, written by hand after a run.)"]
     lines += ["", "![throughput chart](benchmarks.png)", ""]
     DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
     draw(runs, names)
