@@ -280,11 +280,19 @@ def write_doc(
     lines.append(
         f"| `zchat --help` ≤ 0.3 s | {extra['help_seconds']:.3f} s | {'yes' if extra['help_seconds'] <= 0.3 else 'no'} |"
     )
-    lines += ["", "(Reading the numbers: see the section below, written by hand after a run.)"]
-    lines += ["", "![throughput chart](benchmarks.png)", ""]
+    lines += ["", *kept_analysis(), "![throughput chart](benchmarks.png)", ""]
     DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
     draw(runs, names)
     print(f"wrote {DOC} and {CHART}")
+
+
+def kept_analysis() -> list[str]:
+    """The hand-written "Reading the numbers" section of the previous report, kept."""
+    if not DOC.exists():
+        return []
+    text = DOC.read_text(encoding="utf-8")
+    start, end = text.find("## Reading the numbers"), text.find("![throughput chart]")
+    return text[start:end].rstrip().splitlines() + [""] if 0 <= start < end else []
 
 
 def draw(runs: dict[tuple[str, str], list[dict[str, Any]]], names: list[str]) -> None:
