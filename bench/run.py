@@ -292,7 +292,7 @@ def kept_analysis() -> list[str]:
         return []
     text = DOC.read_text(encoding="utf-8")
     start, end = text.find("## Reading the numbers"), text.find("![throughput chart]")
-    return text[start:end].rstrip().splitlines() + [""] if 0 <= start < end else []
+    return [*text[start:end].rstrip().splitlines(), ""] if 0 <= start < end else []
 
 
 def draw(runs: dict[tuple[str, str], list[dict[str, Any]]], names: list[str]) -> None:
