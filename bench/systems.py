@@ -165,6 +165,7 @@ class Classroom(System):
     def publisher(self, index: int) -> Callable[[str], None]:
         sock = socket.create_connection(("127.0.0.1", self.port))
         sock.sendall(f"pub{index}\n".encode())
+        sock.settimeout(5.0)  # a server stuck in its send loop stops taking lines: give up
         self.socks.append(sock)
         drain = threading.Thread(target=_discard, args=(sock,), daemon=True)
         drain.start()  # the server sends the publisher everything too: read it, as a client
@@ -239,7 +240,11 @@ LINE = re.compile(rb"^\[(\d\d:\d\d:\d\d)\] ([^:]+): (.*)$")
 def tcp_subscriber(port: int, sockets: int, expected: int, *shared: Any) -> None:
     socks = []
     for i in range(sockets):
-        sock = socket.create_connection(("127.0.0.1", port))
+        sock = socket.socket()
+        if sockets == 1:  # a stalled subscriber (bench.Bench gives each its own process):
+            # a small buffer, so that the stall reaches the server within the run
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
         sock.sendall(f"sub{os.getpid()}-{i}\n".encode())
         socks.append(sock)
     buffers = [b""] * sockets

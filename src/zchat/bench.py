@@ -15,6 +15,7 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -45,6 +46,8 @@ class BenchConfig:
     size: int = 100  # bytes of text
     rate: float = 0.0  # messages per second per publisher; 0: as fast as possible
     room: str = "bench"
+    stalled: int = 0  # of the subscribers, how many are frozen (SIGSTOP) once warmed up
+    deadline: float = 60.0  # seconds of sending at most, whatever the system does
 
 
 @dataclass
@@ -266,22 +269,30 @@ class Bench:
         finished = self._mp.Event()
         results = self._mp.Queue()
         func, args = self.target.subscriber_args()
+        shared = (ready, finished, self.progress, results)
+        expected = cfg.publishers * cfg.messages
+        live = cfg.subscribers - cfg.stalled
+        # the stalled ones get processes of their own, so that freezing them freezes no other
+        groups = [min(WORKER_SOCKETS, live - i) for i in range(0, live, WORKER_SOCKETS)]
+        groups += [1] * cfg.stalled
         workers = []
-        for first in range(0, cfg.subscribers, WORKER_SOCKETS):
-            count = min(WORKER_SOCKETS, cfg.subscribers - first)
-            shared = (ready, finished, self.progress, results)
-            expected = cfg.publishers * cfg.messages
+        for count in groups:
             worker = self._mp.Process(
                 target=func, args=(*args, count, expected, *shared), daemon=True
             )
             worker.start()
             workers.append(worker)
+        frozen = workers[len(workers) - cfg.stalled :]
         try:
             senders = [self.target.publisher(i) for i in range(cfg.publishers)]
             self._warm_up(senders[0], ready)
-            return self._measure(senders, finished, results, len(workers))
+            for worker in frozen:
+                os.kill(worker.pid or 0, signal.SIGSTOP)
+            return self._measure(senders, finished, results, len(workers) - len(frozen))
         finally:
             finished.set()
+            for worker in frozen:
+                worker.kill()
             self.target.close_publishers()
             for worker in workers:
                 worker.join(5)
@@ -333,14 +344,22 @@ class Bench:
         interval = 1.0 / cfg.rate if cfg.rate > 0 else 0.0
         pace = threading.Event()  # never set: its wait() is a pause that keeps the rate
         next_at = time.monotonic()
+        stop_at = next_at + cfg.deadline
         for count in range(cfg.messages):
             if interval:
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     pace.wait(delay)
                 next_at += interval
-            send(bench_text(index, count, cfg.size))
+            try:
+                send(bench_text(index, count, cfg.size))
+            except OSError as exc:  # a server that stopped taking lines (a stalled design)
+                self.out(f"  publisher {index} stopped: {exc}")
+                return
             self.sent_by[index] += 1
+            if time.monotonic() > stop_at:
+                self.out(f"  publisher {index} stopped at the {cfg.deadline:g} s deadline")
+                return
 
     def _report_progress(self, stop: threading.Event) -> None:
         start = time.monotonic()
@@ -356,7 +375,7 @@ class Bench:
         cfg = self.config
         result = BenchResult(cfg.publishers, cfg.subscribers, cfg.size)
         result.sent = sum(self.sent_by)
-        result.expected = result.sent * cfg.subscribers
+        result.expected = result.sent * (cfg.subscribers - cfg.stalled)
         result.delivered = sum(sum(r.counts) for r in reports)
         result.lost = result.expected - result.delivered
         result.send_seconds = send_ns / 1e9
