@@ -1,0 +1,325 @@
+"""Frames to records: every field checked once, here, at the edge."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from zchat.errors import InvalidInput, ProtocolError
+from zchat.protocol.records import (
+    Chat,
+    ClientMessage,
+    Enter,
+    Entered,
+    Error,
+    GetHistory,
+    Heartbeat,
+    History,
+    InboxMessage,
+    Join,
+    Joined,
+    Leave,
+    Left,
+    ListRooms,
+    Members,
+    Msg,
+    Nick,
+    NickChanged,
+    Part,
+    Parted,
+    Ping,
+    Private,
+    Refused,
+    Renamed,
+    RoomEvent,
+    RoomInfo,
+    RoomList,
+    RoomState,
+    Say,
+    ServerMessage,
+    SetTopic,
+    Shutdown,
+    Tail,
+    TopicChanged,
+    Welcome,
+    Who,
+)
+from zchat.protocol.topics import (
+    DEFAULT_HISTORY,
+    ID_RE,
+    MARK_RE,
+    MAX_ID_CHARS,
+    PROTOCOL_VERSION,
+    TOKEN_RE,
+    parse_ts,
+)
+from zchat.values import (
+    DEFAULT_ROOM,
+    MAX_REASON_CHARS,
+    MAX_ROOMS_PER_SESSION,
+    check_name,
+    check_room,
+    clean_text,
+)
+
+# --- decoding --------------------------------------------------------------------------
+
+
+class _Fields:
+    """Typed access to one decoded JSON object; every miss is a ProtocolError."""
+
+    def __init__(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            raise ProtocolError("field", "expected a JSON object")
+        self.obj: dict[str, Any] = obj
+
+    def _get(self, key: str, kind: type, default: Any) -> Any:
+        value = self.obj.get(key, default)
+        if (
+            value is None
+            or not isinstance(value, kind)
+            or isinstance(value, bool) != (kind is bool)
+        ):
+            raise ProtocolError("field", f"field {key!r} is missing or not a {kind.__name__}")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value: str = self._get(key, str, default)
+        return value
+
+    def flag(self, key: str) -> bool:
+        value: bool = self._get(key, bool, False)
+        return value
+
+    def count(self, key: str, default: int | None = None) -> int:
+        value: int = self._get(key, int, default)
+        if value < 0:
+            raise ProtocolError("field", f"field {key!r} is negative")
+        return value
+
+    def strings(self, key: str, default: list[str] | None = None) -> tuple[str, ...]:
+        value = self.obj.get(key, default)
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ProtocolError("field", f"field {key!r} is not a list of strings")
+        return tuple(value)
+
+    def token(self, key: str) -> str:
+        value = self.text(key)
+        if not TOKEN_RE.fullmatch(value):
+            raise ProtocolError("field", f"field {key!r} is not 32 lower-case hex digits")
+        return value
+
+    def id(self) -> str:
+        value = self.text("id", "")
+        if value and (len(value) > MAX_ID_CHARS or not ID_RE.fullmatch(value)):
+            raise ProtocolError("field", f"field 'id' must be 1 to {MAX_ID_CHARS} safe characters")
+        return value
+
+    def mark(self, optional: bool = False) -> str:
+        value = self.text("mark", "" if optional else None)
+        if (value or not optional) and not MARK_RE.fullmatch(value):
+            raise ProtocolError("field", "field 'mark' must be 1 to 16 of a-z and 0-9")
+        return value
+
+    def room(self, key: str = "room") -> str:
+        return _checked(check_room, self.text(key))
+
+    def name(self, key: str) -> str:
+        return _checked(check_name, self.text(key))
+
+    def clean(self, key: str, default: str | None = None) -> str:
+        return clean_text(self.text(key, default))
+
+    def ts(self) -> datetime:
+        return parse_ts(self.text("ts"))
+
+
+def _checked(check: Callable[[str], str], value: str) -> str:
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        raise ProtocolError("field", str(exc)) from None
+
+
+def _load(frame: bytes) -> tuple[str, _Fields]:
+    if not frame:
+        raise ProtocolError("empty", "empty frame")
+    try:
+        obj = json.loads(frame.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("json", "frame is not UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("json", "frame is not a JSON object")
+    version = obj.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # True == 1 in Python
+        raise ProtocolError(
+            "version", f"protocol version {version!r} is not supported (this is {PROTOCOL_VERSION})"
+        )
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("type", "field 'type' is missing")
+    return kind, _Fields(obj)
+
+
+def _since(f: _Fields) -> dict[str, int]:
+    since = f.obj.get("since", {})
+    if not isinstance(since, dict):
+        raise ProtocolError("field", "field 'since' is not an object")
+    fields = _Fields(since)
+    return {room: fields.count(room) for room in since}
+
+
+CLIENT_TYPES = frozenset(
+    {
+        "join",
+        "say",
+        "ping",
+        "leave",
+        "enter",
+        "part",
+        "msg",
+        "nick",
+        "topic",
+        "who",
+        "rooms",
+        "history",
+    }
+)
+
+
+def decode_client(frames: Sequence[bytes]) -> ClientMessage:
+    """Decode what a client PUSHed. Names, rooms and texts are left for the broker to
+    check, so that it can answer a bad one to its sender instead of dropping it."""
+    if len(frames) != 1:
+        raise ProtocolError("frames", f"expected 1 frame, got {len(frames)}")
+    kind, f = _load(frames[0])
+    if kind == "join":
+        rooms = f.strings("rooms", [DEFAULT_ROOM])
+        if not 1 <= len(rooms) <= MAX_ROOMS_PER_SESSION:
+            raise ProtocolError("field", f"a join names 1 to {MAX_ROOMS_PER_SESSION} rooms")
+        history = f.count("history", DEFAULT_HISTORY)
+        name, secret, inbox = f.text("name"), f.token("secret"), f.token("inbox")
+        return Join(name, secret, inbox, rooms, history, _since(f), f.mark(optional=True))
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError("type", f"unknown message type {kind!r}")
+    secret = f.token("secret")
+    match kind:
+        case "say":
+            return Say(secret, f.text("room"), f.text("text"), f.id(), f.flag("action"))
+        case "ping":
+            return Ping(secret, f.token("inbox"))
+        case "leave":
+            # a leave is never refused: an over-long reason is cut to the limit
+            return Leave(secret, clean_text(f.text("reason", "")[:MAX_REASON_CHARS]))
+        case "enter":
+            history = f.count("history", DEFAULT_HISTORY)
+            return Enter(secret, f.text("room"), f.mark(), history)
+        case "part":
+            return Part(secret, f.text("room"), clean_text(f.text("reason", "")[:MAX_REASON_CHARS]))
+        case "msg":
+            return Msg(secret, f.text("to"), f.text("text"), f.id())
+        case "nick":
+            return Nick(secret, f.text("name"))
+        case "topic":
+            return SetTopic(secret, f.text("room"), f.text("text"))
+        case "who":
+            return Who(secret, f.text("room"), f.id())
+        case "rooms":
+            return ListRooms(secret, f.id())
+        case "history":
+            after, before = f.count("after", 0), f.count("before", 0)
+            limit = f.count("limit", DEFAULT_HISTORY)
+            return GetHistory(secret, f.text("room"), after, before, limit, f.id())
+        case _:
+            raise ProtocolError("type", f"unknown message type {kind!r}")
+
+
+def _room_event(kind: str, f: _Fields) -> RoomEvent:
+    room, seq, ts, sender = f.room(), f.count("seq"), f.ts(), f.name("sender")
+    match kind:
+        case "message" | "action":
+            return Chat(room, seq, ts, sender, f.clean("text"), f.id(), kind == "action")
+        case "join":
+            return Joined(room, seq, ts, sender)
+        case "leave":
+            return Left(room, seq, ts, sender, f.clean("reason", ""))
+        case "nick":
+            return Renamed(room, seq, ts, sender, f.name("name"))
+        case "topic":
+            return TopicChanged(room, seq, ts, sender, f.clean("text", ""))
+    raise ProtocolError("type", f"unknown room event type {kind!r}")
+
+
+ROOM_EVENT_TYPES = frozenset({"message", "action", "join", "leave", "nick", "topic"})
+
+
+def decode_event(obj: Any) -> RoomEvent:
+    """One room event from its JSON object (as published, stored, or in a history)."""
+    f = _Fields(obj)
+    return _room_event(f.text("type"), f)
+
+
+def _state(f: _Fields) -> RoomState:
+    members = tuple(_checked(check_name, m) for m in f.strings("members", []))
+    return RoomState(f.count("seq"), members, f.clean("topic", ""))
+
+
+def decode_server(frames: Sequence[bytes]) -> tuple[bytes, ServerMessage]:
+    """Decode what the broker published: the topic and the record."""
+    if len(frames) != 2:
+        raise ProtocolError("frames", f"expected 2 frames, got {len(frames)}")
+    topic = frames[0]
+    kind, f = _load(frames[1])
+    if kind in ROOM_EVENT_TYPES:
+        return topic, _room_event(kind, f)
+    match kind:
+        case "tail":
+            return topic, Tail(f.room(), f.count("seq"))
+        case "heartbeat":
+            return topic, Heartbeat(f.text("epoch"), f.ts())
+        case "shutdown":
+            return topic, Shutdown(f.text("epoch"), f.ts(), f.clean("text", ""))
+    return topic, _inbox_message(kind, f)
+
+
+def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
+    match kind:
+        case "welcome":
+            rooms = f.obj.get("rooms")
+            if not isinstance(rooms, dict):
+                raise ProtocolError("field", "field 'rooms' is not an object")
+            states = {_checked(check_room, r): _state(_Fields(s)) for r, s in rooms.items()}
+            return Welcome(f.name("name"), f.text("epoch"), states)
+        case "refused":
+            return Refused(f.text("code"), f.clean("text"))
+        case "error":
+            return Error(f.text("code"), f.clean("text"), f.id())
+        case "entered":
+            return Entered(f.room(), _state(f))
+        case "parted":
+            return Parted(f.room())
+        case "history":
+            events = f.obj.get("events")
+            if not isinstance(events, list):
+                raise ProtocolError("field", "field 'events' is not a list")
+            decoded = tuple(decode_event(e) for e in events)
+            return History(f.room(), decoded, f.count("lost", 0), f.id())
+        case "private":
+            return Private(f.ts(), f.name("sender"), f.name("to"), f.clean("text"), f.id())
+        case "members":
+            members = tuple(_checked(check_name, m) for m in f.strings("members"))
+            return Members(f.room(), members, f.clean("topic", ""), f.id())
+        case "rooms":
+            listed = f.obj.get("rooms")
+            if not isinstance(listed, list):
+                raise ProtocolError("field", "field 'rooms' is not a list")
+            infos = []
+            for item in listed:
+                r = _Fields(item)
+                infos.append(RoomInfo(r.room(), r.count("members"), r.clean("topic", "")))
+            return RoomList(tuple(infos), f.id())
+        case "renamed":
+            return NickChanged(f.name("name"))
+    raise ProtocolError("type", f"unknown message type {kind!r}")

@@ -1,0 +1,144 @@
+"""Records to frames."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from zchat.protocol.records import (
+    Chat,
+    ClientMessage,
+    Enter,
+    Entered,
+    Error,
+    GetHistory,
+    Heartbeat,
+    History,
+    Join,
+    Joined,
+    Leave,
+    Left,
+    ListRooms,
+    Members,
+    Msg,
+    Nick,
+    NickChanged,
+    Part,
+    Parted,
+    Ping,
+    Private,
+    Refused,
+    Renamed,
+    RoomEvent,
+    RoomList,
+    RoomState,
+    Say,
+    ServerMessage,
+    SetTopic,
+    Shutdown,
+    Tail,
+    TopicChanged,
+    Welcome,
+    Who,
+)
+from zchat.protocol.topics import PROTOCOL_VERSION, format_ts
+
+# --- encoding --------------------------------------------------------------------------
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps({"v": PROTOCOL_VERSION, **obj}, ensure_ascii=False).encode("utf-8")
+
+
+def encode_client(msg: ClientMessage) -> list[bytes]:
+    body: dict[str, Any]
+    match msg:
+        case Join(name, secret, inbox, rooms, history, since, mark):
+            body = {"type": "join", "name": name, "secret": secret, "inbox": inbox}
+            body |= {"rooms": list(rooms), "history": history, "since": dict(since), "mark": mark}
+        case Say(secret, room, text, id_, action):
+            body = {"type": "say", "secret": secret, "room": room, "text": text, "id": id_}
+            if action:
+                body["action"] = True
+        case Ping(secret, inbox):
+            body = {"type": "ping", "secret": secret, "inbox": inbox}
+        case Leave(secret, reason):
+            body = {"type": "leave", "secret": secret, "reason": reason}
+        case Enter(secret, room, mark, history):
+            body = {"type": "enter", "secret": secret, "room": room, "mark": mark}
+            body["history"] = history
+        case Part(secret, room, reason):
+            body = {"type": "part", "secret": secret, "room": room, "reason": reason}
+        case Msg(secret, to, text, id_):
+            body = {"type": "msg", "secret": secret, "to": to, "text": text, "id": id_}
+        case Nick(secret, name):
+            body = {"type": "nick", "secret": secret, "name": name}
+        case SetTopic(secret, room, text):
+            body = {"type": "topic", "secret": secret, "room": room, "text": text}
+        case Who(secret, room, id_):
+            body = {"type": "who", "secret": secret, "room": room, "id": id_}
+        case ListRooms(secret, id_):
+            body = {"type": "rooms", "secret": secret, "id": id_}
+        case GetHistory(secret, room, after, before, limit, id_):
+            body = {"type": "history", "secret": secret, "room": room}
+            body |= {"after": after, "before": before, "limit": limit, "id": id_}
+    return [_dump(body)]
+
+
+def event_body(event: RoomEvent) -> dict[str, Any]:
+    """A room event as the JSON object published (and stored, and sent in history)."""
+    head = {"room": event.room, "seq": event.seq, "ts": format_ts(event.ts), "sender": event.sender}
+    match event:
+        case Chat(text=text, id=id_, action=action):
+            return {"type": "action" if action else "message", **head, "text": text, "id": id_}
+        case Joined():
+            return {"type": "join", **head}
+        case Left(reason=reason):
+            return {"type": "leave", **head, "reason": reason}
+        case Renamed(name=name):
+            return {"type": "nick", **head, "name": name}
+        case TopicChanged(text=text):
+            return {"type": "topic", **head, "text": text}
+
+
+def _state_body(state: RoomState) -> dict[str, Any]:
+    return {"seq": state.seq, "members": list(state.members), "topic": state.topic}
+
+
+def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
+    body: dict[str, Any]
+    match msg:
+        case Chat() | Joined() | Left() | Renamed() | TopicChanged():
+            body = event_body(msg)
+        case Tail(room, seq):
+            body = {"type": "tail", "room": room, "seq": seq}
+        case Welcome(name, epoch, rooms):
+            states = {room: _state_body(state) for room, state in rooms.items()}
+            body = {"type": "welcome", "name": name, "epoch": epoch, "rooms": states}
+        case Refused(code, text):
+            body = {"type": "refused", "code": code, "text": text}
+        case Error(code, text, id_):
+            body = {"type": "error", "code": code, "text": text, "id": id_}
+        case Entered(room, state):
+            body = {"type": "entered", "room": room, **_state_body(state)}
+        case Parted(room):
+            body = {"type": "parted", "room": room}
+        case History(room, events, lost, id_):
+            body = {"type": "history", "room": room, "lost": lost, "id": id_}
+            body["events"] = [event_body(event) for event in events]
+        case Private(ts, sender, to, text, id_):
+            body = {"type": "private", "ts": format_ts(ts), "sender": sender, "to": to}
+            body |= {"text": text, "id": id_}
+        case Members(room, members, topic_text, id_):
+            body = {"type": "members", "room": room, "members": list(members), "topic": topic_text}
+            body["id"] = id_
+        case RoomList(rooms, id_):
+            listed = [{"room": r.room, "members": r.members, "topic": r.topic} for r in rooms]
+            body = {"type": "rooms", "rooms": listed, "id": id_}
+        case NickChanged(name):
+            body = {"type": "renamed", "name": name}
+        case Heartbeat(epoch, ts):
+            body = {"type": "heartbeat", "epoch": epoch, "ts": format_ts(ts)}
+        case Shutdown(epoch, ts, text):
+            body = {"type": "shutdown", "epoch": epoch, "ts": format_ts(ts), "text": text}
+    return [topic, _dump(body)]
