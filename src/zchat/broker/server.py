@@ -12,7 +12,9 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 
@@ -167,13 +169,7 @@ class Broker:
             except zmq.Again:
                 return
             # apply before the next recv: XPUB_MANUAL applies to the last sender only
-            try:
-                actions = self.rules.on_subscription(data, time.monotonic())
-            except Exception:
-                self.rules.dropped["internal"] += 1
-                log.exception("dropped a subscription that the broker failed to handle")
-                continue
-            self._apply(actions)
+            self._apply(self._guarded(self.rules.on_subscription, data, time.monotonic()))
 
     def _drain_inbound(self) -> None:
         # one commit for the whole batch, before any of it is published
@@ -187,15 +183,18 @@ class Broker:
                 peer: str | None = str(frames[0].get("Peer-Address"))
             except zmq.ZMQError:
                 peer = None
-            try:
-                actions = self.rules.on_inbound([f.bytes for f in frames], peer, time.monotonic())
-            except Exception:
-                # a bug must cost one frame, never the service: count it, say it, go on
-                self.rules.dropped["internal"] += 1
-                log.exception("dropped a frame that the broker failed to handle")
-                continue
-            batch.extend(actions)
+            payload = [f.bytes for f in frames]
+            batch.extend(self._guarded(self.rules.on_inbound, payload, peer, time.monotonic()))
         self._apply(batch)
+
+    def _guarded(self, handle: Callable[..., Actions], *args: Any) -> Actions:
+        """A bug must cost one frame, never the service: count it, log it, go on."""
+        try:
+            return handle(*args)
+        except Exception:
+            self.rules.dropped["internal"] += 1
+            log.exception("dropped a frame that the broker failed to handle")
+            return Actions()
 
     def _apply(self, actions: Actions) -> None:
         for topic in actions.subscribe:

@@ -18,7 +18,13 @@ import zmq.asyncio
 
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
-from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
+from zchat.client.transport import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Endpoints,
+    apply_subscriptions,
+    connect,
+)
 from zchat.errors import ClientClosed, NotDelivered
 from zchat.protocol import DEFAULT_HISTORY, check_room
 
@@ -147,7 +153,7 @@ class AsyncClient:
     async def _submit(self, frames: list[bytes] | None, id_: str = "") -> None:
         if self._push.closed:
             raise ClientClosed("this client is closed")
-        self._apply_subscriptions()
+        apply_subscriptions(self._sub, self.core)
         if frames is None:
             return
         try:
@@ -155,10 +161,6 @@ class AsyncClient:
         except zmq.Again:
             self.core.forget(id_)
             raise NotDelivered("the broker is unreachable, reconnecting…") from None
-
-    def _apply_subscriptions(self) -> None:
-        for subscribe, topic in self.core.take_subscriptions():
-            self._sub.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
 
     async def receive(self, timeout: float | None = None) -> Message | None:
         if self._push.closed:
@@ -208,7 +210,7 @@ class AsyncClient:
             now = time.monotonic()
             if now >= self.core.deadline():
                 self.core.tick(now)
-            self._apply_subscriptions()
+            apply_subscriptions(self._sub, self.core)
             if self.core.has_outbox:
                 poller.register(self._push, zmq.POLLOUT)
             elif self._push in poller:

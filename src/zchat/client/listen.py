@@ -34,7 +34,6 @@ class ListenCore:
         self._epoch: str | None = None
         self._last_heard = 0.0
         self._away = False
-        self._heard_once = False
 
     def subscriptions(self) -> list[bytes]:
         return [*(p.room_topic(room) for room in self.rooms), p.SYS_TOPIC]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Literal, TypeAlias
 
 from zchat.client.message import Message
 from zchat.protocol import clean_text, format_ts
 
-TimeFormat: TypeAlias = Literal["time", "full", "none"]
 TIME_FORMATS: dict[str, str | None] = {
     "time": "%H:%M:%S",
     "full": "%Y-%m-%d %H:%M:%S",

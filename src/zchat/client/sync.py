@@ -15,7 +15,13 @@ import zmq
 
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
-from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, connect
+from zchat.client.transport import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Endpoints,
+    apply_subscriptions,
+    connect,
+)
 from zchat.errors import ClientClosed, NotDelivered
 from zchat.protocol import DEFAULT_HISTORY, check_room
 
@@ -157,7 +163,7 @@ class Client:
 
     def _submit(self, frames: list[bytes] | None, id_: str = "") -> None:
         self._check_open()
-        self._apply_subscriptions()
+        apply_subscriptions(self._sub, self.core)
         if frames is None:
             return
         try:
@@ -165,10 +171,6 @@ class Client:
         except zmq.Again:
             self.core.forget(id_)
             raise NotDelivered("the broker is unreachable, reconnecting…") from None
-
-    def _apply_subscriptions(self) -> None:
-        for subscribe, topic in self.core.take_subscriptions():
-            self._sub.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
 
     def receive(self, timeout: float | None = None) -> Message | None:
         """The next Message, or None after ``timeout`` seconds (None: wait for ever)."""
@@ -211,7 +213,7 @@ class Client:
         now = time.monotonic()
         if now >= self.core.deadline():
             self.core.tick(now)
-        self._apply_subscriptions()
+        apply_subscriptions(self._sub, self.core)
         if self.core.has_outbox:
             self._poller.register(self._push, zmq.POLLOUT)
         elif self._push in self._poller:

@@ -58,3 +58,9 @@ def connect(push: S, sub: S, endpoints: Endpoints, core: ClientCore) -> None:
         sub.setsockopt(zmq.SUBSCRIBE, topic)
     sub.connect(endpoints.sub)
     push.connect(endpoints.push)
+
+
+def apply_subscriptions(sub: zmq.Socket, core: ClientCore) -> None:  # type: ignore[type-arg]
+    """Apply the subscription changes the core asks for (entering, parting, markers)."""
+    for subscribe, topic in core.take_subscriptions():
+        sub.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
