@@ -52,8 +52,12 @@ class RunningBroker:
 
 
 @pytest.fixture
-def broker(ctx: zmq.Context[zmq.Socket[bytes]]) -> Iterator[RunningBroker]:
-    running = RunningBroker(ctx)
+def broker(
+    ctx: zmq.Context[zmq.Socket[bytes]], request: pytest.FixtureRequest
+) -> Iterator[RunningBroker]:
+    """A broker with the default config, or ``@pytest.mark.broker(**config)``'s."""
+    marker = request.node.get_closest_marker("broker")
+    running = RunningBroker(ctx, **(marker.kwargs if marker else {}))
     yield running
     running.stop()
 

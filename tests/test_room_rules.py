@@ -10,8 +10,11 @@ from datetime import UTC, datetime
 import pytest
 
 from zchat import protocol as p
+from zchat.broker.limits import RateLimit
 from zchat.broker.rules import Actions, BrokerRules
 from zchat.broker.store import HistoryStore
+
+UNLIMITED = RateLimit(rate=0)  # these tests send far more than a person would
 
 TS = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
 ALLOWED = "use only letters, digits, '_', '-' and '.'"
@@ -89,7 +92,7 @@ def store() -> Iterator[HistoryStore]:
 
 @pytest.fixture
 def rules(store: HistoryStore) -> BrokerRules:
-    return BrokerRules("epoch1", store=store, clock=lambda: TS)
+    return BrokerRules("epoch1", store=store, clock=lambda: TS, limit=UNLIMITED)
 
 
 # --- enter --------------------------------------------------------------------------
@@ -509,7 +512,7 @@ def test_history_of_a_room_never_seen_is_an_empty_answer(rules: BrokerRules) -> 
 def test_history_request_reports_pruned_events_as_lost() -> None:
     store = HistoryStore(":memory:", retention=10)
     try:
-        rules = BrokerRules("epoch1", store=store, clock=lambda: TS)
+        rules = BrokerRules("epoch1", store=store, clock=lambda: TS, limit=UNLIMITED)
         alice = Peer("Alice", 1)
         joined(rules, alice)
         for seq in range(2, 522):

@@ -210,6 +210,7 @@ def test_history_command(make_client: MakeClient) -> None:
     assert all(m.replayed for m in lines)
 
 
+@pytest.mark.broker(rate=0)  # 60 lines at once: past the default flood limit
 def test_late_joiner_gets_recent_history_then_live_without_gap_or_duplicate(
     make_client: MakeClient,
 ) -> None:
@@ -253,7 +254,7 @@ def test_history_and_sequence_survive_a_broker_restart(
 def test_a_slow_reader_ends_with_every_line_in_order(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
     """The broker drops lines for a reader whose queue is full (PUB semantics); the
     reader, drained later, sees the gaps and fills them from history, in order."""
-    running = RunningBroker(ctx, sndhwm=20)
+    running = RunningBroker(ctx, sndhwm=20, rate=0)
     try:
         slow = Client("Slow", port=running.port, context=ctx)
         slow._sub.setsockopt(zmq.RCVHWM, 20)  # small queues, so that lines are dropped

@@ -55,6 +55,53 @@ def rooms_option(help: str) -> Callable[[F], F]:
     )
 
 
+def secure_options(f: F) -> F:
+    """--secure, --server-key and --key, for the commands that connect to a broker."""
+    f = click.option(
+        "--key",
+        envvar="ZCHAT_KEY",
+        help="Secure mode: your key pair (env ZCHAT_KEY). Default: NAME.key_secret.",
+    )(f)
+    f = click.option(
+        "--server-key",
+        envvar="ZCHAT_SERVER_KEY",
+        default="broker.key",
+        show_default=True,
+        help="Secure mode: the broker's public key file (env ZCHAT_SERVER_KEY).",
+    )(f)
+    return click.option(
+        "--secure", is_flag=True, help="Connect with CURVE keys to a broker in secure mode."
+    )(f)
+
+
+def load_keys(secure: bool, server_key: str, key: str | None, name: str | None) -> Any:
+    """The transport.Keys to connect with, or None in open mode."""
+    if not secure:
+        if key is not None:
+            raise Failure("--key is for secure mode: add --secure")
+        return None
+    from zchat.client.transport import Keys
+    from zchat.errors import ConfigError
+
+    if key is None:
+        if name is None:
+            raise Failure("secure mode needs your key: --key NAME.key_secret")
+        key = f"{name}.key_secret"
+    try:
+        return Keys.from_files(server_key, key)
+    except ConfigError as exc:
+        raise Failure(str(exc)) from None
+
+
+def name_from_key(name: str | None, secure: bool, key: str | None) -> str | None:
+    """In secure mode a name is the key's: --key alice.key_secret means Alice."""
+    if name is None and secure and key is not None:
+        from pathlib import Path
+
+        return Path(key).name.removesuffix(".key_secret")
+    return name
+
+
 time_format_option = click.option(
     "--time-format",
     type=click.Choice(["time", "full", "none"]),
@@ -93,11 +140,62 @@ def main() -> None:
     show_default=True,
     help="How much the broker logs to stderr.",
 )
-def broker(host: str, port: int, db: str | None, retention: int, log_level: str) -> None:
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Secure mode: CURVE encryption, and only the users whose keys are in --keys.",
+)
+@click.option(
+    "--keys",
+    "keys_dir",
+    default="keys",
+    show_default=True,
+    help="Secure mode: folder with broker.key_secret, users/NAME.key and an optional admins file.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Requests a second each session may send, sustained; 0 for no limit.",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Requests each session may send at once, before --rate applies.",
+)
+@click.option(
+    "--send-queue",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Messages queued for each reader; a reader further behind loses live lines "
+    "and fills them in from history.",
+)
+@click.option(
+    "--admin-socket",
+    help="The operator's socket file for `zchat admin`. "
+    "Default: $XDG_RUNTIME_DIR/zchat/admin-PORT.sock (or /tmp/zchat-UID/...).",
+)
+def broker(
+    host: str,
+    port: int,
+    db: str | None,
+    retention: int,
+    log_level: str,
+    secure: bool,
+    keys_dir: str,
+    rate: float,
+    burst: int,
+    send_queue: int,
+    admin_socket: str | None,
+) -> None:
     """Run the broker: every client connects here. Stop it with Ctrl-C."""
     import signal
 
-    from zchat.broker.server import Broker, BrokerConfig
+    from zchat.broker.server import Broker, BrokerConfig, warn_if_exposed
     from zchat.broker.store import default_path
     from zchat.errors import ConfigError
 
@@ -108,8 +206,21 @@ def broker(host: str, port: int, db: str | None, retention: int, log_level: str)
         stream=sys.stderr,
     )
     try:
-        path = db or str(default_path())
-        server = Broker(BrokerConfig(host=host, port=port, db=path, retention=retention))
+        config = BrokerConfig(
+            host=host,
+            port=port,
+            db=db or str(default_path()),
+            retention=retention,
+            rate=rate,
+            burst=burst,
+            sndhwm=send_queue,
+            keys=keys_dir if secure else None,
+            admin_socket=admin_socket or "",
+        )
+        warning = warn_if_exposed(config)
+        if warning:
+            logging.getLogger("zchat.broker").warning(warning)
+        server = Broker(config)
     except ConfigError as exc:
         raise StartFailure(str(exc)) from None
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -149,6 +260,7 @@ def _ask_name() -> str:
     show_default=True,
     help="Seconds to wait for the broker before giving up.",
 )
+@secure_options
 def join(
     name: str | None,
     host: str,
@@ -157,6 +269,9 @@ def join(
     history: int,
     time_format: str,
     connect_timeout: float,
+    secure: bool,
+    server_key: str,
+    key: str | None,
 ) -> None:
     """Join the chat. Type to talk; /help lists the commands.
 
@@ -167,6 +282,7 @@ def join(
     from zchat.protocol import check_name, check_room
 
     interactive = sys.stdin.isatty()
+    name = name_from_key(name, secure, key)
     if name is None:
         if not interactive:
             raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
@@ -176,7 +292,8 @@ def join(
         checked = tuple(check_room(r) for r in rooms)
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
-    config = TerminalConfig(name, host, port, checked, history, time_format, connect_timeout)
+    keys = load_keys(secure, server_key, key, name)
+    config = TerminalConfig(name, host, port, checked, history, time_format, connect_timeout, keys)
     sys.exit(run(config, interactive))
 
 
@@ -191,8 +308,17 @@ def join(
     type=click.IntRange(min=1),
     help="Stop after this many lines (system notices included).",
 )
+@secure_options
 def listen(
-    host: str, port: int, rooms: tuple[str, ...], as_json: bool, time_format: str, count: int | None
+    host: str,
+    port: int,
+    rooms: tuple[str, ...],
+    as_json: bool,
+    time_format: str,
+    count: int | None,
+    secure: bool,
+    server_key: str,
+    key: str | None,
 ) -> None:
     """Print what is said in rooms, without joining: no name needed, invisible in /who.
 
@@ -209,10 +335,11 @@ def listen(
         checked = [check_room(room) for room in rooms]
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
+    keys = load_keys(secure, server_key, key, None)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shown = 0
     try:
-        with Listener(host, port, checked) as ears:
+        with Listener(host, port, checked, keys=keys) as ears:
             where = ", ".join(f"#{room}" for room in checked)
             click.echo(
                 f"listening to {where} on {ears.endpoints.describe()} (Ctrl-C stops)", err=True
@@ -230,7 +357,7 @@ def listen(
 
 @main.command()
 @click.argument("text", required=False)
-@click.option("--name", envvar="ZCHAT_NAME", required=True, help="Who speaks (env ZCHAT_NAME).")
+@click.option("--name", envvar="ZCHAT_NAME", help="Who speaks (env ZCHAT_NAME).")
 @host_option("Broker address (env ZCHAT_HOST).")
 @port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
 @click.option("--room", default="general", show_default=True, help="Room to speak in.")
@@ -241,7 +368,18 @@ def listen(
     show_default=True,
     help="Seconds to wait for the broker, and then for each line's confirmation.",
 )
-def send(text: str | None, name: str, host: str, port: int, room: str, timeout: float) -> None:
+@secure_options
+def send(
+    text: str | None,
+    name: str | None,
+    host: str,
+    port: int,
+    room: str,
+    timeout: float,
+    secure: bool,
+    server_key: str,
+    key: str | None,
+) -> None:
     """Say TEXT (or each line of stdin) in a room, and exit once the broker confirms.
 
     Joins under --name for the time it takes, so the name must be free. Exit code 0
@@ -249,12 +387,16 @@ def send(text: str | None, name: str, host: str, port: int, room: str, timeout: 
     from zchat.client.sync import Client
     from zchat.errors import InvalidInput, ZchatError
 
+    name = name_from_key(name, secure, key)
+    if name is None:
+        raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
+    keys = load_keys(secure, server_key, key, name)
     lines = [text] if text is not None else [line.rstrip("\r\n") for line in sys.stdin]
     lines = [line for line in lines if line.strip()]
     if not lines:
         raise Failure("nothing to send: give TEXT or lines on stdin")
     try:
-        client = Client(name, host, port, rooms=[room], history=0)
+        client = Client(name, host, port, rooms=[room], history=0, keys=keys)
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
     try:
@@ -356,3 +498,119 @@ def bench(
     else:
         for line in result.lines():
             click.echo(line)
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    help="Folder to write NAME.key and NAME.key_secret into.",
+)
+def keygen(name: str, directory: str) -> None:
+    """Make a key pair for secure mode: NAME.key (public) and NAME.key_secret.
+
+    Keep NAME.key_secret to yourself. A user gives NAME.key to the broker's operator,
+    who copies it into the broker's keys/users folder; the broker's own pair is made
+    with `zchat keygen broker --dir keys`, and its broker.key is given to the users."""
+    from zchat.errors import ConfigError
+    from zchat.keys import keygen as make
+
+    try:
+        public, secret = make(name, directory)
+    except ConfigError as exc:
+        raise Failure(str(exc)) from None
+    click.echo(f"wrote {public} (public: give it out) and {secret} (secret: keep it)")
+
+
+@main.group()
+@port_option("The broker's port (env ZCHAT_PORT): it names the admin socket.", 1)
+@click.option("--admin-socket", help="The broker's admin socket file, if it was given one.")
+@click.pass_context
+def admin(ctx: click.Context, port: int, admin_socket: str | None) -> None:
+    """Kick, ban and list users of a broker running on this machine, as its owner."""
+    from pathlib import Path
+
+    from zchat.admin import default_path
+
+    ctx.obj = Path(admin_socket) if admin_socket else default_path(port)
+
+
+def _admin(ctx: click.Context, op: str, **args: str) -> dict[str, Any]:
+    from zchat.admin import AdminError, request
+
+    try:
+        return request(ctx.obj, op, args)
+    except AdminError as exc:
+        raise Failure(str(exc)) from None
+
+
+@admin.command("kick")
+@click.argument("name")
+@click.argument("reason", required=False, default="")
+@click.pass_context
+def admin_kick(ctx: click.Context, name: str, reason: str) -> None:
+    """End NAME's session, telling them REASON. They may join again."""
+    click.echo(_admin(ctx, "kick", name=name, reason=reason)["text"])
+
+
+@admin.command("ban")
+@click.argument("name")
+@click.argument("reason", required=False, default="")
+@click.pass_context
+def admin_ban(ctx: click.Context, name: str, reason: str) -> None:
+    """Kick NAME and refuse them until unbanned (kept across restarts)."""
+    click.echo(_admin(ctx, "ban", name=name, reason=reason)["text"])
+
+
+@admin.command("unban")
+@click.argument("name")
+@click.pass_context
+def admin_unban(ctx: click.Context, name: str) -> None:
+    """Let NAME join again."""
+    click.echo(_admin(ctx, "unban", name=name)["text"])
+
+
+@admin.command("who")
+@click.pass_context
+def admin_who(ctx: click.Context) -> None:
+    """Everyone connected: name, rooms, address, time connected."""
+    users = _admin(ctx, "who")["data"]
+    if not users:
+        click.echo("nobody is here")
+    for user in users:
+        rooms = " ".join(f"#{room}" for room in user["rooms"]) or "-"
+        admin_mark = " (admin)" if user["admin"] else ""
+        click.echo(
+            f"{user['name']}{admin_mark}  {rooms}  from {user['peer']}  {user['seconds']:g} s"
+        )
+
+
+@admin.command("bans")
+@click.pass_context
+def admin_bans(ctx: click.Context) -> None:
+    """The banned names, who banned them, when and why."""
+    bans = _admin(ctx, "bans")["data"]
+    if not bans:
+        click.echo("nobody is banned")
+    for ban in bans:
+        why = f": {ban['reason']}" if ban["reason"] else ""
+        click.echo(f"{ban['name']}  banned by {ban['by']} at {ban['ts']}{why}")
+
+
+@admin.command("stats")
+@click.pass_context
+def admin_stats(ctx: click.Context) -> None:
+    """Sessions, rooms, and frames dropped by kind, as JSON."""
+    import json
+
+    click.echo(json.dumps(_admin(ctx, "stats")["data"], sort_keys=True))
+
+
+@admin.command("reload")
+@click.pass_context
+def admin_reload(ctx: click.Context) -> None:
+    """Secure mode: read the keys folder again (new, replaced, withdrawn keys, admins)."""
+    click.echo(_admin(ctx, "reload")["text"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from zchat import protocol as p
+from zchat.broker.limits import Bucket
 
 
 @dataclass
@@ -15,6 +16,11 @@ class Session:
     rooms: list[str]
     peer: str
     last_seen: float
+    bucket: Bucket
+    user: str | None = None  # in secure mode: the name of the key it connected with
+    admin: bool = False  # may kick, ban and unban (secure mode)
+    since: float = 0.0  # when it joined
+    suspect: float | None = None  # when its inbox may have been lost (secure mode)
     waiting: list[p.Enter] = field(default_factory=list)  # enters whose marker has not come
 
 

@@ -23,6 +23,12 @@ Design rules this module enforces:
   before sending), so history and live lines never disagree.
 * Bad frames are dropped and counted; they never stop the broker. A bad request from
   a known session is answered on its inbox.
+* Each session has a token bucket (limits.py): requests past it are dropped, and the
+  sender is told once per burst.
+* In secure mode every frame comes with the name of the key that sent it (``user``,
+  from the ZAP handler). A session's name is its key's name; its requests are taken
+  only from that key; an inbox (and its markers) belongs to the key that subscribed
+  to it first, and no other key's subscription to it is applied or heeded.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from zchat import protocol as p
+from zchat.broker.limits import Bucket, RateLimit
 from zchat.broker.presence import Presence, Room, Session
 from zchat.broker.store import HistoryStore
 from zchat.errors import InvalidInput, ProtocolError
@@ -56,6 +63,10 @@ MAX_WAITING_ENTERS = 8  # per session
 MAX_MARKERS = 32  # marker subscriptions remembered per inbox
 # For this long after a room's last event, each heartbeat carries the room's last seq.
 TAIL_SECONDS = 10.0
+# Secure mode: a session whose inbox unsubscription may have come from another key's
+# refused subscription is ended only if it has not been heard of for this long.
+SUSPECT_SECONDS = 3.0
+OPERATOR = "the operator"  # who kicks and bans through `zchat admin`
 
 
 @dataclass
@@ -87,6 +98,7 @@ class _Pending:
     since: float
     join: p.Join
     peer: str
+    user: str | None
 
 
 class BrokerRules:
@@ -95,8 +107,16 @@ class BrokerRules:
         epoch: str,
         store: HistoryStore | None = None,
         clock: Callable[[], datetime] | None = None,
+        *,
+        secure: bool = False,
+        admins: frozenset[str] = frozenset(),
+        limit: RateLimit | None = None,
     ) -> None:
         self.epoch = epoch
+        self.secure = secure
+        self.admins = admins  # lower-case names (secure mode)
+        self.allowed: frozenset[str] | None = None  # lower-case names with a key (secure)
+        self.limit = limit or RateLimit()
         self.store = store or HistoryStore()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.presence = Presence()
@@ -108,6 +128,8 @@ class BrokerRules:
         self._suppressed: Counter[str] = Counter()
         self._busy: dict[str, tuple[float, int]] = {}  # room -> (time, seq) of its last event
         self._now = 0.0  # the time of the frame being handled
+        self._owners: dict[str, str] = {}  # secure mode: inbox -> the key's user name
+        self._foreign: Counter[str] = Counter()  # inbox -> other keys' refused subscriptions
 
     # --- queries ----------------------------------------------------------------------
 
@@ -122,7 +144,10 @@ class BrokerRules:
 
     # --- the in-socket -----------------------------------------------------------------
 
-    def on_inbound(self, frames: list[bytes], peer: str | None, now: float) -> Actions:
+    def on_inbound(
+        self, frames: list[bytes], peer: str | None, now: float, user: str | None = None
+    ) -> Actions:
+        """One frame from the in-socket; ``user`` is its key's name in secure mode."""
         self._now = now
         actions = Actions()
         try:
@@ -131,11 +156,16 @@ class BrokerRules:
             self._drop(exc.code, f"{exc} (from {peer or 'unknown peer'})", now)
             return actions
         if isinstance(msg, p.Join):
-            self._on_join(msg, peer or "?", now, actions)
+            self._on_join(msg, peer or "?", now, actions, user)
             return actions
         session = self.presence.by_secret.get(msg.secret)
+        if self.secure and session is not None and session.user != user:
+            self._drop("foreign-secret", f"{session.name}'s secret used by {user!r}", now)
+            return actions
         if isinstance(msg, p.Ping):
             if session is None or session.inbox != msg.inbox:
+                if self.secure and not self._owns(msg.inbox, user):
+                    return actions
                 # The client believes in a session we do not have (we restarted, or its
                 # connection was dropped): tell it, so that it joins again.
                 text = "session unknown to this broker, join again"
@@ -149,6 +179,8 @@ class BrokerRules:
             )
             return actions
         session.last_seen = now
+        if not isinstance(msg, p.Leave) and not self._admit(session, msg, now, actions):
+            return actions
         try:
             self._dispatch(session, msg, actions)
         except Answer as answer:  # a bad request from a known sender: tell it why
@@ -176,6 +208,8 @@ class BrokerRules:
                 self.presence.forget_if_empty(room)
                 self._to_inbox(session.inbox, p.Parted(room), actions)
             case p.Nick(_, name):
+                if self.secure:
+                    raise Answer("fixed-name", "in secure mode your name is your key's name")
                 self._rename(session, name, actions)
             case p.SetTopic(_, room, text):
                 room = self._member_room(session, room)
@@ -192,11 +226,110 @@ class BrokerRules:
             case p.GetHistory(_, room, after, before, limit, id_):
                 room = _fails("bad-room", p.check_room, room)
                 self._send_history(session, room, after, before, limit, actions, id_, always=True)
+            case p.Moderate(_, op, name, reason, id_):
+                if not self.secure:
+                    raise Answer(
+                        "not-allowed",
+                        "kick, ban and unban in the chat need a broker in secure mode; "
+                        "on the broker's machine, use `zchat admin`",
+                    )
+                if not session.admin:
+                    raise Answer("not-admin", f"only admins may {op} (see the broker's keys)")
+                text, done = self.moderate(op, name, reason, session.name)
+                actions.extend(done)
+                if self.presence.by_secret.get(session.secret) is session:  # not self-kicked
+                    self._to_inbox(session.inbox, p.Done(text, id_), actions)
+
+    def _admit(self, session: Session, msg: p.ClientMessage, now: float, actions: Actions) -> bool:
+        """The session's token bucket: False if this request is dropped for flooding."""
+        bucket = session.bucket
+        if bucket.take(self.limit, now):
+            if bucket.dropped:
+                log.info("%s: %d request(s) dropped for flooding", session.name, bucket.end_burst())
+            return True
+        self.dropped["rate-limited"] += 1
+        if not bucket.told:
+            bucket.told = True
+            text = (
+                f"slow down: at most {self.limit.describe()}; "
+                "this line and the next ones are dropped until you do"
+            )
+            self._to_inbox(
+                session.inbox, p.Error("rate-limited", text, getattr(msg, "id", "")), actions
+            )
+        return False
+
+    # --- moderation (admins in chat, the operator through `zchat admin`) -----------------
+
+    def moderate(
+        self, op: str, name: str, reason: str = "", by: str = OPERATOR
+    ) -> tuple[str, Actions]:
+        """Kick, ban or unban ``name``; returns what was done, in words, and the actions.
+        Raises Answer when it cannot be done."""
+        actions = Actions()
+        name = _fails("invalid-name", p.check_name, name)
+        reason = p.clean_text(reason[: p.MAX_REASON_CHARS])
+        session = self.presence.holder(name)
+        match op:
+            case "kick":
+                if session is None:
+                    raise Answer("no-such-user", f"no user named {name!r} is here")
+                self._kick(session, by, reason, False, actions)
+                return f"{session.name} was kicked", actions
+            case "ban":
+                self.store.ban(name, reason, by, self.clock())
+                if session is None:
+                    return f"{name} is banned", actions
+                self._kick(session, by, reason, True, actions)
+                return f"{session.name} is banned, and was kicked", actions
+            case "unban":
+                if not self.store.unban(name):
+                    raise Answer("not-banned", f"{name!r} is not banned")
+                return f"{name} is no longer banned", actions
+        raise Answer("bad-request", f"unknown moderation {op!r}")
+
+    def _kick(self, session: Session, by: str, reason: str, banned: bool, actions: Actions) -> None:
+        self._to_inbox(session.inbox, p.Kicked(by, reason, banned), actions)
+        verb = "banned" if banned else "kicked"
+        self._end(session, f"{verb} by {by}: {reason}" if reason else f"{verb} by {by}", actions)
+
+    def withdraw(self) -> Actions:
+        """After the keys were reloaded: end the sessions whose key is gone, and give or
+        take admin rights as the admins list now says."""
+        actions = Actions()
+        for session in self.sessions:
+            if self.allowed is not None and session.name.lower() not in self.allowed:
+                self._kick(session, OPERATOR, "key withdrawn", False, actions)
+            else:
+                session.admin = session.name.lower() in self.admins
+        return actions
+
+    def who(self, now: float) -> list[dict[str, object]]:
+        """Everyone here, for the operator."""
+        return [
+            {
+                "name": s.name,
+                "rooms": list(s.rooms),
+                "peer": s.peer,
+                "seconds": round(now - s.since, 1),
+                "admin": s.admin,
+                "key": s.user is not None,
+            }
+            for s in sorted(self.presence.by_secret.values(), key=lambda s: s.name.lower())
+        ]
 
     # --- joining and leaving -------------------------------------------------------------
 
-    def _on_join(self, msg: p.Join, peer: str, now: float, actions: Actions) -> None:
+    def _on_join(
+        self, msg: p.Join, peer: str, now: float, actions: Actions, user: str | None
+    ) -> None:
         session = self.presence.by_secret.get(msg.secret)
+        if self.secure and not self._owns(msg.inbox, user):
+            self._drop("foreign-inbox", f"join by {user!r} names another key's inbox", now)
+            return
+        if self.secure and session is not None and session.user != user:
+            self._drop("foreign-secret", f"{session.name}'s secret used by {user!r}", now)
+            return
         if session is not None and session.inbox == msg.inbox:
             # a repeated JOIN (the WELCOME was slow): answer it again, announce nothing
             self._to_inbox(msg.inbox, self._welcome(session), actions)
@@ -206,7 +339,9 @@ class BrokerRules:
             return
         if len(self._pending) >= MAX_PENDING:
             del self._pending[next(iter(self._pending))]
-        self._pending[msg.inbox] = _Pending(now, msg, peer)
+        self._pending[msg.inbox] = _Pending(now, msg, peer, user)
+        if user is not None:
+            self._owners[msg.inbox] = user
         self._complete(msg.inbox, actions)
 
     def _complete(self, inbox: str, actions: Actions) -> None:
@@ -222,15 +357,22 @@ class BrokerRules:
         try:
             name = _fails("invalid-name", p.check_name, join.name)
             rooms = list(dict.fromkeys(_fails("invalid-room", p.check_room, r) for r in join.rooms))
+            name = self._may_join(name, pending.user)
         except Answer as answer:
             self._to_inbox(inbox, p.Refused(answer.code, answer.text), actions)
+            log.info("refused %s from %s: %s", join.name, pending.peer, answer.code)
             return
         if self.presence.holder(name) is not None:
             refusal = p.Refused("name-taken", f"name {name.lower()!r} is taken")
             self._to_inbox(inbox, refusal, actions)
             log.info("refused %s from %s: name taken", name, pending.peer)
             return
-        session = Session(name, join.secret, inbox, [], pending.peer, pending.since)
+        bucket = Bucket.full(self.limit, pending.since)
+        admin = self.secure and name.lower() in self.admins
+        session = Session(
+            name, join.secret, inbox, [], pending.peer, pending.since, bucket, pending.user, admin,
+            since=pending.since,
+        )  # fmt: skip
         self.presence.add(session)
         for room in rooms:
             self._room(room)
@@ -246,6 +388,23 @@ class BrokerRules:
         for room in rooms:
             self._publish(p.Joined(room, 0, ts, name), actions)
         log.info("%s joined from %s", name, session.peer)
+
+    def _may_join(self, name: str, user: str | None) -> str:
+        """The name a JOIN gets: in secure mode, its key's. Raises Answer if banned."""
+        if self.secure:
+            if user is None or name.lower() != user.lower():
+                raise Answer(
+                    "not-your-name",
+                    f"your key is {user}'s: join as {user}" if user else "no key: join again",
+                )
+            name = user
+            if self.allowed is not None and name.lower() not in self.allowed:
+                raise Answer("key-withdrawn", f"the key of {name} was withdrawn by the operator")
+        ban = self.store.ban_of(name)
+        if ban is not None:
+            why = f": {ban.reason}" if ban.reason else ""
+            raise Answer("banned", f"{name} is banned from this chat by {ban.by}{why}")
+        return name
 
     def _on_enter(self, session: Session, msg: p.Enter, actions: Actions) -> None:
         room = _fails("bad-room", p.check_room, msg.room)
@@ -277,7 +436,9 @@ class BrokerRules:
 
     # --- the out-socket's subscriptions --------------------------------------------------
 
-    def on_subscription(self, data: bytes, now: float) -> Actions:
+    def on_subscription(self, data: bytes, now: float, user: str | None = None) -> Actions:
+        """One (un)subscription from the out-socket; ``user`` is its key's name in secure
+        mode (None when libzmq made it up for a closed connection)."""
         self._now = now
         actions = Actions()
         if not data or data[0] not in (0, 1):
@@ -290,20 +451,33 @@ class BrokerRules:
         elif p.INBOX_PREFIX.startswith(topic) or topic.startswith(p.INBOX_PREFIX):
             inbox, marker = p.inbox_of_topic(topic), p.marker_of_topic(topic)
             if marker is not None:
+                if self.secure and not self._owns(marker[0], user):
+                    self._drop("foreign-inbox", f"{user!r} marks another key's inbox", now)
+                    return actions
                 self._on_marker(*marker, subscribe, now, actions)  # never applied
             elif inbox is None:
                 self._drop("subscription", f"refused subscription to {topic[:40]!r}", now)
             elif subscribe:
+                if self.secure and not self._owns(inbox, user):
+                    if len(self._foreign) < MAX_PENDING:
+                        self._foreign[inbox] += 1
+                    self._drop("foreign-inbox", f"{user!r} asked for another key's inbox", now)
+                    return actions
                 if inbox not in self._subscribed and len(self._subscribed) >= MAX_PENDING:
                     self._drop("subscription", "too many inbox subscriptions", now)
                     return actions
                 change.append(topic)
                 self._subscribed.add(inbox)
+                if user is not None:
+                    self._owners[inbox] = user
                 self._complete(inbox, actions)
             else:
-                change.append(topic)
+                change.append(topic)  # applies to the unsubscribing connection only
+                if self.secure and not self._owner_leaves(inbox, user, now):
+                    return actions
                 self._subscribed.discard(inbox)
                 self._markers.pop(inbox, None)
+                self._owners.pop(inbox, None)
                 session = self.presence.by_inbox.get(inbox)
                 if session is not None:
                     silent = now - session.last_seen > SILENT_SECONDS
@@ -311,6 +485,27 @@ class BrokerRules:
         else:
             change.append(topic)
         return actions
+
+    def _owns(self, inbox: str, user: str | None) -> bool:
+        """Secure mode: may ``user`` use this inbox (nobody else has it)?"""
+        owner = self._owners.get(inbox)
+        return user is not None and (owner is None or owner == user)
+
+    def _owner_leaves(self, inbox: str, user: str | None, now: float) -> bool:
+        """Secure mode: is this unsubscription of an inbox its owner's? A closed
+        connection's unsubscriptions carry no key, and libzmq makes them for refused
+        subscriptions too: if another key was refused this inbox, the session is only
+        suspected, and ended if it stays silent (expire)."""
+        if user is not None:
+            return self._owns(inbox, user)
+        if self._foreign[inbox] <= 0:
+            self._foreign.pop(inbox, None)
+            return True
+        self._foreign[inbox] -= 1
+        session = self.presence.by_inbox.get(inbox)
+        if session is not None:
+            session.suspect = now
+        return False
 
     def _on_marker(
         self, inbox: str, mark: str, subscribe: bool, now: float, actions: Actions
@@ -361,17 +556,31 @@ class BrokerRules:
         notice = p.Shutdown(self.epoch, self.clock(), text)
         return Actions(publish=[p.encode_server(p.SYS_TOPIC, notice)])
 
-    def expire(self, now: float) -> None:
-        """Forget JOINs whose inbox subscription never came; report suppressed warnings."""
+    def expire(self, now: float) -> Actions:
+        """Forget JOINs whose inbox subscription never came; end suspected sessions that
+        stayed silent; report suppressed warnings."""
+        actions = Actions()
+        for session in list(self.presence.by_secret.values()):
+            if session.suspect is None:
+                continue
+            if session.last_seen > session.suspect:
+                session.suspect = None  # heard from since: it was someone else's connection
+            elif now - session.suspect > SUSPECT_SECONDS:
+                self._subscribed.discard(session.inbox)
+                self._owners.pop(session.inbox, None)
+                self._end(session, "connection lost", actions)
         for inbox, pending in list(self._pending.items()):
             if now - pending.since > PENDING_JOIN_SECONDS:
                 del self._pending[inbox]
+                if inbox not in self._subscribed:
+                    self._owners.pop(inbox, None)
                 log.debug("join of %r expired: its subscription never arrived", pending.join.name)
         for code, count in list(self._suppressed.items()):
             if now - self._last_warning.get(code, 0.0) >= WARN_EVERY_SECONDS:
                 log.warning("dropped %d more bad frame(s) of kind %r", count, code)
                 del self._suppressed[code]
                 self._last_warning[code] = now
+        return actions
 
     # --- internals -------------------------------------------------------------------------
 

@@ -1,27 +1,35 @@
-"""The broker's socket loop: one PULL in, one XPUB out, one poll loop, no threads.
+"""The broker's socket loop: one PULL in, one XPUB out, one poll loop.
 
 Everything the broker decides is in rules.py; this module only moves frames between
-the sockets and the rules, keeps the heartbeat clock, and stops cleanly.
+the sockets and the rules, keeps the heartbeat clock, answers the operator on the
+admin socket, and stops cleanly. In secure mode a ZAP handler (security.py) runs in
+a thread of its own and hands each frame's key name to the rules.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import secrets
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
 
+from zchat import admin
 from zchat import protocol as p
-from zchat.broker.rules import Actions, BrokerRules
+from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, RateLimit
+from zchat.broker.rules import Actions, Answer, BrokerRules
+from zchat.broker.security import KeyAuthenticator
 from zchat.broker.store import DEFAULT_RETENTION, HistoryStore
 from zchat.errors import ConfigError
+from zchat.keys import KeyRing, load_keyring
 
 log = logging.getLogger("zchat.broker")
 
@@ -42,29 +50,75 @@ class BrokerConfig:
     sndhwm: int = 10_000  # per-subscriber queue on the out-socket
     db: str = ":memory:"  # the history database; ":memory:" keeps nothing
     retention: int = DEFAULT_RETENTION  # events kept per room
+    rate: float = DEFAULT_RATE  # requests a second per session (0: no limit)
+    burst: int = DEFAULT_BURST  # requests at once per session
+    keys: str | None = None  # secure mode: the keys folder (keys.py)
+    admin_socket: str = ""  # the operator's socket file; "" for admin.default_path(port)
+
+    def check(self) -> None:
+        if self.sndhwm < 1:
+            raise ConfigError("the send queue must hold at least 1 message (it is never unlimited)")
+        if self.rate < 0 or self.burst < 1:
+            raise ConfigError("the rate must be 0 (no limit) or more, and the burst at least 1")
+
+
+def warn_if_exposed(config: BrokerConfig) -> str | None:
+    """What an open-mode broker on a non-loopback address exposes, or None."""
+    if config.keys is not None or _loopback(config.host):
+        return None
+    return (
+        f"open mode on {config.host}: anyone who can reach ports {config.port or 'N'} and "
+        f"{config.port + 1 if config.port else 'N+1'} can read every room, join under any "
+        "free name and speak, and nothing is encrypted. Use --secure --keys DIR "
+        "(see SECURITY.md)"
+    )
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 class Broker:
     """Bind with ``Broker(config)``; ``run()`` serves until ``stop()`` (any thread)."""
 
     def __init__(self, config: BrokerConfig, context: zmq.Context[zmq.Socket[bytes]] | None = None):
+        config.check()
         self.config = config
         self.epoch = secrets.token_hex(8)
+        keyring = load_keyring(config.keys) if config.keys is not None else None
         self.store = HistoryStore(config.db, config.retention)
-        self.rules = BrokerRules(self.epoch, self.store)
-        self._ctx = context or zmq.Context.instance()
+        self.rules = BrokerRules(
+            self.epoch,
+            self.store,
+            secure=keyring is not None,
+            limit=RateLimit(config.rate, config.burst),
+        )
+        # A secure broker's ZAP handler serves its whole context: it gets one of its own.
+        self._own_ctx = keyring is not None or context is None
+        self._ctx = zmq.Context() if keyring is not None else context or zmq.Context()
+        self._auth: KeyAuthenticator | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stopping = False
         self._in: zmq.Socket[bytes] = self._ctx.socket(zmq.PULL)
         self._out: zmq.Socket[bytes] = self._ctx.socket(zmq.XPUB)
-        self._configure()
+        self._admin: zmq.Socket[bytes] = self._ctx.socket(zmq.REP)
+        self.admin_path = Path()
         try:
+            if keyring is not None:
+                self._auth = KeyAuthenticator(self._ctx, keyring)
+                self._use_keys(keyring)
+            self._configure()
             self.port = self._bind()
+            self.admin_path = self._bind_admin()
         except BaseException:
             self.close()
             raise
+
+    @property
+    def secure(self) -> bool:
+        return self._auth is not None
 
     @property
     def in_endpoint(self) -> str:
@@ -78,10 +132,18 @@ class Broker:
         host = self.config.host
         return f"[{host}]" if ":" in host else host
 
+    def _use_keys(self, keyring: KeyRing) -> None:
+        self.rules.admins = keyring.admins
+        self.rules.allowed = frozenset(name.lower() for name in keyring.users.values())
+
     def _configure(self) -> None:
         ivl = int(self.config.zmtp_heartbeat_ivl * 1000)
         timeout = int(self.config.zmtp_heartbeat_timeout * 1000)
+        self._admin.setsockopt(zmq.LINGER, 0)
+        self._admin.setsockopt(zmq.MAXMSGSIZE, admin.MAX_REQUEST_BYTES)
         for sock in (self._in, self._out):
+            if self._auth is not None:
+                self._auth.secure(sock)
             sock.setsockopt(zmq.LINGER, int(self.config.linger * 1000))
             if ":" in self.config.host:
                 sock.setsockopt(zmq.IPV6, 1)
@@ -123,6 +185,17 @@ class Broker:
                 ) from None
             raise ConfigError(f"cannot listen on {self.config.host}:{port}: {exc}") from None
 
+    def _bind_admin(self) -> Path:
+        path = Path(self.config.admin_socket) if self.config.admin_socket else None
+        path = path or admin.default_path(self.port)
+        try:
+            admin.private_folder(path)
+            self._admin.bind(f"ipc://{path}")
+            path.chmod(0o600)
+        except (OSError, zmq.ZMQError) as exc:
+            raise ConfigError(f"cannot make the admin socket {path}: {exc}") from None
+        return path
+
     def stop(self) -> None:
         """Ask ``run()`` to finish; safe from another thread or a signal handler."""
         self._stopping = True
@@ -133,14 +206,17 @@ class Broker:
     def run(self) -> None:
         log.info(
             "zchat broker listening: in %s (clients PUSH here), out %s (clients SUB here); "
-            "history in %s",
+            "history in %s; %s; admin socket %s",
             self.in_endpoint,
             self.out_endpoint,
             self.config.db,
+            "secure mode (CURVE)" if self.secure else "open mode",
+            self.admin_path,
         )
         poller = zmq.Poller()
         poller.register(self._in, zmq.POLLIN)
         poller.register(self._out, zmq.POLLIN)
+        poller.register(self._admin, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         interval = self.config.heartbeat_interval
         next_beat = time.monotonic()
@@ -149,7 +225,7 @@ class Broker:
                 now = time.monotonic()
                 if now >= next_beat:
                     self._apply(self.rules.heartbeat(now))
-                    self.rules.expire(now)
+                    self._apply(self.rules.expire(now))
                     next_beat = now + interval
                 timeout_ms = max(0, int((next_beat - now) * 1000) + 1)
                 ready = dict(poller.poll(timeout_ms))
@@ -157,6 +233,8 @@ class Broker:
                     self._drain_subscriptions()
                 if self._in in ready:
                     self._drain_inbound()
+                if self._admin in ready:
+                    self._serve_admin()
             self._apply(self.rules.shutdown())
             log.info("broker stopped")
         finally:
@@ -165,11 +243,13 @@ class Broker:
     def _drain_subscriptions(self) -> None:
         for _ in range(BATCH):
             try:
-                data = self._out.recv(zmq.NOBLOCK)
+                frame = self._out.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             # apply before the next recv: XPUB_MANUAL applies to the last sender only
-            self._apply(self._guarded(self.rules.on_subscription, data, time.monotonic()))
+            now = time.monotonic()
+            user = self._user(frame)
+            self._apply(self._guarded(self.rules.on_subscription, frame.bytes, now, user))
 
     def _drain_inbound(self) -> None:
         # one commit for the whole batch, before any of it is published
@@ -184,8 +264,75 @@ class Broker:
             except zmq.ZMQError:
                 peer = None
             payload = [f.bytes for f in frames]
-            batch.extend(self._guarded(self.rules.on_inbound, payload, peer, time.monotonic()))
+            user = self._user(frames[0])
+            now = time.monotonic()
+            batch.extend(self._guarded(self.rules.on_inbound, payload, peer, now, user))
         self._apply(batch)
+
+    def _user(self, frame: zmq.Frame) -> str | None:
+        """The name of the key a frame came with (secure mode), from the ZAP handler.
+        Frames libzmq makes up for a closed connection have none."""
+        if self._auth is None:
+            return None
+        try:
+            return str(frame.get("User-Id"))
+        except zmq.ZMQError:
+            return None
+
+    def _serve_admin(self) -> None:
+        """One request from the operator; a REP socket must answer every one."""
+        try:
+            data = self._admin.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            request = admin.parse(data)
+            reply = self._admin_reply(request)
+        except (ValueError, ConfigError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except Answer as answer:
+            reply = {"ok": False, "error": answer.text}
+        except Exception as exc:
+            log.exception("admin request failed")
+            reply = {"ok": False, "error": f"the broker failed: {exc}"}
+        self._admin.send(json.dumps(reply).encode("utf-8"))
+
+    def _admin_reply(self, request: dict[str, str]) -> dict[str, Any]:
+        op, name, reason = request["op"], request["name"], request["reason"]
+        if op in ("kick", "ban", "unban"):
+            text, actions = self.rules.moderate(op, name, reason)
+            self._apply(actions)
+            log.info("operator: %s", text)
+            return {"ok": True, "text": text}
+        if op == "who":
+            return {"ok": True, "data": self.rules.who(time.monotonic())}
+        if op == "bans":
+            bans = [
+                {"name": b.name, "reason": b.reason, "by": b.by, "ts": p.format_ts(b.ts)}
+                for b in self.store.bans()
+            ]
+            return {"ok": True, "data": bans}
+        if op == "stats":
+            return {"ok": True, "data": self.stats()}
+        # reload
+        if self._auth is None or self.config.keys is None:
+            return {"ok": False, "error": "reload is for a broker in secure mode (--secure)"}
+        keyring = load_keyring(self.config.keys)
+        self._auth.reload(keyring)
+        self._use_keys(keyring)
+        self._apply(self.rules.withdraw())
+        text = f"keys reloaded: {len(keyring.users)} user(s), {len(keyring.admins)} admin(s)"
+        log.info("operator: %s", text)
+        return {"ok": True, "text": text}
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self.rules.sessions),
+            "rooms": len(self.rules.presence.rooms),
+            "dropped": dict(self.rules.dropped),
+            "refused_keys": self._auth.refused if self._auth else 0,
+            "secure": self.secure,
+        }
 
     def _guarded(self, handle: Callable[..., Actions], *args: Any) -> Actions:
         """A bug must cost one frame, never the service: count it, log it, go on."""
@@ -206,9 +353,13 @@ class Broker:
             self._out.send_multipart(frames)
 
     def close(self) -> None:
-        for sock in (self._in, self._out):
+        for sock in (self._in, self._out, self._admin):
             if not sock.closed:
                 sock.close()
+        if self._auth is not None:
+            self._auth.stop()
+        if self._own_ctx:
+            self._ctx.term()
         self._wake_r.close()
         self._wake_w.close()
         self.store.close()

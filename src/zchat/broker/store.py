@@ -6,6 +6,8 @@ killed broker (kill -9) loses nothing it published, and never numbers two events
 alike. With ``synchronous=NORMAL`` a power cut may lose the last commits; the file
 stays consistent either way.
 
+Bans are kept here too, so they outlast a restart.
+
 Private messages are never stored: in open mode a name is not an identity (whoever
 takes "bob" tomorrow is not today's Bob), so no stored DM could be kept readable by its
 two parties alone.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from zchat import protocol as p
@@ -37,7 +41,22 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bans (
+    name   TEXT PRIMARY KEY,  -- lower case
+    shown  TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by     TEXT NOT NULL,
+    ts     TEXT NOT NULL
+) WITHOUT ROWID;
 """
+
+
+@dataclass(frozen=True)
+class Ban:
+    name: str
+    reason: str
+    by: str
+    ts: datetime
 
 
 def default_path() -> Path:
@@ -143,6 +162,33 @@ class HistoryStore:
         # a range asked for (a gap, a rejoin) wants all of it; "the last N" only N
         wanted = max(0, before - after - 1) if after > 0 else min(limit, max(0, before - 1))
         return events, wanted - len(events)
+
+    # --- bans -------------------------------------------------------------------------
+
+    def ban(self, name: str, reason: str, by: str, ts: datetime) -> None:
+        self._db.execute(
+            "INSERT INTO bans (name, shown, reason, by, ts) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET shown = excluded.shown, "
+            "reason = excluded.reason, by = excluded.by, ts = excluded.ts",
+            (name.lower(), name, reason, by, p.format_ts(ts)),
+        )
+        self._dirty = True
+
+    def unban(self, name: str) -> bool:
+        """Lift a ban; False if there was none."""
+        gone = self._db.execute("DELETE FROM bans WHERE name = ?", (name.lower(),)).rowcount
+        self._dirty = True
+        return gone > 0
+
+    def ban_of(self, name: str) -> Ban | None:
+        row = self._db.execute(
+            "SELECT shown, reason, by, ts FROM bans WHERE name = ?", (name.lower(),)
+        ).fetchone()
+        return Ban(row[0], row[1], row[2], p.parse_ts(row[3])) if row else None
+
+    def bans(self) -> list[Ban]:
+        rows = self._db.execute("SELECT shown, reason, by, ts FROM bans ORDER BY name")
+        return [Ban(shown, reason, by, p.parse_ts(ts)) for shown, reason, by, ts in rows]
 
     # --- transactions -----------------------------------------------------------------
 

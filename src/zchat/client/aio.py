@@ -15,6 +15,7 @@ from types import TracebackType
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
@@ -22,8 +23,10 @@ from zchat.client.transport import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     Endpoints,
+    Keys,
     apply_subscriptions,
     connect,
+    handshake_problem,
 )
 from zchat.errors import ClientClosed, NotDelivered
 from zchat.protocol import DEFAULT_HISTORY, check_room
@@ -39,9 +42,13 @@ class AsyncClient:
         *,
         history: int = DEFAULT_HISTORY,
         context: zmq.asyncio.Context | None = None,
+        keys: Keys | None = None,
     ) -> None:
-        self.core = ClientCore(name, rooms, history=history)
+        """``keys`` (transport.Keys) for a broker in secure mode."""
+        self.core = ClientCore(name, rooms, history=history, secure=keys is not None)
         self.endpoints = Endpoints(host, port)
+        self.keys = keys
+        self._monitor: zmq.asyncio.Socket | None = None
         self._ctx = context or zmq.asyncio.Context.instance()
         self._push = self._ctx.socket(zmq.PUSH)
         self._sub = self._ctx.socket(zmq.SUB)
@@ -60,7 +67,7 @@ class AsyncClient:
         """Connect and join; returns once the broker has welcomed this client."""
         if self.core.state is not State.NEW:
             raise ClientClosed("join() may be called once per AsyncClient")
-        connect(self._push, self._sub, self.endpoints, self.core)
+        self._monitor = connect(self._push, self._sub, self.endpoints, self.core, self.keys)
         self.core.start(time.monotonic(), timeout, self.endpoints.describe())
         self._pump = asyncio.get_running_loop().create_task(self._run())
         while self.core.joining:
@@ -135,6 +142,11 @@ class AsyncClient:
     async def nick(self, name: str) -> None:
         await self._submit(self.core.nick(name))
 
+    async def moderate(self, op: str, name: str, reason: str = "") -> None:
+        """Admins, in secure mode: "kick", "ban" or "unban" ``name``; the answer comes
+        as a Message."""
+        await self._submit(self.core.moderate(op, name, reason))
+
     async def set_topic(self, text: str, room: str | None = None) -> None:
         await self._submit(self.core.set_topic(room, text))
 
@@ -163,18 +175,22 @@ class AsyncClient:
             raise NotDelivered("the broker is unreachable, reconnecting…") from None
 
     async def receive(self, timeout: float | None = None) -> Message | None:
+        """The next Message; None after ``timeout`` seconds, or once the session has
+        ended for good (``core.ended``: kicked, banned) and every Message was read."""
         if self._push.closed:
             raise ClientClosed("this client is closed")
         try:
             async with asyncio.timeout(timeout):
                 while not self.core.events:
+                    if self.core.ended is not None:
+                        return None
                     await self._wait_change()
         except TimeoutError:
             return None
         return self.core.events.popleft()
 
     async def __aiter__(self) -> AsyncIterator[Message]:
-        while not self._push.closed:
+        while not self._push.closed and (self.core.events or self.core.ended is None):
             msg = await self.receive()
             if msg is not None:
                 yield msg
@@ -206,6 +222,8 @@ class AsyncClient:
     async def _run(self) -> None:
         poller = zmq.asyncio.Poller()
         poller.register(self._sub, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         while True:
             now = time.monotonic()
             if now >= self.core.deadline():
@@ -230,6 +248,9 @@ class AsyncClient:
                     except zmq.Again:
                         break
                     self.core.on_publish(frames, time.monotonic())
+            if self._monitor is not None and self._monitor in ready:
+                event = parse_monitor_message(await self._monitor.recv_multipart())
+                self.core.on_handshake(handshake_problem(event["event"], event["value"]))
             if time.monotonic() >= self.core.deadline():
                 self.core.tick(time.monotonic())
             if self.core.events or self.core.state is not State.JOINING:
@@ -243,5 +264,8 @@ class AsyncClient:
             self._pump = None
 
     def _close_sockets(self) -> None:
+        if self._monitor is not None:
+            self._sub.disable_monitor()
+            self._monitor.close()
         self._push.close()
         self._sub.close()

@@ -46,6 +46,8 @@ REJOIN_RETRY_SECONDS = 3.0  # after a refused rejoin (name briefly still held), 
 # broker sees the LEAVE before the connection drops (which would read "connection lost").
 LEAVE_WAIT_SECONDS = 1.0
 ENTER_ERRORS = frozenset({"too-many-rooms", "bad-room", "busy"})
+# Refusals of a rejoin that waiting will not change: the client stops.
+FINAL_REFUSALS = frozenset({"banned", "key-withdrawn", "not-your-name", "invalid-name"})
 
 
 class State(Enum):
@@ -71,8 +73,10 @@ class ClientCore:
         rooms: Iterable[str] = (p.DEFAULT_ROOM,),
         clock: Callable[[], datetime] | None = None,
         history: int = p.DEFAULT_HISTORY,
+        secure: bool = False,
     ) -> None:
         self.name = p.check_name(name)
+        self.secure = secure  # CURVE keys are in use
         self.rooms = list(dict.fromkeys(p.check_room(r) for r in rooms)) or [p.DEFAULT_ROOM]
         self.clock = clock or (lambda: datetime.now(UTC))
         self.history = min(history, p.MAX_HISTORY)
@@ -103,6 +107,8 @@ class ClientCore:
         self._away = False
         self._where = ""
         self._timeout = 0.0
+        self._handshake_told: set[str] = set()
+        self.ended: str | None = None  # why the session ended for good (kicked, banned)
 
     # --- what the adapters ask -----------------------------------------------------------
 
@@ -180,6 +186,13 @@ class ClientCore:
         frames = self._request(p.Msg(self.secret, to, text, id_))
         self._pending[id_] = _Pending(text, now, None)
         return id_, frames
+
+    def moderate(self, op: str, name: str, reason: str = "") -> list[bytes]:
+        """An admin's kick, ban or unban (secure mode); the answer comes as a note."""
+        if op not in p.MODERATE_OPS:
+            raise InvalidInput(f"unknown moderation {op!r}: one of {', '.join(p.MODERATE_OPS)}")
+        name, reason = p.check_name(name), p.check_reason(reason)
+        return self._request(p.Moderate(self.secret, op, name, reason, self._next_id("a")))
 
     def forget(self, id_: str) -> None:
         self._pending.pop(id_, None)
@@ -286,6 +299,9 @@ class ClientCore:
                 self.events.append(from_private(msg))
             case p.Refused(code, text):
                 self._on_refused(code, text, now)
+            case p.Kicked(by, reason, banned):
+                verb = "banned" if banned else "kicked out"
+                self._end(f"you were {verb} by {by}" + (f": {reason}" if reason else ""))
             case p.Error(code, text, id_):
                 self._on_error(code, text, id_, now)
             case p.Heartbeat(epoch):
@@ -296,6 +312,37 @@ class ClientCore:
                 self._note(f"broker shut down ({text}); waiting for it to come back…")
             case _:
                 self._on_reply(msg)
+
+    def on_handshake(self, problem: str) -> None:
+        """The connection's handshake failed: ``problem`` is "key-refused",
+        "wrong-mode" or "handshake-failed" (transport.handshake_problem). Fatal to a
+        first join; reported once while rejoining."""
+        text = self._handshake_text(problem)
+        if self.state is State.JOINING and not self._joined_once:
+            self.state = State.CLOSED
+            self.failure = JoinRefused(problem, text)
+        elif problem not in self._handshake_told and self.state is not State.CLOSED:
+            self._handshake_told.add(problem)
+            self._note(f"{text}; still trying")
+
+    def _handshake_text(self, problem: str) -> str:
+        where = self._where or "the broker"
+        if problem == "key-refused":
+            return (
+                f"the broker at {where} refused your key: give your public key file "
+                "(NAME.key) to its operator, to be put in the broker's keys/users folder"
+            )
+        if problem == "wrong-mode" and self.secure:
+            return f"the broker at {where} is not in secure mode: join without --secure"
+        if problem == "wrong-mode":
+            return (
+                f"the broker at {where} is in secure mode: join with --secure "
+                "--server-key broker.key --key NAME.key_secret"
+            )
+        return (
+            f"no secure handshake with the broker at {where}: is --server-key the public "
+            "key of this broker (its broker.key)?"
+        )
 
     def tick(self, now: float) -> None:
         if self.state is State.JOINING:
@@ -342,6 +389,8 @@ class ClientCore:
     # --- internals ---------------------------------------------------------------------------
 
     def _request(self, msg: p.ClientMessage) -> list[bytes]:
+        if self.ended is not None:
+            raise NotDelivered(self.ended)
         if self.state is not State.JOINED or self._away:
             raise NotDelivered("the broker is unreachable, reconnecting…")
         return p.encode_client(msg)
@@ -512,9 +561,14 @@ class ClientCore:
             case p.NickChanged(name):
                 self.name = name
                 self._note(f"you are now known as {name}")
+            case p.Done(text):
+                self._note(text)
 
     def _on_refused(self, code: str, text: str, now: float) -> None:
         if self.state is not State.JOINING:
+            return
+        if self._joined_once and code in FINAL_REFUSALS:
+            self._end(f"cannot join again: {text}")
             return
         if self._joined_once:
             # our old session may still hold the name for a moment: keep trying
@@ -536,6 +590,15 @@ class ClientCore:
         if pending is not None:
             self.undelivered.append(pending.text)
         self._note(f"not sent: {text}" if pending else f"error: {text}")
+
+    def _end(self, why: str) -> None:
+        """The session is over for good: say why; lines not yet echoed are reported."""
+        self.ended = why
+        self.state = State.CLOSED
+        for pending in self._pending.values():
+            self.undelivered.append(pending.text)
+        self._pending.clear()
+        self._note(why)
 
     def _note(self, text: str, room: str | None = None) -> None:
         self.events.append(Message.system(text, self.clock(), room))

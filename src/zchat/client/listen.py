@@ -19,7 +19,7 @@ import zmq
 from zchat import protocol as p
 from zchat.client.core import AWAY_SECONDS
 from zchat.client.message import Message, from_room_event
-from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints
+from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, Keys
 from zchat.errors import ProtocolError
 
 
@@ -101,7 +101,9 @@ class Listener:
         rooms: Iterable[str] = (p.DEFAULT_ROOM,),
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        keys: Keys | None = None,
     ) -> None:
+        """``keys`` (transport.Keys) for a broker in secure mode."""
         self.core = ListenCore(rooms)
         self.endpoints = Endpoints(host, port)
         self._ctx = context or zmq.Context.instance()
@@ -112,6 +114,8 @@ class Listener:
         self._sub.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         if ":" in host:
             self._sub.setsockopt(zmq.IPV6, 1)
+        if keys is not None:
+            keys.apply(self._sub)
         for topic in self.core.subscriptions():
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._sub.connect(self.endpoints.sub)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Message
@@ -19,8 +20,10 @@ from zchat.client.transport import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     Endpoints,
+    Keys,
     apply_subscriptions,
     connect,
+    handshake_problem,
 )
 from zchat.errors import ClientClosed, NotDelivered
 from zchat.protocol import DEFAULT_HISTORY, check_room
@@ -36,12 +39,16 @@ class Client:
         *,
         history: int = DEFAULT_HISTORY,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        keys: Keys | None = None,
     ) -> None:
-        self.core = ClientCore(name, rooms, history=history)
+        """``keys`` (transport.Keys) for a broker in secure mode."""
+        self.core = ClientCore(name, rooms, history=history, secure=keys is not None)
         self.endpoints = Endpoints(host, port)
+        self.keys = keys
         self._ctx = context or zmq.Context.instance()
         self._push: zmq.Socket[bytes] = self._ctx.socket(zmq.PUSH)
         self._sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
+        self._monitor: zmq.Socket[bytes] | None = None
         self._poller = zmq.Poller()
         self._poller.register(self._sub, zmq.POLLIN)
 
@@ -58,10 +65,11 @@ class Client:
     def join(self, timeout: float = 5.0) -> None:
         """Connect and join; returns once the broker has welcomed this client.
 
-        Raises JoinRefused (name taken or invalid) or BrokerUnreachable."""
+        Raises JoinRefused (name taken or invalid, key refused) or BrokerUnreachable."""
         if self.core.state is not State.NEW:
             raise ClientClosed("join() may be called once per Client")
-        connect(self._push, self._sub, self.endpoints, self.core)
+        self._monitor = connect(self._push, self._sub, self.endpoints, self.core, self.keys)
+        self._poller.register(self._monitor, zmq.POLLIN)
         self.core.start(time.monotonic(), timeout, self.endpoints.describe())
         while self.core.joining:
             self._step(self.core.deadline())
@@ -143,6 +151,17 @@ class Client:
     def nick(self, name: str) -> None:
         self._submit(self.core.nick(name))
 
+    def kick(self, name: str, reason: str = "") -> None:
+        """Admins, in secure mode: end ``name``'s session; the answer comes as a Message."""
+        self._submit(self.core.moderate("kick", name, reason))
+
+    def ban(self, name: str, reason: str = "") -> None:
+        """Admins, in secure mode: kick ``name`` and refuse them until unbanned."""
+        self._submit(self.core.moderate("ban", name, reason))
+
+    def unban(self, name: str) -> None:
+        self._submit(self.core.moderate("unban", name))
+
     def set_topic(self, text: str, room: str | None = None) -> None:
         self._submit(self.core.set_topic(room, text))
 
@@ -173,10 +192,14 @@ class Client:
             raise NotDelivered("the broker is unreachable, reconnecting…") from None
 
     def receive(self, timeout: float | None = None) -> Message | None:
-        """The next Message, or None after ``timeout`` seconds (None: wait for ever)."""
+        """The next Message, or None after ``timeout`` seconds (None: wait for ever), or
+        once the session has ended for good (``core.ended``: kicked, banned) and every
+        Message was read."""
         self._check_open()
         end = None if timeout is None else time.monotonic() + timeout
         while not self.core.events:
+            if self.core.ended is not None:
+                return None
             now = time.monotonic()
             if end is not None and now >= end:
                 return None
@@ -184,7 +207,7 @@ class Client:
         return self.core.events.popleft()
 
     def __iter__(self) -> Iterator[Message]:
-        while not self._push.closed:
+        while not self._push.closed and (self.core.events or self.core.ended is None):
             msg = self.receive()
             if msg is not None:
                 yield msg
@@ -227,6 +250,9 @@ class Client:
                     break  # control frames (join, ping) are sent again by the core's timers
         if self._sub in ready:
             self._drain()
+        if self._monitor is not None and self._monitor in ready:
+            event = recv_monitor_message(self._monitor)
+            self.core.on_handshake(handshake_problem(event["event"], event["value"]))
         now = time.monotonic()
         if now >= self.core.deadline():
             self.core.tick(now)
@@ -244,5 +270,8 @@ class Client:
             raise ClientClosed("this client is closed")
 
     def _close_sockets(self) -> None:
+        if self._monitor is not None:
+            self._sub.disable_monitor()
+            self._monitor.close()
         self._push.close()
         self._sub.close()

@@ -14,11 +14,13 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from zchat.client.aio import AsyncClient
 from zchat.client.core import ACK_SECONDS
 from zchat.client.message import Message
 from zchat.client.render import render
+from zchat.client.transport import Keys
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
 from zchat.protocol import MAX_HISTORY, check_reason, check_room
 
@@ -33,6 +35,9 @@ commands:
   /nick NAME          change your name, if it is free
   /topic [text]       show the current room's topic, or set it
   /history [N]        the current room's last N lines (default 20)
+  /kick NAME [why]    admins (secure mode): end NAME's session
+  /ban NAME [why]     admins (secure mode): kick NAME and keep them out
+  /unban NAME         admins (secure mode): let NAME back in
   /help               show this list
   /quit [reason]      leave the chat (Ctrl-D or Ctrl-C also leave)
   //text              send a line that starts with "/"
@@ -49,6 +54,7 @@ class TerminalConfig:
     history: int = 50
     time_format: str = "time"
     connect_timeout: float = 10.0
+    keys: Keys | None = None  # secure mode
 
 
 def run(config: TerminalConfig, interactive: bool) -> int:
@@ -58,7 +64,12 @@ def run(config: TerminalConfig, interactive: bool) -> int:
 
 async def _main(config: TerminalConfig, interactive: bool) -> int:
     client = AsyncClient(
-        config.name, config.host, config.port, config.rooms, history=config.history
+        config.name,
+        config.host,
+        config.port,
+        config.rooms,
+        history=config.history,
+        keys=config.keys,
     )
     try:
         await client.join(timeout=config.connect_timeout)
@@ -73,7 +84,7 @@ async def _main(config: TerminalConfig, interactive: bool) -> int:
             await chat.lines()
     finally:
         await client.close(chat.reason)
-    return 0
+    return 0 if client.core.ended is None else 1  # kicked or banned
 
 
 class _Chat:
@@ -167,7 +178,11 @@ class _Chat:
                     self.note(f"usage: /history [N], N from 1 to {MAX_HISTORY}")
                 else:
                     await self._attempt(client.history(count, self.room))
-            case "join" | "msg" | "me" | "nick":
+            case "kick" | "ban" if first:
+                await self._attempt(client.moderate(command, first, more.strip()))
+            case "unban" if first and not more:
+                await self._attempt(client.moderate(command, first))
+            case "join" | "msg" | "me" | "nick" | "kick" | "ban" | "unban":
                 self.note(f"usage: {USAGE[command]}")
             case _:
                 self.note(f"unknown command /{command}, try /help")
@@ -191,15 +206,19 @@ class _Chat:
 
         # the line typed disappears on Enter: the broker's echo, stamped, replaces it
         session: PromptSession[str] = PromptSession(erase_when_done=True)
+        loop = asyncio.get_running_loop()
         with patch_stdout(raw=True):
-            printer = asyncio.get_running_loop().create_task(self._print_events())
+            # the printer ends when the session ends for good (kicked, banned)
+            printer = loop.create_task(self._print_events())
             try:
                 while True:
-                    try:
-                        line = await session.prompt_async(self.prompt)
-                    except (EOFError, KeyboardInterrupt):
+                    asker = loop.create_task(_ask(session, self.prompt))
+                    await asyncio.wait({asker, printer}, return_when="FIRST_COMPLETED")
+                    if not asker.done():
+                        await _cancel(asker)
                         break
-                    if not await self.handle(line):
+                    line = asker.result()
+                    if line is None or not await self.handle(line):
                         break
             finally:
                 await _cancel(printer)
@@ -225,7 +244,8 @@ class _Chat:
             while not stop.is_set():
                 getter = loop.create_task(inbox.get())
                 stopper = loop.create_task(stop.wait())
-                done, _ = await asyncio.wait({getter, stopper}, return_when="FIRST_COMPLETED")
+                waiting = {getter, stopper, printer}
+                done, _ = await asyncio.wait(waiting, return_when="FIRST_COMPLETED")
                 stopper.cancel()
                 if getter not in done:
                     getter.cancel()
@@ -243,7 +263,17 @@ class _Chat:
                 self.show(self.client.core.events.popleft())
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def _ask(session: Any, prompt: Callable[[], str]) -> str | None:
+    """One line typed; None for Ctrl-D or Ctrl-C (caught here: a task must not let
+    KeyboardInterrupt out)."""
+    try:
+        line: str = await session.prompt_async(prompt)
+    except (EOFError, KeyboardInterrupt):
+        return None
+    return line
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -254,6 +284,9 @@ USAGE = {
     "msg": "/msg NAME text",
     "me": "/me text",
     "nick": "/nick NAME",
+    "kick": "/kick NAME [reason]",
+    "ban": "/ban NAME [reason]",
+    "unban": "/unban NAME",
 }
 
 

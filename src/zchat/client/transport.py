@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import zmq
 
 from zchat.client.core import ClientCore
+from zchat.keys import load_pair, load_public
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5005
@@ -37,10 +39,52 @@ class Endpoints:
         return f"{self.host}:{self.port}"
 
 
-def connect(push: S, sub: S, endpoints: Endpoints, core: ClientCore) -> None:
-    """Configure and connect a client's PUSH and SUB sockets, subscriptions in order."""
+@dataclass(frozen=True)
+class Keys:
+    """Secure mode: the broker's public key and this client's key pair (Z85)."""
+
+    server: bytes
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def from_files(cls, server_key: str | Path, key: str | Path) -> Keys:
+        """From the broker's ``broker.key`` and this user's ``NAME.key_secret``."""
+        return cls(load_public(server_key), *load_pair(key))
+
+    def apply(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
+        sock.curve_serverkey = self.server
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
+
+# What a client watches its connection for: a handshake the broker refused.
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+def handshake_problem(event: int, value: int) -> str:
+    """The ClientCore's name for a failed handshake (see ClientCore.on_handshake)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "key-refused"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value in (
+        zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH,
+        zmq.PROTOCOL_ERROR_ZMTP_UNEXPECTED_COMMAND,
+    ):
+        return "wrong-mode"
+    return "handshake-failed"
+
+
+def connect(push: S, sub: S, endpoints: Endpoints, core: ClientCore, keys: Keys | None = None) -> S:
+    """Configure and connect a client's PUSH and SUB sockets, subscriptions in order.
+    Returns a monitor socket that reports failed handshakes (HANDSHAKE_EVENTS)."""
     ipv6 = ":" in endpoints.host
     for sock in (push, sub):
+        if keys is not None:
+            keys.apply(sock)
         sock.setsockopt(zmq.LINGER, LEAVE_LINGER_MS)
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
@@ -56,8 +100,10 @@ def connect(push: S, sub: S, endpoints: Endpoints, core: ClientCore) -> None:
     sub.setsockopt(zmq.RCVHWM, 0)
     for topic in core.subscriptions():
         sub.setsockopt(zmq.SUBSCRIBE, topic)
+    monitor: S = sub.get_monitor_socket(HANDSHAKE_EVENTS)
     sub.connect(endpoints.sub)
     push.connect(endpoints.push)
+    return monitor
 
 
 def apply_subscriptions(sub: zmq.Socket, core: ClientCore) -> None:  # type: ignore[type-arg]

@@ -11,6 +11,7 @@ the session ``secret``::
     enter   room, mark, history    part   room, reason     msg    to, text, id
     nick    name                   topic  room, text       who    room, id
     rooms   id                     history room, after, before, limit, id
+    kick | ban | unban   name, reason, id   (an admin, in secure mode)
 
 Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
 
@@ -26,6 +27,7 @@ Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
                    history  room, events: [room event, ...], lost, id
                    private  ts, sender, to, text, id
                    members  room, members, topic, id        renamed  name
+                   kicked   by, reason, banned              done     text, id
                    rooms    rooms: [{room, members (a count), topic}], id
     sys/           heartbeat epoch, ts                      shutdown epoch, ts, text
 
@@ -49,8 +51,10 @@ from zchat.protocol.encode import (
     event_body,
 )
 from zchat.protocol.records import (
+    MODERATE_OPS,
     Chat,
     ClientMessage,
+    Done,
     Enter,
     Entered,
     Error,
@@ -60,10 +64,12 @@ from zchat.protocol.records import (
     InboxMessage,
     Join,
     Joined,
+    Kicked,
     Leave,
     Left,
     ListRooms,
     Members,
+    Moderate,
     Msg,
     Nick,
     NickChanged,
@@ -141,6 +147,7 @@ __all__ = [
     "MAX_ROOM_CHARS",
     "MAX_TEXT_BYTES",
     "MAX_TOPIC_CHARS",
+    "MODERATE_OPS",
     "PROTOCOL_VERSION",
     "ROOM_EVENT_TYPES",
     "ROOM_PREFIX",
@@ -149,6 +156,7 @@ __all__ = [
     "TS_RE",
     "Chat",
     "ClientMessage",
+    "Done",
     "Enter",
     "Entered",
     "Error",
@@ -158,10 +166,12 @@ __all__ = [
     "InboxMessage",
     "Join",
     "Joined",
+    "Kicked",
     "Leave",
     "Left",
     "ListRooms",
     "Members",
+    "Moderate",
     "Msg",
     "Nick",
     "NickChanged",

@@ -9,8 +9,10 @@ from typing import Any
 
 from zchat.errors import InvalidInput, ProtocolError
 from zchat.protocol.records import (
+    MODERATE_OPS,
     Chat,
     ClientMessage,
+    Done,
     Enter,
     Entered,
     Error,
@@ -20,10 +22,12 @@ from zchat.protocol.records import (
     InboxMessage,
     Join,
     Joined,
+    Kicked,
     Leave,
     Left,
     ListRooms,
     Members,
+    Moderate,
     Msg,
     Nick,
     NickChanged,
@@ -185,6 +189,7 @@ CLIENT_TYPES = frozenset(
         "who",
         "rooms",
         "history",
+        *MODERATE_OPS,
     }
 )
 
@@ -232,6 +237,9 @@ def decode_client(frames: Sequence[bytes]) -> ClientMessage:
             after, before = f.count("after", 0), f.count("before", 0)
             limit = f.count("limit", DEFAULT_HISTORY)
             return GetHistory(secret, f.text("room"), after, before, limit, f.id())
+        case "kick" | "ban" | "unban":
+            reason = clean_text(f.text("reason", "")[:MAX_REASON_CHARS])
+            return Moderate(secret, kind, f.text("name"), reason, f.id())
         case _:
             raise ProtocolError("type", f"unknown message type {kind!r}")
 
@@ -322,4 +330,8 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
             return RoomList(tuple(infos), f.id())
         case "renamed":
             return NickChanged(f.name("name"))
+        case "kicked":
+            return Kicked(f.name("by"), f.clean("reason", ""), f.flag("banned"))
+        case "done":
+            return Done(f.clean("text"), f.id())
     raise ProtocolError("type", f"unknown message type {kind!r}")

@@ -8,6 +8,7 @@ from typing import Any
 from zchat.protocol.records import (
     Chat,
     ClientMessage,
+    Done,
     Enter,
     Entered,
     Error,
@@ -16,10 +17,12 @@ from zchat.protocol.records import (
     History,
     Join,
     Joined,
+    Kicked,
     Leave,
     Left,
     ListRooms,
     Members,
+    Moderate,
     Msg,
     Nick,
     NickChanged,
@@ -82,6 +85,8 @@ def encode_client(msg: ClientMessage) -> list[bytes]:
         case GetHistory(secret, room, after, before, limit, id_):
             body = {"type": "history", "secret": secret, "room": room}
             body |= {"after": after, "before": before, "limit": limit, "id": id_}
+        case Moderate(secret, op, name, reason, id_):
+            body = {"type": op, "secret": secret, "name": name, "reason": reason, "id": id_}
     return [_dump(body)]
 
 
@@ -137,6 +142,10 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
             body = {"type": "rooms", "rooms": listed, "id": id_}
         case NickChanged(name):
             body = {"type": "renamed", "name": name}
+        case Kicked(by, reason, banned):
+            body = {"type": "kicked", "by": by, "reason": reason, "banned": banned}
+        case Done(text, id_):
+            body = {"type": "done", "text": text, "id": id_}
         case Heartbeat(epoch, ts):
             body = {"type": "heartbeat", "epoch": epoch, "ts": format_ts(ts)}
         case Shutdown(epoch, ts, text):

@@ -110,9 +110,24 @@ class GetHistory:
     id: str = ""  # echoed in the History answer
 
 
+@dataclass(frozen=True, slots=True)
+class Moderate:
+    """An admin's kick, ban or unban (``op``); secure mode only. The reason is shown
+    to the user and in the rooms."""
+
+    secret: str
+    op: str  # one of MODERATE_OPS
+    name: str
+    reason: str = ""
+    id: str = ""  # echoed in the Done or Error answer
+
+
+MODERATE_OPS = ("kick", "ban", "unban")
+
 ClientMessage: TypeAlias = (
     Join | Say | Ping | Leave | Enter | Part | Msg | Nick | SetTopic | Who | ListRooms | GetHistory
-)
+    | Moderate
+)  # fmt: skip
 
 
 # --- records: broker -> clients --------------------------------------------------------
@@ -259,6 +274,23 @@ class NickChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class Kicked:
+    """Sent to a session's inbox as it is ended by an admin: who, and why."""
+
+    by: str
+    reason: str = ""
+    banned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A request carried out (an admin's kick, ban or unban), described in ``text``."""
+
+    text: str
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     epoch: str
     ts: datetime
@@ -273,6 +305,6 @@ class Shutdown:
 
 InboxMessage: TypeAlias = (
     Welcome | Refused | Error | Entered | Parted | History | Private | Members | RoomList
-    | NickChanged
+    | NickChanged | Kicked | Done
 )  # fmt: skip
 ServerMessage: TypeAlias = RoomEvent | Tail | InboxMessage | Heartbeat | Shutdown

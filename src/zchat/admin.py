@@ -1,0 +1,98 @@
+"""The operator's line to a running broker: ``zchat admin`` and the broker's side of it.
+
+The broker binds a REP socket on a Unix socket file that only its owner may open
+(the file is mode 0600, in a folder of mode 0700). Requests and replies are one JSON
+object each::
+
+    -> {"op": "kick", "name": "bob", "reason": "spamming"}
+    <- {"ok": true, "text": "bob was kicked"}
+    <- {"ok": false, "error": "no user named 'bob' is here"}
+
+``op`` is one of OPS. ``who``, ``bans`` and ``stats`` add a ``data`` field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zchat.errors import ConfigError, ZchatError
+
+OPS = ("kick", "ban", "unban", "who", "bans", "stats", "reload")
+REPLY_SECONDS = 5.0
+MAX_REQUEST_BYTES = 4096
+
+
+class AdminError(ZchatError):
+    """The broker refused an admin request, or could not be reached."""
+
+
+def default_path(port: int) -> Path:
+    """Where the broker on ``port`` listens for its operator:
+    $XDG_RUNTIME_DIR/zchat/admin-PORT.sock, or /tmp/zchat-UID/admin-PORT.sock."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = (
+        Path(runtime) / "zchat" if runtime else Path(tempfile.gettempdir()) / f"zchat-{os.getuid()}"
+    )
+    return base / f"admin-{port}.sock"
+
+
+def private_folder(path: Path) -> None:
+    """Make the socket's folder, or check it: owned by us, no one else may enter."""
+    folder = path.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ConfigError(
+            f"{folder} is not a folder of this user's: refusing to put the admin socket there"
+        )
+    if info.st_mode & 0o077:
+        folder.chmod(0o700)
+
+
+def request(
+    path: Path, op: str, args: dict[str, str] | None = None, timeout: float = REPLY_SECONDS
+) -> dict[str, Any]:
+    """Send one request to the broker at ``path``; its reply (``ok`` true), or AdminError."""
+    import zmq
+
+    if not path.exists():
+        raise AdminError(
+            f"no broker here: {path} does not exist (is `zchat broker` running on this "
+            "machine, as this user, with this --port?)"
+        )
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise AdminError(f"cannot open {path}: it belongs to another user")
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"ipc://{path}")
+        sock.send(json.dumps({"op": op, **(args or {})}).encode("utf-8"))
+        if not sock.poll(int(timeout * 1000)):
+            raise AdminError(f"no answer from the broker at {path} within {timeout:g} s")
+        reply = json.loads(sock.recv())
+    finally:
+        sock.close()
+    if not reply.get("ok"):
+        raise AdminError(str(reply.get("error", "refused")))
+    return dict(reply)
+
+
+def parse(data: bytes) -> dict[str, str]:
+    """A request as the broker reads it; ValueError says what is wrong with it."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ValueError(f"request longer than {MAX_REQUEST_BYTES} bytes")
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("request is not JSON") from None
+    if not isinstance(obj, dict) or obj.get("op") not in OPS:
+        raise ValueError(f"request needs an op, one of: {', '.join(OPS)}")
+    for key in ("name", "reason"):
+        if not isinstance(obj.get(key, ""), str):
+            raise ValueError(f"{key} must be a string")
+    return {"op": obj["op"], "name": obj.get("name", ""), "reason": obj.get("reason", "")}

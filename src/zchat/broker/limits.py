@@ -1,0 +1,57 @@
+"""Flood control: a token bucket per session.
+
+Each session may send ``burst`` requests at once, then ``rate`` a second. What goes
+past that is dropped, and the sender is told once per burst (the next line it gets
+through resets that). Pings and leaves are never limited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_RATE = 20.0  # requests a second, sustained
+DEFAULT_BURST = 50  # requests at once
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    rate: float = DEFAULT_RATE  # 0: no limit
+    burst: int = DEFAULT_BURST
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rate <= 0
+
+    def describe(self) -> str:
+        return f"{self.rate:g} lines a second, {self.burst} at once"
+
+
+@dataclass
+class Bucket:
+    tokens: float
+    refilled: float  # when tokens was last brought up to date
+    told: bool = False  # the sender was told of this burst's drops
+    dropped: int = 0  # dropped in this burst
+
+    @classmethod
+    def full(cls, limit: RateLimit, now: float) -> Bucket:
+        return cls(float(limit.burst), now)
+
+    def take(self, limit: RateLimit, now: float) -> bool:
+        """Spend one token if there is one (True); otherwise count a drop (False)."""
+        if limit.unlimited:
+            return True
+        elapsed = max(0.0, now - self.refilled)
+        self.tokens = min(float(limit.burst), self.tokens + elapsed * limit.rate)
+        self.refilled = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.dropped += 1
+        return False
+
+    def end_burst(self) -> int:
+        """A line got through after drops: the burst is over. Returns how many were
+        dropped in it."""
+        dropped, self.dropped, self.told = self.dropped, 0, False
+        return dropped
