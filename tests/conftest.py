@@ -16,15 +16,18 @@ from zchat.broker.server import Broker, BrokerConfig
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No test writes to the real ~/.local/share: children inherit this too."""
-    saved = os.environ.get("XDG_DATA_HOME")
+def _private_homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test writes to the real ~/.local/share or runtime folder (admin sockets):
+    children inherit this too."""
+    saved = {key: os.environ.get(key) for key in ("XDG_DATA_HOME", "XDG_RUNTIME_DIR")}
     os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
     yield
-    if saved is None:
-        del os.environ["XDG_DATA_HOME"]
-    else:
-        os.environ["XDG_DATA_HOME"] = saved
+    for key, value in saved.items():
+        if value is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

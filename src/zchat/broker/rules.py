@@ -403,7 +403,7 @@ class BrokerRules:
         ban = self.store.ban_of(name)
         if ban is not None:
             why = f": {ban.reason}" if ban.reason else ""
-            raise Answer("banned", f"{name} is banned from this chat by {ban.by}{why}")
+            raise Answer("banned", f"{ban.name} is banned from this chat by {ban.by}{why}")
         return name
 
     def _on_enter(self, session: Session, msg: p.Enter, actions: Actions) -> None:

@@ -317,6 +317,8 @@ class ClientCore:
         """The connection's handshake failed: ``problem`` is "key-refused",
         "wrong-mode" or "handshake-failed" (transport.handshake_problem). Fatal to a
         first join; reported once while rejoining."""
+        if not self.secure:  # no keys to be wrong: the broker wants them (the broker
+            problem = "wrong-mode"  # may hang up before its reason arrives)
         text = self._handshake_text(problem)
         if self.state is State.JOINING and not self._joined_once:
             self.state = State.CLOSED
@@ -341,7 +343,7 @@ class ClientCore:
             )
         return (
             f"no secure handshake with the broker at {where}: is --server-key the public "
-            "key of this broker (its broker.key)?"
+            "key of this broker (its broker.key), and does it run with --secure?"
         )
 
     def tick(self, now: float) -> None:

@@ -331,7 +331,7 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
         case "renamed":
             return NickChanged(f.name("name"))
         case "kicked":
-            return Kicked(f.name("by"), f.clean("reason", ""), f.flag("banned"))
+            return Kicked(f.clean("by"), f.clean("reason", ""), f.flag("banned"))
         case "done":
             return Done(f.clean("text"), f.id())
     raise ProtocolError("type", f"unknown message type {kind!r}")

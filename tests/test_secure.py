@@ -1,0 +1,448 @@
+"""Secure mode with real CURVE sockets: keys refused at the handshake, names from keys,
+inboxes for their owner only; the operator's admin socket; kick and ban; flood control."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from conftest import RunningBroker
+from support import Proc, expect_message, start_broker, zchat_command
+from zchat import Client, Message
+from zchat import protocol as p
+from zchat.broker.server import BrokerConfig, warn_if_exposed
+from zchat.client.transport import Keys
+from zchat.errors import JoinRefused, NotDelivered
+from zchat.keys import keygen
+
+MakeSecure = Callable[..., Client]
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    """A keys folder: the broker's pair, Alice (admin), Bob and Carol allowed; Mallory
+    has a pair the broker does not know. Users' pairs are in tmp_path/home."""
+    folder, home = tmp_path / "keys", tmp_path / "home"
+    keygen("broker", folder)
+    (folder / "users").mkdir()
+    for name in ("Alice", "Bob", "Carol", "Mallory"):
+        public, _ = keygen(name, home)
+        if name != "Mallory":
+            public.rename(folder / "users" / public.name)
+    (folder / "admins").write_text("# admins\nAlice\n")
+    return folder
+
+
+def keys_of(keys: Path, name: str, server: Path | None = None) -> Keys:
+    home = keys.parent / "home"
+    return Keys.from_files(server or keys / "broker.key", home / f"{name}.key_secret")
+
+
+@pytest.fixture
+def secure_broker(keys: Path) -> Iterator[RunningBroker]:
+    running = RunningBroker(zmq.Context.instance(), keys=str(keys))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_secure(
+    secure_broker: RunningBroker, keys: Path, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> Iterator[MakeSecure]:
+    """make_secure("Alice") -> a Client joined with Alice's keys."""
+    made: list[Client] = []
+
+    def make(name: str, key: str | None = None, join: bool = True, **kwargs: object) -> Client:
+        client = Client(
+            name, port=secure_broker.port, context=ctx, keys=keys_of(keys, key or name), **kwargs
+        )  # type: ignore[arg-type]
+        made.append(client)
+        if join:
+            client.join()
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def chat(sender: str, text: str) -> Callable[[Message], bool]:
+    return lambda m: m.kind == "message" and m.sender == sender and m.text == text
+
+
+def note(fragment: str) -> Callable[[Message], bool]:
+    return lambda m: m.kind == "system" and fragment in m.text
+
+
+# --- the handshake ----------------------------------------------------------------------
+
+
+def test_known_keys_chat_encrypted_under_their_own_names(make_secure: MakeSecure) -> None:
+    alice, bob = make_secure("Alice"), make_secure("Bob")
+    alice.send("hello over CURVE")
+    expect_message(bob, chat("Alice", "hello over CURVE"))
+    bob.msg("Alice", "psst")
+    dm = expect_message(alice, lambda m: m.kind == "private")
+    assert (dm.sender, dm.to, dm.text) == ("Bob", "Alice", "psst")
+
+
+def test_an_unknown_key_is_refused_at_the_handshake_and_told_so(make_secure: MakeSecure) -> None:
+    mallory = make_secure("Mallory", join=False)
+    started = time.monotonic()
+    with pytest.raises(JoinRefused) as refused:
+        mallory.join(timeout=5)
+    assert time.monotonic() - started < 2  # told at once, not after the join's timeout
+    assert refused.value.code == "key-refused"
+    assert "refused your key" in str(refused.value)
+    assert "keys/users" in str(refused.value)
+
+
+def test_a_wrong_server_key_is_reported_not_waited_on(
+    secure_broker: RunningBroker, keys: Path, tmp_path: Path
+) -> None:
+    other, _ = keygen("impostor", tmp_path / "other")
+    client = Client("Alice", port=secure_broker.port, keys=keys_of(keys, "Alice", server=other))
+    with pytest.raises(JoinRefused) as refused:
+        client.join(timeout=5)
+    assert refused.value.code == "handshake-failed"
+    assert "--server-key" in str(refused.value)
+
+
+def test_an_open_client_is_told_the_broker_is_secure(secure_broker: RunningBroker) -> None:
+    client = Client("Alice", port=secure_broker.port)
+    with pytest.raises(JoinRefused) as refused:
+        client.join(timeout=5)
+    assert refused.value.code == "wrong-mode"
+    assert "join with --secure" in str(refused.value)
+
+
+def test_a_secure_client_is_told_the_broker_is_open(broker: RunningBroker, keys: Path) -> None:
+    client = Client("Alice", port=broker.port, keys=keys_of(keys, "Alice"))
+    with pytest.raises(JoinRefused) as refused:
+        client.join(timeout=5)
+    # an open broker may hang up before its reason (a mechanism mismatch) arrives
+    if refused.value.code == "wrong-mode":
+        assert "is not in secure mode: join without --secure" in str(refused.value)
+    else:
+        assert refused.value.code == "handshake-failed"
+        assert "does it run with --secure?" in str(refused.value)
+
+
+# --- names and inboxes belong to keys ---------------------------------------------------
+
+
+def test_no_one_can_join_under_another_keys_name(make_secure: MakeSecure) -> None:
+    impostor = make_secure("Alice", key="Bob", join=False)
+    with pytest.raises(JoinRefused) as refused:
+        impostor.join()
+    assert refused.value.code == "not-your-name"
+    assert "join as Bob" in str(refused.value)
+
+
+def test_a_stolen_secret_is_useless_with_another_key(
+    make_secure: MakeSecure, secure_broker: RunningBroker, keys: Path
+) -> None:
+    """Bob learns Alice's session secret and speaks with it over his own connection:
+    the broker drops it, because the frame comes with Bob's key."""
+    alice, carol = make_secure("Alice"), make_secure("Carol")
+    ctx = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    keys_of(keys, "Bob").apply(push)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(f"tcp://127.0.0.1:{secure_broker.port}")
+    try:
+        forged = p.Say(alice.core.secret, "general", "I am Alice, honest", "f1")
+        push.send_multipart(p.encode_client(forged))
+        push.send_multipart(p.encode_client(p.Ping(alice.core.secret, alice.core.inbox)))
+        deadline = time.monotonic() + 5
+        while secure_broker.broker.rules.dropped["foreign-secret"] < 2:
+            assert time.monotonic() < deadline, secure_broker.broker.rules.dropped
+            carol.receive(timeout=0.05)
+    finally:
+        push.close()
+    alice.send("the real Alice")
+    seen = expect_message(carol, chat("Alice", "the real Alice"))
+    assert seen.seq == 3  # Alice's join, Carol's join, then this: nothing forged between
+
+
+def test_another_keys_subscription_to_an_inbox_is_refused(
+    make_secure: MakeSecure, secure_broker: RunningBroker, keys: Path
+) -> None:
+    """Bob subscribes, with his own key, to Alice's inbox and to #general. DMs to Alice
+    never reach him; a line in #general published after them does, so he was listening.
+    Closing his socket does not end Alice's session."""
+    alice, carol = make_secure("Alice"), make_secure("Carol")
+    ctx = zmq.Context.instance()
+    spy = ctx.socket(zmq.SUB)
+    keys_of(keys, "Bob").apply(spy)
+    spy.setsockopt(zmq.LINGER, 0)
+    spy.subscribe(p.room_topic("general"))
+    spy.subscribe(p.inbox_topic(alice.core.inbox))
+    spy.connect(f"tcp://127.0.0.1:{secure_broker.port + 1}")
+    rules = secure_broker.broker.rules
+    try:
+        deadline = time.monotonic() + 5
+        while rules.dropped["foreign-inbox"] < 1:  # the broker has seen and refused it
+            assert time.monotonic() < deadline
+            alice.receive(timeout=0.05)
+        heard: list[list[bytes]] = []
+        for attempt in range(50):  # the room subscription may take a moment to land
+            carol.msg("Alice", f"secret {attempt}")
+            carol.send(f"public {attempt}")
+            if spy.poll(200):
+                while spy.poll(100):
+                    heard.append(spy.recv_multipart())
+                break
+        assert heard, "the spy never heard #general"
+        assert all(frames[0] == p.room_topic("general") for frames in heard), heard
+        expect_message(alice, lambda m: m.kind == "private" and m.text.startswith("secret"))
+    finally:
+        spy.close()
+    # libzmq reports the closed socket's inbox topic as unsubscribed; that is not Alice's
+    session = rules.presence.holder("Alice")
+    assert session is not None
+    deadline = time.monotonic() + 8
+    while session.suspect is not None or time.monotonic() < deadline - 4:
+        assert time.monotonic() < deadline, "Alice's session stayed suspected"
+        alice.receive(timeout=0.1)
+    assert rules.presence.holder("Alice") is session
+    alice.send("still here")
+    expect_message(carol, chat("Alice", "still here"))
+
+
+def test_names_cannot_change_in_secure_mode(make_secure: MakeSecure) -> None:
+    alice = make_secure("Alice")
+    alice.nick("Queen")
+    expect_message(alice, note("your name is your key's name"))
+    assert alice.name == "Alice"
+
+
+# --- moderation ------------------------------------------------------------------------
+
+
+def admin_cli(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        zchat_command("admin", "--admin-socket", str(path), *args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_the_admin_socket_is_for_its_owner_only(broker: RunningBroker) -> None:
+    path = broker.broker.admin_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.parent.stat().st_uid == os.getuid()
+
+
+def test_the_operator_kicks_a_user_who_is_told_why(
+    broker: RunningBroker, make_client: Callable[..., Client]
+) -> None:
+    alice, bob = make_client("Alice"), make_client("Bob")
+    result = admin_cli(broker.broker.admin_path, "kick", "bob", "spamming")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Bob was kicked\n"
+    expect_message(bob, note("you were kicked out by the operator: spamming"))
+    while bob.receive() is not None:  # the session is over: receive() stops waiting
+        pass
+    assert bob.core.ended == "you were kicked out by the operator: spamming"
+    with pytest.raises(NotDelivered, match="kicked out"):
+        bob.send("let me back")
+    left = expect_message(alice, lambda m: m.kind == "leave" and m.sender == "Bob")
+    assert left.text == "kicked by the operator: spamming"
+    again = make_client("Bob")  # a kick is not a ban
+    again.send("I am back")
+    expect_message(alice, chat("Bob", "I am back"))
+
+
+def test_a_ban_outlasts_a_restart_until_unbanned(
+    tmp_path: Path, procs: list[Proc], ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    db, sock = str(tmp_path / "history.db"), tmp_path / "admin.sock"
+    broker, port = start_broker("--admin-socket", str(sock), db=db)
+    procs.append(broker)
+    bob = Client("Bob", port=port, context=ctx)
+    bob.join()
+    result = admin_cli(sock, "ban", "Bob", "rude")
+    assert (result.returncode, result.stdout) == (0, "Bob is banned, and was kicked\n")
+    expect_message(bob, note("you were banned by the operator: rude"))
+    bob.close()
+    listing = admin_cli(sock, "bans")
+    assert listing.stdout.startswith("Bob  banned by the operator at ")
+    assert listing.stdout.rstrip().endswith(": rude")
+    broker.signal(15)
+    assert broker.wait() == 0
+    broker, _ = start_broker("--admin-socket", str(sock), port=port, db=db)
+    procs.append(broker)
+    with pytest.raises(JoinRefused) as refused:
+        Client("bob", port=port, context=ctx).join()
+    assert refused.value.code == "banned"
+    assert str(refused.value) == "Bob is banned from this chat by the operator: rude"
+    assert admin_cli(sock, "unban", "bob").stdout == "bob is no longer banned\n"
+    back = Client("Bob", port=port, context=ctx)
+    back.join()
+    back.close()
+    missing = admin_cli(sock, "unban", "bob")
+    assert (missing.returncode, missing.stderr) == (1, "zchat: 'bob' is not banned\n")
+
+
+def test_admin_who_and_clear_errors(
+    broker: RunningBroker, make_client: Callable[..., Client], tmp_path: Path
+) -> None:
+    make_client("Alice", rooms=["general", "ops"])
+    who = admin_cli(broker.broker.admin_path, "who")
+    assert who.stdout.startswith("Alice  #general #ops  from 127.0.0.1  ")
+    nobody = admin_cli(broker.broker.admin_path, "kick", "Zed")
+    assert (nobody.returncode, nobody.stderr) == (1, "zchat: no user named 'Zed' is here\n")
+    nowhere = admin_cli(tmp_path / "none.sock", "who")
+    assert nowhere.returncode == 1
+    assert "no broker here" in nowhere.stderr
+    reload = admin_cli(broker.broker.admin_path, "reload")
+    assert "secure mode" in reload.stderr
+
+
+def test_admins_kick_and_ban_in_chat_others_may_not(make_secure: MakeSecure) -> None:
+    alice, bob, carol = make_secure("Alice"), make_secure("Bob"), make_secure("Carol")
+    bob.kick("Carol", "mine now")
+    expect_message(bob, note("only admins may kick"))
+    alice.kick("Bob", "behave")
+    expect_message(alice, note("Bob was kicked"))
+    expect_message(bob, note("you were kicked out by Alice: behave"))
+    left = expect_message(carol, lambda m: m.kind == "leave" and m.sender == "Bob")
+    assert left.text == "kicked by Alice: behave"
+    alice.ban("Carol")
+    expect_message(carol, note("you were banned by Alice"))
+    expect_message(alice, note("Carol is banned, and was kicked"))
+    alice.unban("Carol")
+    expect_message(alice, note("Carol is no longer banned"))
+
+
+def test_kick_in_chat_needs_secure_mode(make_client: Callable[..., Client]) -> None:
+    alice, _ = make_client("Alice"), make_client("Bob")
+    alice.kick("Bob")
+    expect_message(alice, note("need a broker in secure mode"))
+
+
+def test_a_withdrawn_key_ends_the_session_on_reload(
+    make_secure: MakeSecure, secure_broker: RunningBroker, keys: Path
+) -> None:
+    alice, bob = make_secure("Alice"), make_secure("Bob")
+    (keys / "users" / "Bob.key").unlink()
+    result = admin_cli(secure_broker.broker.admin_path, "reload")
+    assert result.stdout == "keys reloaded: 2 user(s), 1 admin(s)\n", result.stderr
+    expect_message(bob, note("you were kicked out by the operator: key withdrawn"))
+    expect_message(alice, lambda m: m.kind == "leave" and m.sender == "Bob")
+    again = make_secure("Bob", join=False)
+    with pytest.raises(JoinRefused) as refused:
+        again.join()
+    assert refused.value.code == "key-refused"
+
+
+# --- floods ----------------------------------------------------------------------------
+
+
+@pytest.mark.broker(rate=5, burst=10)
+def test_a_flood_is_cut_to_the_bucket_and_told_once(
+    make_client: Callable[..., Client],
+) -> None:
+    alice, bob = make_client("Alice"), make_client("Bob")
+    started = time.monotonic()
+    for i in range(100):
+        alice.send(f"flood {i}")
+    elapsed = time.monotonic() - started
+    alice.flush(timeout=15)  # every line is confirmed or reported
+    notes = [m for m in drain(alice) if m.kind == "system"]
+    told = [m for m in notes if "slow down" in m.text]
+    assert len(told) == 1, notes  # once per burst
+    assert "at most 5 lines a second, 10 at once" in told[0].text
+    delivered = 100 - len(alice.core.undelivered)
+    assert 10 <= delivered <= 10 + 5 * elapsed + 1
+    bob.send("I can still talk")
+    expect_message(alice, chat("Bob", "I can still talk"))
+
+
+def drain(client: Client) -> list[Message]:
+    out = []
+    while (msg := client.receive(timeout=0.2)) is not None:
+        out.append(msg)
+    return out
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def test_keygen_writes_a_private_secret_and_never_overwrites(tmp_path: Path) -> None:
+    run = subprocess.run(
+        zchat_command("keygen", "alice", "--dir", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert stat.S_IMODE((tmp_path / "alice.key_secret").stat().st_mode) == 0o600
+    assert "public-key = " in (tmp_path / "alice.key").read_text()
+    assert "secret-key = " in (tmp_path / "alice.key_secret").read_text()
+    again = subprocess.run(
+        zchat_command("keygen", "alice", "--dir", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+
+
+def test_the_readme_flow_in_terminals(keys: Path, procs: list[Proc]) -> None:
+    """`zchat broker --secure`, two `zchat join --secure` as a newcomer types them."""
+    broker, port = start_broker("--secure", "--keys", str(keys))
+    procs.append(broker)
+    assert "; secure mode (CURVE); " in broker.lines["stderr"][-1]
+    home = keys.parent / "home"
+    joiners = {}
+    for name in ("alice", "bob"):
+        argv = zchat_command(
+            "join", "--port", str(port), "--secure", "--server-key", str(keys / "broker.key"),
+            "--key", str(home / f"{name.title()}.key_secret"), "--time-format", "none",
+        )  # fmt: skip
+        joiners[name] = Proc(argv)
+        procs.append(joiners[name])
+        joiners[name].expect(r"in #general: ")
+    joiners["alice"].expect(r"Bob joined")
+    joiners["alice"].send_line("hello Bob")
+    joiners["bob"].expect(r"^Alice: hello Bob$")
+    kick = admin_cli(Path(os.environ["XDG_RUNTIME_DIR"]) / "zchat" / f"admin-{port}.sock",
+                     "kick", "bob", "bedtime")  # fmt: skip
+    assert kick.returncode == 0, kick.stderr
+    joiners["bob"].expect(r"you were kicked out by the operator: bedtime")
+    assert joiners["bob"].wait() == 1
+
+
+def test_a_broker_off_loopback_warns_what_open_mode_exposes() -> None:
+    assert warn_if_exposed(BrokerConfig(host="127.0.0.1")) is None
+    assert warn_if_exposed(BrokerConfig(host="0.0.0.0", keys="keys")) is None
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: the warning comes, then the bind fails
+    run = subprocess.run(
+        zchat_command("broker", "--host", "192.0.2.1", "--port", "7000", "--db", ":memory:"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 2
+    assert (
+        "open mode on 192.0.2.1: anyone who can reach ports 7000 and 7001 can read every "
+        "room, join under any free name and speak, and nothing is encrypted" in run.stderr
+    )
+    assert "zchat: cannot listen on 192.0.2.1:7000" in run.stderr
