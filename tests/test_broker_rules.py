@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from zchat import protocol as p
+from zchat.broker.limits import RateLimit
 from zchat.broker.rules import SILENT_SECONDS, Actions, BrokerRules
 
 TS = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
@@ -300,3 +301,41 @@ def test_a_join_naming_a_marker_completes_when_the_inbox_was_lost_track_of(
     actions = rules.on_subscription(marker, 2.1)
     assert actions.subscribe == []  # a marker is never applied: nothing is sent to it
     assert [type(msg) for _, msg in published(actions)] == [p.Welcome, p.Joined]
+
+
+# --- flood control ---------------------------------------------------------------------
+
+
+def test_a_flood_is_cut_to_the_bucket_told_once_and_ends_when_it_refills() -> None:
+    rules = BrokerRules("epoch1", clock=lambda: TS, limit=RateLimit(rate=2, burst=3))
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    outs = [
+        published(rules.on_inbound(alice.say(f"l{i}", id_=f"m{i}"), "x", 0.0)) for i in range(6)
+    ]
+    assert [len(out) for out in outs] == [1, 1, 1, 1, 0, 0]  # 3 lines, 1 error, silence
+    [(topic, error)] = outs[3]
+    assert topic == p.inbox_topic(alice.inbox)
+    assert error == p.Error(
+        "rate-limited",
+        "slow down: at most 2 lines a second, 3 at once; "
+        "this line and the next ones are dropped until you do",
+        "m3",
+    )
+    assert rules.dropped["rate-limited"] == 3
+    # half a second later one token is back: the next line passes, the burst is over
+    [(_, line)] = published(rules.on_inbound(alice.say("back", id_="m9"), "x", 0.5))
+    assert isinstance(line, p.Chat) and line.text == "back"
+    assert not rules._flooding
+
+
+def test_leaving_is_never_rate_limited() -> None:
+    rules = BrokerRules("epoch1", clock=lambda: TS, limit=RateLimit(rate=1, burst=1))
+    alice, bob = Peer("Alice", 1), Peer("Bob", 2)
+    joined(rules, alice)
+    joined(rules, bob)
+    for i in range(5):
+        rules.on_inbound(alice.say(f"l{i}", id_=f"m{i}"), "x", 0.0)
+    leave = p.encode_client(p.Leave(alice.secret, "bye"))
+    out = published(rules.on_inbound(leave, "x", 0.0))
+    assert out == [(b"room/general/", p.Left("general", 4, TS, "Alice", "quit: bye"))]

@@ -175,6 +175,13 @@ def main() -> None:
     "and fills them in from history.",
 )
 @click.option(
+    "--peer-timeout",
+    type=click.FloatRange(min=1),
+    default=5.0,
+    show_default=True,
+    help="Seconds a silent connection (a peer gone without a word) is kept.",
+)
+@click.option(
     "--admin-socket",
     help="The operator's socket file for `zchat admin`. "
     "Default: $XDG_RUNTIME_DIR/zchat/admin-PORT.sock (or /tmp/zchat-UID/...).",
@@ -190,6 +197,7 @@ def broker(
     rate: float,
     burst: int,
     send_queue: int,
+    peer_timeout: float,
     admin_socket: str | None,
 ) -> None:
     """Run the broker: every client connects here. Stop it with Ctrl-C."""
@@ -214,6 +222,7 @@ def broker(
             rate=rate,
             burst=burst,
             sndhwm=send_queue,
+            zmtp_heartbeat_timeout=peer_timeout,
             keys=keys_dir if secure else None,
             admin_socket=admin_socket or "",
         )

@@ -130,6 +130,7 @@ class BrokerRules:
         self._now = 0.0  # the time of the frame being handled
         self._owners: dict[str, str] = {}  # secure mode: inbox -> the key's user name
         self._foreign: Counter[str] = Counter()  # inbox -> other keys' refused subscriptions
+        self._flooding: set[str] = set()  # secrets of sessions told to slow down
 
     # --- queries ----------------------------------------------------------------------
 
@@ -150,6 +151,8 @@ class BrokerRules:
         """One frame from the in-socket; ``user`` is its key's name in secure mode."""
         self._now = now
         actions = Actions()
+        if self._flooding and self._over_limit(frames, now, user):
+            return actions
         try:
             msg = p.decode_client(frames)
         except ProtocolError as exc:
@@ -240,15 +243,36 @@ class BrokerRules:
                 if self.presence.by_secret.get(session.secret) is session:  # not self-kicked
                     self._to_inbox(session.inbox, p.Done(text, id_), actions)
 
+    def _over_limit(self, frames: list[bytes], now: float, user: str | None) -> bool:
+        """A request from a session already told to slow down, dropped before it costs a
+        JSON decode (the frame as encode_client lays it out; others take the long way)."""
+        frame = frames[0] if len(frames) == 1 else b""
+        start = frame.find(b'"secret": "', 0, 64)
+        if start < 0 or not frame.startswith(
+            (b'{"v": 1, "type": "say"', b'{"v": 1, "type": "msg"')
+        ):
+            return False
+        secret = frame[start + 11 : start + 43].decode("ascii", "replace")
+        session = self.presence.by_secret.get(secret)
+        if session is None or secret not in self._flooding or session.user != user:
+            return False
+        if session.bucket.take(self.limit, now):
+            session.bucket.tokens += 1.0  # not spent here: the long way takes it
+            return False
+        self.dropped["rate-limited"] += 1
+        return True
+
     def _admit(self, session: Session, msg: p.ClientMessage, now: float, actions: Actions) -> bool:
         """The session's token bucket: False if this request is dropped for flooding."""
         bucket = session.bucket
         if bucket.take(self.limit, now):
             if bucket.dropped:
+                self._flooding.discard(session.secret)
                 log.info("%s: %d request(s) dropped for flooding", session.name, bucket.end_burst())
             return True
         self.dropped["rate-limited"] += 1
         if not bucket.told:
+            self._flooding.add(session.secret)
             bucket.told = True
             text = (
                 f"slow down: at most {self.limit.describe()}; "
@@ -427,6 +451,7 @@ class BrokerRules:
 
     def _end(self, session: Session, reason: str, actions: Actions) -> None:
         self.presence.remove(session)
+        self._flooding.discard(session.secret)
         ts = self.clock()
         for room in list(session.rooms):
             self.presence.part(session, room)
@@ -436,15 +461,21 @@ class BrokerRules:
 
     # --- the out-socket's subscriptions --------------------------------------------------
 
-    def on_subscription(self, data: bytes, now: float, user: str | None = None) -> Actions:
+    def on_subscription(
+        self, data: bytes, now: float, user: str | None = None, trusted: bool = True
+    ) -> Actions:
         """One (un)subscription from the out-socket; ``user`` is its key's name in secure
-        mode (None when libzmq made it up for a closed connection)."""
+        mode (None when libzmq made it up for a closed connection). An untrusted one
+        (the socket cannot say whose it is) is never applied; it may only end a session."""
         self._now = now
         actions = Actions()
         if not data or data[0] not in (0, 1):
             self._drop("subscription", "subscription message without a 0/1 first byte", now)
             return actions
         subscribe, topic = data[0] == 1, data[1:]
+        if subscribe and not trusted:
+            self._drop("misrouted", f"subscription to {topic[:40]!r} of an unknown connection", now)
+            return actions
         change = actions.subscribe if subscribe else actions.unsubscribe
         if topic == b"":
             change.extend([p.ROOM_PREFIX, p.SYS_TOPIC])  # everything public, no inbox

@@ -33,8 +33,17 @@ from zchat.keys import KeyRing, load_keyring
 
 log = logging.getLogger("zchat.broker")
 
-# How many frames one socket may hand over before the other gets its turn.
+# How many frames one socket may hand over before the other gets its turn, and for how
+# long: a batch is published only once it is all handled, so a flood of frames (even
+# ones that are dropped) must not hold back the lines of others for long.
 BATCH = 256
+BATCH_SECONDS = 0.0005
+# The longest message a client may send on the out-socket: a marker topic is 55 bytes,
+# a CURVE handshake command about 300. Past this libzmq drops the connection (XPUB
+# keeps every topic it is sent, at a cost of memory for each byte).
+MAX_SUBSCRIPTION_BYTES = 512
+# At most one traceback in this long for frames the broker failed to handle (counted).
+FAILURE_LOG_SECONDS = 10.0
 # Tries at finding two adjacent free ports when asked for port 0.
 PORT_PAIR_TRIES = 50
 
@@ -101,6 +110,8 @@ class Broker:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stopping = False
+        self._misaligned = False  # see _drain_subscriptions
+        self._last_failure = -FAILURE_LOG_SECONDS
         self._in: zmq.Socket[bytes] = self._ctx.socket(zmq.PULL)
         self._out: zmq.Socket[bytes] = self._ctx.socket(zmq.XPUB)
         self._admin: zmq.Socket[bytes] = self._ctx.socket(zmq.REP)
@@ -154,6 +165,7 @@ class Broker:
         self._out.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
         self._in.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME_BYTES)
         self._out.setsockopt(zmq.XPUB_MANUAL, 1)
+        self._out.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         self._out.setsockopt(zmq.SNDHWM, self.config.sndhwm)
 
     def _bind(self) -> int:
@@ -245,15 +257,25 @@ class Broker:
             try:
                 frame = self._out.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                self._misaligned = False  # libzmq's queues are both empty: in step again
                 return
+            data = frame.bytes
+            if not data or data[0] not in (0, 1):
+                # libzmq 4.3.5 queues such a message (an XSUB may send any) without its
+                # connection, so until its queue is empty each subscription read would
+                # be applied to another connection's: none is applied till then.
+                self._misaligned = True
             # apply before the next recv: XPUB_MANUAL applies to the last sender only
-            now = time.monotonic()
-            user = self._user(frame)
-            self._apply(self._guarded(self.rules.on_subscription, frame.bytes, now, user))
+            now, user, trusted = time.monotonic(), self._user(frame), not self._misaligned
+            actions = self._guarded(self.rules.on_subscription, data, now, user, trusted)
+            if not trusted:  # it may end a session; it must not touch another's topics
+                actions.subscribe, actions.unsubscribe = [], []
+            self._apply(actions)
 
     def _drain_inbound(self) -> None:
         # one commit for the whole batch, before any of it is published
         batch = Actions()
+        until = time.monotonic() + BATCH_SECONDS
         for _ in range(BATCH):
             try:
                 frames = self._in.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -267,6 +289,8 @@ class Broker:
             user = self._user(frames[0])
             now = time.monotonic()
             batch.extend(self._guarded(self.rules.on_inbound, payload, peer, now, user))
+            if now > until:
+                break
         self._apply(batch)
 
     def _user(self, frame: zmq.Frame) -> str | None:
@@ -340,7 +364,10 @@ class Broker:
             return handle(*args)
         except Exception:
             self.rules.dropped["internal"] += 1
-            log.exception("dropped a frame that the broker failed to handle")
+            now = time.monotonic()
+            if now - self._last_failure >= FAILURE_LOG_SECONDS:  # a flood of them is one line
+                self._last_failure = now
+                log.exception("dropped a frame that the broker failed to handle")
             return Actions()
 
     def _apply(self, actions: Actions) -> None:

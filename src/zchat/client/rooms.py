@@ -50,8 +50,9 @@ class RoomView:
             self.shown = event.seq
             return [event], None
         self.held[event.seq] = event
-        after = max(self.shown, event.seq - 1 - p.MAX_HISTORY)
-        return [], (after, event.seq)
+        # oldest first, at most one answer's worth: a longer gap is filled in turns, as
+        # each held event finds the rest of it still open
+        return [], (self.shown, min(event.seq, self.shown + 1 + p.MAX_HISTORY))
 
     def filled(self, events: tuple[p.RoomEvent, ...], lost: int) -> tuple[list[p.RoomEvent], int]:
         """The answer to the gap request came: the events to show, how many were lost.
@@ -60,8 +61,7 @@ class RoomView:
         assert fill is not None
         self.fill = None
         out = [e for e in events if self.shown < e.seq < fill.before]
-        # lines older than the request window (too many to ask for) are lost too
-        lost += fill.after - self.shown
+        lost += fill.after - self.shown  # older than the request window (a tail's)
         # a known gap is closed whatever came; a check reaches only as far as it found
         top = max((e.seq for e in out), default=self.shown) if fill.check else fill.before - 1
         self.shown = max(self.shown, top)

@@ -101,6 +101,8 @@ class _Fields:
         value: int = self._get(key, int, default)
         if value < 0:
             raise ProtocolError("field", f"field {key!r} is negative")
+        if value > MAX_COUNT:
+            raise ProtocolError("field", f"field {key!r} is larger than {MAX_COUNT}")
         return value
 
     def strings(self, key: str, default: list[str] | None = None) -> tuple[str, ...]:
@@ -147,6 +149,10 @@ def _checked(check: Callable[[str], str], value: str) -> str:
         raise ProtocolError("field", str(exc)) from None
 
 
+# The largest count a frame may carry: SQLite's integers are 64-bit and signed.
+MAX_COUNT = 2**63 - 1
+
+
 def _load(frame: bytes) -> tuple[str, _Fields]:
     if not frame:
         raise ProtocolError("empty", "empty frame")
@@ -154,6 +160,8 @@ def _load(frame: bytes) -> tuple[str, _Fields]:
         obj = json.loads(frame.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError("json", "frame is not UTF-8 JSON") from None
+    except RecursionError:  # [[[[...]]]] deeper than Python's stack
+        raise ProtocolError("json", "frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("json", "frame is not a JSON object")
     version = obj.get("v")
