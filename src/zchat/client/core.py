@@ -511,6 +511,7 @@ class ClientCore:
         if self.state is not State.JOINING:
             return  # an answer to a repeated JOIN
         self.state = State.JOINED
+        self.name = welcome.name  # the broker's spelling (in secure mode, the key's)
         self.epoch = welcome.epoch
         self._last_ping = now
         self._subscriptions.extend((False, marker) for marker in self._join_markers)

@@ -255,7 +255,8 @@ class _Chat:
                     break
             # what was typed before the end must be confirmed (or reported), and every
             # answer shown, before leaving
-            await self.client.flush(ACK_SECONDS + 1)
+            # (a line unanswered for ACK_SECONDS is looked for in history, then reported)
+            await self.client.flush(2 * ACK_SECONDS + 1)
             await self.client.settle()
         finally:
             await _cancel(printer)
