@@ -21,7 +21,6 @@ import argparse
 import multiprocessing as mp
 import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -94,11 +93,7 @@ def probe(port: int, samples: int) -> tuple[list[float], int]:
 
 
 def run(label: str, samples: int, flood: bool, limited: bool) -> Reading:
-    broker, port = spawn_broker()  # --rate 0: the bench's broker has no flood limit
-    if limited:
-        broker.terminate()
-        broker.wait(10)
-        broker, port = _limited_broker()
+    broker, port = spawn_broker(limited=limited)
     ctx = mp.get_context("spawn")
     ready, stop, sent = ctx.Event(), ctx.Event(), ctx.Value("q", 0)
     worker = None
@@ -120,16 +115,6 @@ def run(label: str, samples: int, flood: bool, limited: bool) -> Reading:
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))] if ms else float("nan")
     median = statistics.median(ms) if ms else float("nan")
     return Reading(label, len(ms), median, p99, sent.value, flood_seen)
-
-
-def _limited_broker() -> tuple[subprocess.Popen[str], int]:
-    argv = [sys.executable, "-m", "zchat", "broker", "--port", "0", "--db", ":memory:"]
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "listening: in tcp://" in line:
-            return proc, int(line.split("listening: in tcp://")[1].split()[0].rsplit(":", 1)[1])
-    raise RuntimeError("the broker did not start")
 
 
 def main() -> None:

@@ -388,12 +388,13 @@ class Bench:
 
 
 def spawn_broker(
-    host: str = "127.0.0.1", db: str = ":memory:"
+    host: str = "127.0.0.1", db: str = ":memory:", limited: bool = False
 ) -> tuple[subprocess.Popen[str], int]:
-    """A broker of our own on a free pair of ports (history in ``db``), with no rate
-    limit: publishers here send far past what a person would."""
+    """A broker of our own on a free pair of ports (history in ``db``). Unless
+    ``limited``, it has no rate limit: publishers here send far past what a person would."""
     argv = [sys.executable, "-m", "zchat", "broker", "--host", host, "--port", "0", "--db", db]
-    argv += ["--rate", "0"]
+    if not limited:
+        argv += ["--rate", "0"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     assert proc.stderr is not None
     for line in proc.stderr:
