@@ -8,7 +8,7 @@ import pytest
 
 from zchat import protocol as p
 from zchat.client.core import ACK_SECONDS, AWAY_SECONDS, JOIN_RETRY_SECONDS, ClientCore
-from zchat.errors import BrokerUnreachable, JoinRefused, NotDelivered
+from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
 
 TS = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
 
@@ -138,6 +138,38 @@ def test_a_tail_reveals_lines_dropped_before_a_quiet_spell(core: ClientCore) -> 
     core.on_publish(p.encode_server(b"room/general/", p.Tail("general", 3)), 1.0)
     [fill] = requests(core)
     assert (fill.after, fill.before) == (0, 4)
+
+
+def test_a_long_gap_a_tail_reveals_is_filled_in_turns_oldest_first(core: ClientCore) -> None:
+    def answer(fill: p.GetHistory, lost: int = 0) -> list[bytes]:
+        seqs = range(fill.after + 1 + lost, fill.before)
+        events = tuple(p.Chat("general", seq, TS, "Bob", f"l{seq}") for seq in seqs)
+        history = p.History("general", events, lost, fill.id)
+        return p.encode_server(p.inbox_topic(core.inbox), history)
+
+    core.on_publish(p.encode_server(b"room/general/", p.Tail("general", 2500)), 1.0)
+    [first] = requests(core)
+    assert (first.after, first.before) == (0, 1 + p.MAX_HISTORY)
+    core.on_publish(p.encode_server(b"room/general/", p.Tail("general", 2500)), 1.1)
+    assert requests(core) == []  # one request out at a time
+    core.on_publish(answer(first, lost=10), 1.2)  # the oldest ten are no longer kept
+    [second] = requests(core)
+    assert (second.after, second.before) == (1000, 2001)
+    core.on_publish(answer(second), 1.3)
+    [third] = requests(core)
+    assert (third.after, third.before) == (2000, 2501)
+    core.on_publish(answer(third), 1.4)
+    assert requests(core) == []
+    shown = [m.text for m in core.events]
+    assert shown[0] == "10 lines of #general could not be recovered"  # before what follows
+    assert shown[1:] == [f"l{seq}" for seq in range(11, 2501)]
+
+
+def test_a_nick_to_ones_own_name_is_not_sent(core: ClientCore) -> None:
+    with pytest.raises(InvalidInput, match="you are already known as Alice"):
+        core.nick("Alice")
+    assert sent(core) == []
+    assert p.decode_client(core.nick("ALICE")) == p.Nick(core.secret, "ALICE")  # a new spelling
 
 
 def test_silence_is_reported_once_and_the_return_too(core: ClientCore) -> None:

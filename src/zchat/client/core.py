@@ -217,7 +217,9 @@ class ClientCore:
         return self._request(p.Part(self.secret, self._my_room(room), p.check_reason(reason)))
 
     def nick(self, name: str) -> list[bytes]:
-        return self._request(p.Nick(self.secret, p.check_name(name)))
+        if p.check_name(name) == self.name:
+            raise InvalidInput(f"you are already known as {name}")
+        return self._request(p.Nick(self.secret, name))
 
     def set_topic(self, room: str | None, text: str) -> list[bytes]:
         return self._request(p.SetTopic(self.secret, self._my_room(room), p.check_topic(text)))
@@ -286,9 +288,9 @@ class ClientCore:
                 self._on_live(msg, now)
             case p.Tail(room, seq):
                 view = self.views.get(room)
-                if view is not None and self.joined and view.fill is None and seq > view.shown:
+                if view is not None and self.joined and (gap := view.tail(seq)) is not None:
                     self.gaps += 1  # the last lines before a quiet spell were dropped
-                    self._ask_fill(room, view, max(view.shown, seq - p.MAX_HISTORY), seq + 1, now)
+                    self._ask_fill(room, view, gap[0], gap[1], now)
             case p.Welcome():
                 self._on_welcome(msg, now)
             case p.History():
@@ -501,11 +503,13 @@ class ClientCore:
         self, room: str, view: RoomView, events: tuple[p.RoomEvent, ...], lost: int, now: float
     ) -> None:
         missing, lost = view.filled(events, lost)
-        self._show(missing)
-        if lost:
+        if lost:  # the oldest of the range: said before the lines that follow them
             self._note(f"{lost} line{'s' * (lost != 1)} of #{room} could not be recovered", room)
+        self._show(missing)
         for event in view.take_held():
             self._on_live(event, now)
+        if view.fill is None and (gap := view.gap()) is not None:
+            self._ask_fill(room, view, gap[0], gap[1], now)  # a Tail's range, in turns
 
     def _on_welcome(self, welcome: p.Welcome, now: float) -> None:
         if self.state is not State.JOINING:
