@@ -333,6 +333,13 @@ def test_changing_only_the_case_of_ones_own_name_is_allowed(rules: BrokerRules) 
     assert rules.presence.holder("alice") is rules.sessions[0]
 
 
+def test_a_nick_to_ones_own_name_is_confirmed_and_announces_nothing(rules: BrokerRules) -> None:
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    assert send(rules, p.Nick(alice.secret, "Alice")) == [(alice.topic, p.NickChanged("Alice"))]
+    assert rules.presence.rooms["general"].seq == 1
+
+
 @pytest.mark.parametrize(
     ("name", "text"),
     [

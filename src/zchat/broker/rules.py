@@ -122,6 +122,7 @@ class BrokerRules:
         self.presence = Presence()
         self.dropped: Counter[str] = Counter()
         self._pending: dict[str, _Pending] = {}  # inbox -> JOIN waiting for its subscription
+        self._pending_secrets: dict[str, str] = {}  # the secret of each waiting JOIN -> inbox
         self._subscribed: set[str] = set()  # inboxes whose subscription is in place
         self._markers: dict[str, dict[str, None]] = {}  # inbox -> marker subscriptions in place
         self._last_warning: dict[str, float] = {}
@@ -361,12 +362,27 @@ class BrokerRules:
         if session is not None or msg.inbox in self.presence.by_inbox:
             self._drop("field", "join reuses a secret or inbox of another session", now)
             return
+        if self._pending_secrets.get(msg.secret, msg.inbox) != msg.inbox:
+            self._drop("field", "join reuses the secret of another waiting join", now)
+            return
+        self._unpend(msg.inbox)  # a repeated JOIN waits anew, at the end of the line
         if len(self._pending) >= MAX_PENDING:
-            del self._pending[next(iter(self._pending))]
+            self._unpend(next(iter(self._pending)), forget_owner=True)
         self._pending[msg.inbox] = _Pending(now, msg, peer, user)
+        self._pending_secrets[msg.secret] = msg.inbox
         if user is not None:
             self._owners[msg.inbox] = user
         self._complete(msg.inbox, actions)
+
+    def _unpend(self, inbox: str, forget_owner: bool = False) -> _Pending | None:
+        """Forget the JOIN waiting on ``inbox``, if any; ``forget_owner``: and the key that
+        owns the inbox through it, unless the inbox is subscribed."""
+        pending = self._pending.pop(inbox, None)
+        if pending is not None:
+            self._pending_secrets.pop(pending.join.secret, None)
+            if forget_owner and inbox not in self._subscribed:
+                self._owners.pop(inbox, None)
+        return pending
 
     def _complete(self, inbox: str, actions: Actions) -> None:
         pending = self._pending.get(inbox)
@@ -375,7 +391,10 @@ class BrokerRules:
         marked = pending.join.mark and pending.join.mark in self._markers.get(inbox, {})
         if inbox not in self._subscribed and not marked:
             return
-        del self._pending[inbox]
+        self._unpend(inbox)
+        if self.secure and self._owners.get(inbox) != pending.user:
+            self._drop("foreign-inbox", f"join by {pending.user!r} lost its inbox", self._now)
+            return
         self._subscribed.add(inbox)  # a marker proves the inbox subscription is in place
         join = pending.join
         try:
@@ -508,7 +527,9 @@ class BrokerRules:
                     return actions
                 self._subscribed.discard(inbox)
                 self._markers.pop(inbox, None)
-                self._owners.pop(inbox, None)
+                waiting = self._pending.get(inbox)
+                if waiting is None or waiting.user != self._owners.get(inbox):
+                    self._owners.pop(inbox, None)  # else kept for the key whose JOIN waits
                 session = self.presence.by_inbox.get(inbox)
                 if session is not None:
                     silent = now - session.last_seen > SILENT_SECONDS
@@ -600,12 +621,11 @@ class BrokerRules:
                 self._subscribed.discard(session.inbox)
                 self._owners.pop(session.inbox, None)
                 self._end(session, "connection lost", actions)
-        for inbox, pending in list(self._pending.items()):
-            if now - pending.since > PENDING_JOIN_SECONDS:
-                del self._pending[inbox]
-                if inbox not in self._subscribed:
-                    self._owners.pop(inbox, None)
-                log.debug("join of %r expired: its subscription never arrived", pending.join.name)
+        for inbox, pending in list(self._pending.items()):  # oldest first
+            if now - pending.since <= PENDING_JOIN_SECONDS:
+                break
+            self._unpend(inbox, forget_owner=True)
+            log.debug("join of %r expired: its subscription never arrived", pending.join.name)
         for code, count in list(self._suppressed.items()):
             if now - self._last_warning.get(code, 0.0) >= WARN_EVERY_SECONDS:
                 log.warning("dropped %d more bad frame(s) of kind %r", count, code)
@@ -673,6 +693,9 @@ class BrokerRules:
         if holder is not None and holder is not session:
             raise Answer("name-taken", f"name {name.lower()!r} is taken")
         old = session.name
+        if name == old:  # nothing changes: nothing to announce
+            self._to_inbox(session.inbox, p.NickChanged(name), actions)
+            return
         self.presence.rename(session, name)
         ts = self.clock()
         for room in session.rooms:
