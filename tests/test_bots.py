@@ -182,7 +182,11 @@ def test_send_failures_are_clear(broker: RunningBroker, make_client: MakeClient)
     assert (result.returncode, result.stderr) == (1, "zchat: name 'taken' is taken\n")
     result = run("send", "--name", "bot", "--port", port, "x" * 5000)
     assert result.returncode == 1
-    assert result.stderr == "zchat: message is 5000 bytes long, the limit is 4096\n"
+    assert result.stderr == "zchat: nothing sent: message is 5000 bytes long, the limit is 4096\n"
+    result = run("send", "--name", "bot", "--port", port, stdin="fine\n" + "x" * 5000 + "\n")
+    assert result.stderr == (
+        "zchat: nothing sent: line 2: message is 5000 bytes long, the limit is 4096\n"
+    )
     result = run("send", "--name", "bot", "--port", port, stdin="")
     assert (result.returncode, result.stderr) == (
         1,
@@ -195,6 +199,28 @@ def test_send_failures_are_clear(broker: RunningBroker, make_client: MakeClient)
         f"zchat: no answer from the broker at 127.0.0.1:{port} within 0.5 s: "
         "is `zchat broker` running there?\n"
     )
+
+
+def test_a_refused_send_never_joins(broker: RunningBroker, make_client: MakeClient) -> None:
+    alice = make_client("Alice")
+    port = str(broker.port)
+    assert run("send", "--name", "bot", "--port", port, "x" * 5000).returncode == 1
+    assert run("send", "--name", "bot2", "--port", port, "after").returncode == 0
+    seen = []
+    while not seen or not said("bot2", "after")(seen[-1]):
+        got = alice.receive(timeout=10)
+        assert got is not None, seen
+        seen.append(got)
+    assert [m.sender for m in seen if m.kind == "join"] == ["Alice", "bot2"]  # no "bot joined"
+
+
+@pytest.mark.broker(rate=1, burst=3)
+def test_send_past_the_flood_limit_says_so(broker: RunningBroker) -> None:
+    lines = "".join(f"line {i}\n" for i in range(10))
+    port = str(broker.port)
+    result = run("send", "--name", "bot", "--port", port, "--timeout", "2", stdin=lines)
+    assert result.returncode == 1
+    assert result.stderr.startswith("zchat: 7 of 10 lines not delivered: slow down: at most ")
 
 
 def test_receive_times_out_with_none(make_client: MakeClient) -> None:

@@ -172,6 +172,39 @@ def test_a_nick_to_ones_own_name_is_not_sent(core: ClientCore) -> None:
     assert p.decode_client(core.nick("ALICE")) == p.Nick(core.secret, "ALICE")  # a new spelling
 
 
+def ticked(core: ClientCore, now: float) -> float:
+    """Tick at ``now``; the next deadline, which must be later (else a loop spins)."""
+    core.tick(now)
+    deadline = core.deadline()
+    assert deadline > now, f"deadline {deadline} not after {now} in state {core.state}"
+    return deadline
+
+
+def test_a_join_no_broker_takes_never_spins_then_fails() -> None:
+    client = ClientCore("Alice")
+    client.start(0.0, timeout=10.0)  # the JOIN stays in the outbox: no broker takes it
+    ticks = [0.0]
+    while client.failure is None:
+        ticks.append(ticked(client, ticks[-1]))
+    assert isinstance(client.failure, BrokerUnreachable)
+    assert ticks == [float(second) for second in range(12)]  # JOIN retries, the end, idle
+    ticked(client, 10.5)  # closed: still no busy loop
+
+
+def test_an_outage_never_leaves_a_deadline_in_the_past(core: ClientCore) -> None:
+    core.on_publish(p.encode_server(b"room/general/", p.Chat("general", 5, TS, "Bob", "x")), 1.0)
+    assert requests(core)  # a fill is out for lines 1 to 4
+    core.say("in flight", None, 1.0)
+    now = 1.0
+    while now < 20.0:  # no heartbeat: away, then the fill and the line give up
+        now = ticked(core, now)
+    assert "broker unreachable, reconnecting…" in texts(core)
+    core.on_publish(beat("e2"), now)  # back, restarted: a rejoin whose JOIN cannot go out
+    assert core.joining
+    for _ in range(10):
+        now = ticked(core, now)
+
+
 def test_silence_is_reported_once_and_the_return_too(core: ClientCore) -> None:
     core.tick(0.1 + AWAY_SECONDS)
     core.tick(0.2 + AWAY_SECONDS)

@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from conftest import RunningBroker
-from support import Proc, expect_message, start_broker, zchat_command
+from support import Proc, child_env, expect_message, start_broker, zchat_command
 from zchat import Client, Message
 from zchat import protocol as p
 from zchat.broker.server import BrokerConfig, warn_if_exposed
@@ -135,6 +135,30 @@ def test_a_secure_client_is_told_the_broker_is_open(broker: RunningBroker, keys:
     else:
         assert refused.value.code == "handshake-failed"
         assert "does it run with --secure?" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "told"),
+    [
+        ("Mallory", "refused your key"),  # a key the broker does not know
+        (None, "is in secure mode: listen with --secure"),  # no key at all
+    ],
+)
+def test_a_listener_the_broker_refuses_is_told_so_and_stops(
+    secure_broker: RunningBroker, keys: Path, key: str | None, told: str
+) -> None:
+    argv = zchat_command("listen", "--port", str(secure_broker.port))
+    if key is not None:
+        home = keys.parent / "home"
+        argv += ["--secure", "--server-key", str(keys / "broker.key")]
+        argv += ["--key", str(home / f"{key}.key_secret")]
+    started = time.monotonic()
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, env=child_env(), check=False
+    )
+    assert time.monotonic() - started < 10  # not a wait for ever on a silent socket
+    assert done.returncode == 1
+    assert told in done.stderr
 
 
 # --- names and inboxes belong to keys ---------------------------------------------------
@@ -310,6 +334,29 @@ def test_admin_who_and_clear_errors(
     assert "no broker here" in nowhere.stderr
     reload = admin_cli(broker.broker.admin_path, "reload")
     assert "secure mode" in reload.stderr
+
+
+def test_admin_against_a_stopped_broker_answers_at_once(procs: list[Proc], tmp_path: Path) -> None:
+    sock = tmp_path / "admin.sock"
+    broker, _ = start_broker("--admin-socket", str(sock))
+    procs.append(broker)
+    assert admin_cli(sock, "who").returncode == 0
+    broker.signal(15)
+    assert broker.wait() == 0
+    assert not sock.exists()  # a clean stop takes its socket file along
+    gone = admin_cli(sock, "who")
+    assert (gone.returncode, "no broker here" in gone.stderr) == (1, True)
+    killed, _ = start_broker("--admin-socket", str(sock))
+    procs.append(killed)
+    assert admin_cli(sock, "who").returncode == 0
+    killed.signal(9)
+    killed.wait()
+    assert sock.exists()  # what kill -9 leaves
+    started = time.monotonic()
+    stale = admin_cli(sock, "who")
+    assert time.monotonic() - started < 4  # not the reply's 5 s timeout
+    assert stale.returncode == 1
+    assert "no broker is listening at" in stale.stderr
 
 
 def test_admins_kick_and_ban_in_chat_others_may_not(make_secure: MakeSecure) -> None:

@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pexpect
 import pyte
 import pytest
 
-from support import child_env, expect_message, zchat_command
+from support import Proc, child_env, expect_message, zchat_command
 from zchat import Client, Message
 from zchat import protocol as p
 
@@ -237,6 +240,43 @@ def test_ctrl_d_and_ctrl_c_leave_and_exit_0(
     left = expect_message(bob, is_leave("Alice"), timeout=WAIT)
     assert left.text == "quit", label
     assert alice.wait_exit() == 0, label
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_while_the_broker_is_gone_the_prompt_answers_and_the_client_idles(
+    broker_proc: tuple[Proc, int],
+) -> None:
+    broker, port = broker_proc
+    alice = Terminal("Alice", port)
+    try:
+        alice.wait_prompt()
+        broker.signal(signal.SIGKILL)  # no notice: only the silence tells
+        started, cpu = time.monotonic(), cpu_seconds(alice.child.pid)
+        alice.wait_for(
+            lambda term: term.row_of("broker unreachable, reconnecting") is not None,
+            "the outage noticed",
+        )
+        # the silence takes 3.5 s to notice; a client that spun on it would use all that
+        used, waited = cpu_seconds(alice.child.pid) - cpu, time.monotonic() - started
+        assert used < waited / 4, f"{used:.2f} s of CPU in {waited:.2f} s of outage"
+        alice.wait_prompt()
+        alice.type("anyone?")
+        alice.wait_prompt("anyone?")  # keys are still echoed
+        alice.type("\r")
+        alice.wait_for(
+            lambda term: term.row_of(r"\*\*\* not sent \(the broker is unreachable") is not None,
+            "the line reported not sent",
+        )
+        alice.wait_prompt("anyone?")  # and given back, to send again later
+        alice.type("\x15/quit\r")  # Ctrl-U clears the line; then leave, broker or not
+        assert alice.wait_exit() == 0
+    finally:
+        alice.stop()
 
 
 def test_escape_sequences_in_messages_do_not_steer_the_terminal(

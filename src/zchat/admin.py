@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -68,6 +69,7 @@ def request(
         )
     if not os.access(path, os.R_OK | os.W_OK):
         raise AdminError(f"cannot open {path}: it belongs to another user")
+    _probe(path)
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     try:
@@ -81,6 +83,21 @@ def request(
     if not reply.get("ok"):
         raise AdminError(str(reply.get("error", "refused")))
     return dict(reply)
+
+
+def _probe(path: Path) -> None:
+    """Fail at once if no one listens at ``path`` (a file left by a broker that was
+    killed), rather than after the reply's timeout: ZeroMQ would retry in silence."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            raise AdminError(
+                f"no broker is listening at {path}: the file was left by a broker that "
+                "stopped (is `zchat broker` running, with this --port?)"
+            ) from None
+        except OSError as exc:
+            raise AdminError(f"cannot open {path}: {exc.strerror or exc}") from None
 
 
 def parse(data: bytes) -> dict[str, str]:

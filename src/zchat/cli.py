@@ -337,7 +337,7 @@ def listen(
 
     from zchat.client.listen import Listener
     from zchat.client.render import render, to_json
-    from zchat.errors import InvalidInput
+    from zchat.errors import InvalidInput, JoinRefused
     from zchat.protocol import check_room
 
     try:
@@ -362,6 +362,8 @@ def listen(
                     break
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a normal way to stop
         pass
+    except JoinRefused as exc:  # secure mode: the broker refused the handshake
+        raise Failure(str(exc)) from None
 
 
 @main.command()
@@ -395,6 +397,7 @@ def send(
     when every line was confirmed, 1 otherwise, with the reason on stderr."""
     from zchat.client.sync import Client
     from zchat.errors import InvalidInput, ZchatError
+    from zchat.protocol import check_text
 
     name = name_from_key(name, secure, key)
     if name is None:
@@ -404,6 +407,12 @@ def send(
     lines = [line for line in lines if line.strip()]
     if not lines:
         raise Failure("nothing to send: give TEXT or lines on stdin")
+    for number, line in enumerate(lines, 1):  # all or nothing: check before joining
+        try:
+            check_text(line)
+        except InvalidInput as exc:
+            where = f"line {number}: " if text is None else ""
+            raise Failure(f"nothing sent: {where}{exc}") from None
     try:
         client = Client(name, host, port, rooms=[room], history=0, keys=keys)
     except InvalidInput as exc:
@@ -412,11 +421,16 @@ def send(
         client.join(timeout=timeout)
         for line in lines:
             client.send(line, room)
-        if not client.flush(timeout=timeout):
+        confirmed = client.flush(timeout=timeout)
+        notes = [m.text for m in client.core.events if m.kind == "system"]
+        limited = [note for note in notes if note.startswith("not sent: slow down")]
+        if limited:  # past the broker's flood limit: the rest were dropped
+            count = client.core.unacknowledged + len(client.core.undelivered)
+            raise Failure(f"{count} of {len(lines)} lines not delivered: {limited[0][10:]}")
+        if not confirmed:
             count = client.core.unacknowledged
             raise Failure(f"{count} line(s) not confirmed by the broker within {timeout:g} s")
         if client.core.undelivered:
-            notes = [m.text for m in client.core.events if m.kind == "system"]
             failed = [note for note in notes if note.startswith(("not sent", "not delivered"))]
             raise Failure(failed[0] if failed else "a line was not delivered")
     except ZchatError as exc:

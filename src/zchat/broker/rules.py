@@ -403,7 +403,8 @@ class BrokerRules:
             name = self._may_join(name, pending.user)
         except Answer as answer:
             self._to_inbox(inbox, p.Refused(answer.code, answer.text), actions)
-            log.info("refused %s from %s: %s", join.name, pending.peer, answer.code)
+            key = f" with {pending.user}'s key" if pending.user else ""
+            log.info("refused %s from %s%s: %s", join.name, pending.peer, key, answer.code)
             return
         if self.presence.holder(name) is not None:
             refusal = p.Refused("name-taken", f"name {name.lower()!r} is taken")

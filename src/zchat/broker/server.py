@@ -383,6 +383,9 @@ class Broker:
         for sock in (self._in, self._out, self._admin):
             if not sock.closed:
                 sock.close()
+        if self.admin_path != Path():  # libzmq leaves the socket file behind
+            with contextlib.suppress(OSError):
+                self.admin_path.unlink()
         if self._auth is not None:
             self._auth.stop()
         if self._own_ctx:

@@ -25,6 +25,7 @@ from zchat.client.transport import (
     Endpoints,
     Keys,
     apply_subscriptions,
+    close_monitor,
     connect,
     handshake_problem,
 )
@@ -51,6 +52,10 @@ class AsyncClient:
         self._monitor: zmq.asyncio.Socket | None = None
         self._ctx = context or zmq.asyncio.Context.instance()
         self._push = self._ctx.socket(zmq.PUSH)
+        # Sends are never awaited: they go out at once or fail (Again: no broker). An
+        # awaited send with NOBLOCK would queue behind the pump's wait for POLLOUT, and
+        # wait with it for a broker that is gone; the plain socket below never waits.
+        self._send_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._push.underlying)
         self._sub = self._ctx.socket(zmq.SUB)
         self._changed = asyncio.Event()  # set when events arrive or the state moves
         self._pump: asyncio.Task[None] | None = None
@@ -83,7 +88,7 @@ class AsyncClient:
         frames = self.core.leave(reason)
         if frames is not None and self._pump is not None:
             try:
-                await self._push.send_multipart(frames, zmq.NOBLOCK)
+                self._send_now.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
                 self.core.left()  # the broker is away; it will see the connection drop
             with contextlib.suppress(TimeoutError):
@@ -169,7 +174,7 @@ class AsyncClient:
         if frames is None:
             return
         try:
-            await self._push.send_multipart(frames, zmq.NOBLOCK)
+            self._send_now.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             self.core.forget(id_)
             raise NotDelivered("the broker is unreachable, reconnecting…") from None
@@ -238,7 +243,7 @@ class AsyncClient:
             if self._push in ready:
                 for frames in self.core.take_outbox():
                     try:
-                        await self._push.send_multipart(frames, zmq.NOBLOCK)
+                        self._send_now.send_multipart(frames, zmq.NOBLOCK)
                     except zmq.Again:
                         break  # control frames are sent again by the core's timers
             if self._sub in ready:
@@ -255,6 +260,9 @@ class AsyncClient:
                 self.core.tick(time.monotonic())
             if self.core.events or self.core.state is not State.JOINING:
                 self._changed.set()
+            # a poll that finds traffic waiting returns without yielding: give the other
+            # tasks (the prompt, the reader of events) their turn on every round
+            await asyncio.sleep(0)
 
     async def _stop_pump(self) -> None:
         if self._pump is not None:
@@ -264,8 +272,6 @@ class AsyncClient:
             self._pump = None
 
     def _close_sockets(self) -> None:
-        if self._monitor is not None:
-            self._sub.disable_monitor()
-            self._monitor.close()
+        close_monitor(self._sub, self._monitor)
         self._push.close()
         self._sub.close()

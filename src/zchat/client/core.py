@@ -41,6 +41,7 @@ PING_SECONDS = 1.0  # a joined client pings this often, so the broker knows it i
 JOIN_RETRY_SECONDS = 1.0  # an unanswered JOIN is sent again after this long
 AWAY_SECONDS = 3.5  # no heartbeat for this long: the broker is unreachable
 ACK_SECONDS = 5.0  # a line not echoed within this long is reported as not delivered
+IDLE_SECONDS = 1.0  # tick runs at least this often, whatever else is due
 REJOIN_RETRY_SECONDS = 3.0  # after a refused rejoin (name briefly still held), try again
 # A closing client waits this long for the broker's notice of its LEAVE, so that the
 # broker sees the LEAVE before the connection drops (which would read "connection lost").
@@ -102,6 +103,7 @@ class ClientCore:
         self._joined_once = False
         self._join_sent = 0.0
         self._join_deadline = 0.0
+        self._last_tick = 0.0
         self._last_heard = 0.0
         self._last_ping = 0.0
         self._away = False
@@ -132,14 +134,19 @@ class ClientCore:
         return out
 
     def deadline(self) -> float:
-        """The monotonic time by which ``tick`` must next run."""
-        times = [self._last_heard + AWAY_SECONDS]
+        """The monotonic time by which ``tick`` must next run: always later than the
+        last ``tick``, so a loop that waits for it never spins."""
+        times = [self._last_tick + IDLE_SECONDS]
+        if self._joined_once and not self._away:
+            times.append(self._last_heard + AWAY_SECONDS)
         if self.state is State.JOINING:
-            times += [self._join_sent + JOIN_RETRY_SECONDS]
+            times.append(self._join_sent + JOIN_RETRY_SECONDS)
+            if not self._joined_once:
+                times.append(self._join_deadline)
         if self.state is State.JOINED:
             times.append(self._last_ping + PING_SECONDS)
+            times += [v.fill.sent_at + FILL_SECONDS for v in self.views.values() if v.fill]
         times += [pending.sent_at + ACK_SECONDS for pending in self._pending.values()]
-        times += [v.fill.sent_at + FILL_SECONDS for v in self.views.values() if v.fill]
         return min(times)
 
     @property
@@ -165,7 +172,7 @@ class ClientCore:
         self._timeout = timeout
         self.state = State.JOINING
         self._join_deadline = now + timeout
-        self._last_heard = now
+        self._last_heard = self._last_tick = now
         self._send_join(now, first=True)
 
     def say(
@@ -321,7 +328,7 @@ class ClientCore:
         first join; reported once while rejoining."""
         if not self.secure:  # no keys to be wrong: the broker wants them (the broker
             problem = "wrong-mode"  # may hang up before its reason arrives)
-        text = self._handshake_text(problem)
+        text = handshake_text(problem, self._where or "the broker", self.secure)
         if self.state is State.JOINING and not self._joined_once:
             self.state = State.CLOSED
             self.failure = JoinRefused(problem, text)
@@ -329,26 +336,8 @@ class ClientCore:
             self._handshake_told.add(problem)
             self._note(f"{text}; still trying")
 
-    def _handshake_text(self, problem: str) -> str:
-        where = self._where or "the broker"
-        if problem == "key-refused":
-            return (
-                f"the broker at {where} refused your key: give your public key file "
-                "(NAME.key) to its operator, to be put in the broker's keys/users folder"
-            )
-        if problem == "wrong-mode" and self.secure:
-            return f"the broker at {where} is not in secure mode: join without --secure"
-        if problem == "wrong-mode":
-            return (
-                f"the broker at {where} is in secure mode: join with --secure "
-                "--server-key broker.key --key NAME.key_secret"
-            )
-        return (
-            f"no secure handshake with the broker at {where}: is --server-key the public "
-            "key of this broker (its broker.key), and does it run with --secure?"
-        )
-
     def tick(self, now: float) -> None:
+        self._last_tick = now
         if self.state is State.JOINING:
             if not self._joined_once and now >= self._join_deadline:
                 self.state = State.CLOSED
@@ -357,17 +346,20 @@ class ClientCore:
                     "is `zchat broker` running there?"
                 )
                 return
-            if now - self._join_sent >= JOIN_RETRY_SECONDS and not self._outbox:
-                self._send_join(now)
-        if self.state is State.JOINED and now - self._last_ping >= PING_SECONDS:
+            if now >= self._join_sent + JOIN_RETRY_SECONDS:
+                if self._outbox:  # the last JOIN has not gone out yet: no broker to take it
+                    self._join_sent = now
+                else:
+                    self._send_join(now)
+        if self.state is State.JOINED and now >= self._last_ping + PING_SECONDS:
             self._last_ping = now
             if not self._outbox:
                 self._outbox.append(p.encode_client(p.Ping(self.secret, self.inbox)))
-        if now - self._last_heard >= AWAY_SECONDS and not self._away and self._joined_once:
+        if now >= self._last_heard + AWAY_SECONDS and not self._away and self._joined_once:
             self._away = True
             self._note("broker unreachable, reconnecting…")
         for id_, pending in list(self._pending.items()):
-            if now - pending.sent_at < ACK_SECONDS:
+            if now < pending.sent_at + ACK_SECONDS:
                 continue
             view = self.views.get(pending.room or "")
             if view is not None and not pending.checked and self.joined and not self._away:
@@ -382,7 +374,7 @@ class ClientCore:
             self._note(f"not delivered (no answer from the broker): {pending.text}")
         for room, view in self.views.items():
             fill = view.fill
-            if fill is not None and self.joined and now - fill.sent_at >= FILL_SECONDS:
+            if fill is not None and self.joined and now >= fill.sent_at + FILL_SECONDS:
                 if fill.tries < FILL_TRIES:
                     fill.tries, fill.sent_at = fill.tries + 1, now
                     self._outbox.append(self._fill_request(room, fill))
@@ -609,3 +601,24 @@ class ClientCore:
 
     def _note(self, text: str, room: str | None = None) -> None:
         self.events.append(Message.system(text, self.clock(), room))
+
+
+def handshake_text(problem: str, where: str, secure: bool, verb: str = "join") -> str:
+    """What to tell a person whose handshake with the broker failed (on_handshake);
+    ``verb``: what they tried to do."""
+    if problem == "key-refused":
+        return (
+            f"the broker at {where} refused your key: give your public key file "
+            "(NAME.key) to its operator, to be put in the broker's keys/users folder"
+        )
+    if problem == "wrong-mode" and secure:
+        return f"the broker at {where} is not in secure mode: {verb} without --secure"
+    if problem == "wrong-mode":
+        return (
+            f"the broker at {where} is in secure mode: {verb} with --secure "
+            "--server-key broker.key --key NAME.key_secret"
+        )
+    return (
+        f"no secure handshake with the broker at {where}: is --server-key the public "
+        "key of this broker (its broker.key), and does it run with --secure?"
+    )

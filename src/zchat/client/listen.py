@@ -3,7 +3,8 @@
 It is invisible in /who and cannot ask the broker for anything, so it cannot fill
 gaps: lines dropped on the way (a full queue, a reconnect) are reported by count,
 from the jump in sequence numbers or from the room's tail, never skipped in silence.
-It notices the broker's absence and return from the heartbeat, like a joined client.
+It notices the broker's absence and return from the heartbeat, like a joined client,
+and a refused handshake (secure mode) like one too.
 """
 
 from __future__ import annotations
@@ -15,31 +16,54 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from zchat import protocol as p
-from zchat.client.core import AWAY_SECONDS
+from zchat.client.core import AWAY_SECONDS, handshake_text
 from zchat.client.message import Message, from_room_event
-from zchat.client.transport import DEFAULT_HOST, DEFAULT_PORT, Endpoints, Keys
-from zchat.errors import ProtocolError
+from zchat.client.transport import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    HANDSHAKE_EVENTS,
+    Endpoints,
+    Keys,
+    close_monitor,
+    handshake_problem,
+)
+from zchat.errors import JoinRefused, ProtocolError
 
 
 class ListenCore:
     """The listener's rules, without sockets."""
 
-    def __init__(self, rooms: Iterable[str], clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        rooms: Iterable[str],
+        clock: Callable[[], datetime] | None = None,
+        *,
+        secure: bool = False,
+        where: str = "the broker",
+    ):
         self.rooms = list(dict.fromkeys(p.check_room(r) for r in rooms)) or [p.DEFAULT_ROOM]
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.secure = secure
+        self.where = where
         self.events: deque[Message] = deque()
         self.shown: dict[str, int] = {}
+        self.failure: JoinRefused | None = None  # the broker refused the first handshake
         self._epoch: str | None = None
         self._last_heard = 0.0
+        self._heard = False
+        self._last_tick = 0.0
         self._away = False
+        self._handshake_told: set[str] = set()
 
     def subscriptions(self) -> list[bytes]:
         return [*(p.room_topic(room) for room in self.rooms), p.SYS_TOPIC]
 
     def deadline(self) -> float:
-        return self._last_heard + AWAY_SECONDS
+        """When ``tick`` must next run: always later than the last one."""
+        return self._last_heard + AWAY_SECONDS if not self._away else self._last_tick + 1.0
 
     def start(self, now: float) -> None:
         self._last_heard = now
@@ -50,6 +74,7 @@ class ListenCore:
         except ProtocolError:
             return
         self._last_heard = now
+        self._heard = True
         if self._away:
             self._away = False
             self._note("broker reachable again")
@@ -82,8 +107,21 @@ class ListenCore:
             self._note(f"{count} line{'s' * (count != 1)} of #{room} {were} missed", room)
         return True
 
+    def on_handshake(self, problem: str) -> None:
+        """As ClientCore.on_handshake: fatal before the broker was first heard from,
+        reported once after."""
+        if not self.secure:
+            problem = "wrong-mode"
+        text = handshake_text(problem, self.where, self.secure, verb="listen")
+        if not self._heard:
+            self.failure = JoinRefused(problem, text)
+        elif problem not in self._handshake_told:
+            self._handshake_told.add(problem)
+            self._note(f"{text}; still trying")
+
     def tick(self, now: float) -> None:
-        if now - self._last_heard >= AWAY_SECONDS and not self._away:
+        self._last_tick = now
+        if now >= self._last_heard + AWAY_SECONDS and not self._away:
             self._away = True
             self._note("broker unreachable, reconnecting…")
 
@@ -104,8 +142,8 @@ class Listener:
         keys: Keys | None = None,
     ) -> None:
         """``keys`` (transport.Keys) for a broker in secure mode."""
-        self.core = ListenCore(rooms)
         self.endpoints = Endpoints(host, port)
+        self.core = ListenCore(rooms, secure=keys is not None, where=self.endpoints.describe())
         self._ctx = context or zmq.Context.instance()
         self._sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.LINGER, 0)
@@ -118,24 +156,37 @@ class Listener:
             keys.apply(self._sub)
         for topic in self.core.subscriptions():
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self._monitor: zmq.Socket[bytes] = self._sub.get_monitor_socket(HANDSHAKE_EVENTS)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sub, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
         self._sub.connect(self.endpoints.sub)
         self.core.start(time.monotonic())
 
     def receive(self, timeout: float | None = None) -> Message | None:
-        """The next Message, or None after ``timeout`` seconds (None: wait for ever)."""
+        """The next Message, or None after ``timeout`` seconds (None: wait for ever).
+        Raises JoinRefused if the broker refuses the handshake before it was ever
+        heard from (a key it does not know, the other mode, the wrong broker key)."""
         end = None if timeout is None else time.monotonic() + timeout
         while not self.core.events:
             now = time.monotonic()
             if end is not None and now >= end:
                 return None
             until = self.core.deadline() if end is None else min(end, self.core.deadline())
-            if self._sub.poll(max(0, int((until - now) * 1000)) + 1):
+            ready = dict(self._poller.poll(max(0, int((until - now) * 1000)) + 1))
+            if self._sub in ready:
                 while True:
                     try:
                         frames = self._sub.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     self.core.on_publish(frames, time.monotonic())
+            if self._monitor in ready:
+                event = recv_monitor_message(self._monitor)
+                self.core.on_handshake(handshake_problem(event["event"], event["value"]))
+                if self.core.failure is not None:
+                    self.close()
+                    raise self.core.failure
             self.core.tick(time.monotonic())
         return self.core.events.popleft()
 
@@ -147,6 +198,7 @@ class Listener:
 
     def close(self) -> None:
         if not self._sub.closed:
+            close_monitor(self._sub, self._monitor)
             self._sub.close()
 
     def __enter__(self) -> Listener:

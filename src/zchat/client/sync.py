@@ -22,6 +22,7 @@ from zchat.client.transport import (
     Endpoints,
     Keys,
     apply_subscriptions,
+    close_monitor,
     connect,
     handshake_problem,
 )
@@ -270,8 +271,6 @@ class Client:
             raise ClientClosed("this client is closed")
 
     def _close_sockets(self) -> None:
-        if self._monitor is not None:
-            self._sub.disable_monitor()
-            self._monitor.close()
+        close_monitor(self._sub, self._monitor)
         self._push.close()
         self._sub.close()

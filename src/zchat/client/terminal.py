@@ -96,6 +96,7 @@ class _Chat:
         self.reason = ""
         self.last_nick: tuple[str | None, str, object] | None = None
         self.out: Callable[[str], None] = print
+        self.retype = ""  # a line that could not be sent, offered again at the prompt
 
     @property
     def room(self) -> str | None:
@@ -166,8 +167,8 @@ class _Chat:
                 await self._attempt(client.msg(first, more), more)
             case "me" if rest:
                 await self._attempt(client.act(rest, self.room), rest)
-            case "nick" if first and not more:
-                await self._attempt(client.nick(first))
+            case "nick" if rest:  # a name with a space gets the name rule, not the usage
+                await self._attempt(client.nick(rest))
             case "topic" if rest:
                 await self._attempt(client.set_topic(rest, self.room))
             case "topic":
@@ -198,6 +199,7 @@ class _Chat:
             self.note(f"not sent ({exc.reason}): {text}" if text else str(exc))
         else:
             return True
+        self.retype = text  # what was typed is not lost: it is back at the prompt
         return False
 
     async def interactive(self) -> None:
@@ -212,7 +214,8 @@ class _Chat:
             printer = loop.create_task(self._print_events())
             try:
                 while True:
-                    asker = loop.create_task(_ask(session, self.prompt))
+                    retype, self.retype = self.retype, ""
+                    asker = loop.create_task(_ask(session, self.prompt, retype))
                     await asyncio.wait({asker, printer}, return_when="FIRST_COMPLETED")
                     if not asker.done():
                         await _cancel(asker)
@@ -264,11 +267,11 @@ class _Chat:
                 self.show(self.client.core.events.popleft())
 
 
-async def _ask(session: Any, prompt: Callable[[], str]) -> str | None:
-    """One line typed; None for Ctrl-D or Ctrl-C (caught here: a task must not let
-    KeyboardInterrupt out)."""
+async def _ask(session: Any, prompt: Callable[[], str], typed: str = "") -> str | None:
+    """One line typed (``typed`` is there already); None for Ctrl-D or Ctrl-C (caught
+    here: a task must not let KeyboardInterrupt out)."""
     try:
-        line: str = await session.prompt_async(prompt)
+        line: str = await session.prompt_async(prompt, default=typed)
     except (EOFError, KeyboardInterrupt):
         return None
     return line

@@ -106,6 +106,13 @@ def connect(push: S, sub: S, endpoints: Endpoints, core: ClientCore, keys: Keys 
     return monitor
 
 
+def close_monitor(sub: zmq.Socket, monitor: zmq.Socket | None) -> None:  # type: ignore[type-arg]
+    """Stop watching ``sub``'s handshakes and close the monitor socket (connect)."""
+    if monitor is not None:
+        sub.disable_monitor()
+        monitor.close()
+
+
 def apply_subscriptions(sub: zmq.Socket, core: ClientCore) -> None:  # type: ignore[type-arg]
     """Apply the subscription changes the core asks for (entering, parting, markers)."""
     for subscribe, topic in core.take_subscriptions():
