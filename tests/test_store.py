@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from zchat import protocol as p
-from zchat.broker.store import PRUNE_SLACK, HistoryStore
+from zchat.broker.store import PRUNE_SLACK, HistoryStore, default_path
 from zchat.errors import ConfigError
 
 TS = datetime(2025, 3, 1, 14, 30, 15, 123456, tzinfo=UTC)
@@ -130,6 +130,44 @@ def test_sequence_topic_and_events_survive_close_and_reopen(tmp_path: Path) -> N
         assert again.history("general", 0, 5, 50) == ([chat(1), chat(2), chat(3), chat(4)], 0)
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(("made", "other"), [("open", "secure"), ("secure", "open")])
+def test_a_file_keeps_one_modes_history(tmp_path: Path, made: str, other: str) -> None:
+    path = tmp_path / "history.db"
+    store = HistoryStore(path, mode=made)
+    fill(store, 2)
+    store.close()
+    with pytest.raises(ConfigError) as refused:
+        HistoryStore(path, mode=other)
+    assert str(refused.value) == (
+        f"history database {path} holds the history of a broker in {made} mode; "
+        f"a broker in {other} mode keeps its own: pass --db with another file"
+    )
+    HistoryStore(path, mode=made).close()  # the file is untouched
+
+
+def test_a_history_from_before_modes_were_kept_is_open_modes(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    store = HistoryStore(path)
+    fill(store, 2)
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM meta")
+    with pytest.raises(ConfigError, match="in open mode"):
+        HistoryStore(path, mode="secure")
+    empty = tmp_path / "empty.db"
+    HistoryStore(empty, mode="secure").close()  # a new file takes the mode of its broker
+    with pytest.raises(ConfigError, match="in secure mode"):
+        HistoryStore(empty)
+
+
+def test_secure_brokers_keep_their_history_beside_open_ones(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_path() == tmp_path / "zchat" / "history.db"
+    assert default_path(secure=True) == tmp_path / "zchat" / "secure-history.db"
 
 
 def test_uncommitted_events_are_invisible_to_other_readers(tmp_path: Path) -> None:

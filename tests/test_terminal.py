@@ -309,9 +309,16 @@ def test_join_switches_the_current_room_and_names_the_others(
     spawn: Callable[[str], Terminal], make_client: Callable[..., Client]
 ) -> None:
     bob = make_client("Bob", rooms=["general", "dev"])
+    bob.send("earlier in dev", room="dev")
+    assert bob.flush()
     alice = spawn("Alice")
     alice.type("/join #dev\r")
     alice.wait_for(lambda term: term.cursor_line == "#dev>", "the prompt of #dev")
+    # the room's history and her own arrival are the current room's: no "#dev" on them
+    alice.wait_for(
+        lambda term: term.row_of(STAMP + "Bob: earlier in dev$") is not None, "the history"
+    )
+    assert alice.row_of("#dev (Bob: earlier|Alice joined)") is None, alice.dump()
     alice.type("in dev\r")
     got = expect_message(bob, is_chat("Alice", "in dev"), timeout=WAIT)
     assert got.room == "dev"

@@ -124,7 +124,8 @@ def main() -> None:
     "--db",
     envvar="ZCHAT_DB",
     help="History database file (env ZCHAT_DB); ':memory:' keeps none. "
-    "Default: $XDG_DATA_HOME/zchat/history.db (~/.local/share/zchat/history.db).",
+    "Default: $XDG_DATA_HOME/zchat/history.db (~/.local/share/zchat/history.db); "
+    "in secure mode secure-history.db beside it. A file keeps one mode's history.",
 )
 @click.option(
     "--retention",
@@ -217,7 +218,7 @@ def broker(
         config = BrokerConfig(
             host=host,
             port=port,
-            db=db or str(default_path()),
+            db=db or str(default_path(secure)),
             retention=retention,
             rate=rate,
             burst=burst,

@@ -95,7 +95,8 @@ class Broker:
         self.config = config
         self.epoch = secrets.token_hex(8)
         keyring = load_keyring(config.keys) if config.keys is not None else None
-        self.store = HistoryStore(config.db, config.retention)
+        mode = "secure" if config.keys else "open"
+        self.store = HistoryStore(config.db, config.retention, mode)
         self.rules = BrokerRules(
             self.epoch,
             self.store,

@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bans (
     name   TEXT PRIMARY KEY,  -- lower case
     shown  TEXT NOT NULL,
@@ -59,16 +63,23 @@ class Ban:
     ts: datetime
 
 
-def default_path() -> Path:
-    """$XDG_DATA_HOME/zchat/history.db, or ~/.local/share/zchat/history.db."""
+def default_path(secure: bool = False) -> Path:
+    """$XDG_DATA_HOME/zchat/history.db, or ~/.local/share/zchat/history.db; a secure
+    broker's is secure-history.db beside it (the two modes never share a history)."""
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "zchat" / "history.db"
+    return Path(base) / "zchat" / ("secure-history.db" if secure else "history.db")
 
 
 class HistoryStore:
-    def __init__(self, path: str | Path = ":memory:", retention: int = DEFAULT_RETENTION):
+    def __init__(
+        self, path: str | Path = ":memory:", retention: int = DEFAULT_RETENTION, mode: str = "open"
+    ):
+        """``mode``: "open" or "secure", the broker's. A file keeps the history of one
+        mode only: in open mode anyone may speak under any free name, so those lines
+        must never be shown among lines whose names keys vouch for."""
         self.path = str(path)
         self.retention = retention
+        self.mode = mode
         self._dirty = False
         self._closed = False
         self._oldest: dict[str, int] = {}
@@ -105,6 +116,17 @@ class HistoryStore:
         if where != ":memory:" and mode.lower() != "wal":
             db.close()
             raise ConfigError(f"history database {where} cannot use WAL mode (got {mode})")
+        kept = db.execute("SELECT value FROM meta WHERE key = 'mode'").fetchone()
+        if kept is None:  # a new file, or one from before modes were kept: open mode's
+            used = db.execute("SELECT 1 FROM rooms LIMIT 1").fetchone() is not None
+            kept = ("open" if used else self.mode,)
+            db.execute("INSERT INTO meta (key, value) VALUES ('mode', ?)", kept)
+        if kept[0] != self.mode:
+            db.close()
+            raise ConfigError(
+                f"history database {where} holds the history of a broker in {kept[0]} mode; "
+                f"a broker in {self.mode} mode keeps its own: pass --db with another file"
+            )
         db.execute("BEGIN")
         return db
 

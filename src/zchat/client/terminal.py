@@ -97,6 +97,7 @@ class _Chat:
         self.last_nick: tuple[str | None, str, object] | None = None
         self.out: Callable[[str], None] = print
         self.retype = ""  # a line that could not be sent, offered again at the prompt
+        self.entering: str | None = None  # the room a /join is entering
 
     @property
     def room(self) -> str | None:
@@ -112,7 +113,7 @@ class _Chat:
     def reference(self) -> str | None:
         """Lines from rooms other than this one carry the room's name. In a terminal it
         is the current room; for a script, the first room, so the output is stable."""
-        return self.room if self.is_terminal else self.home
+        return (self.entering or self.room) if self.is_terminal else self.home
 
     def show(self, msg: Message) -> None:
         if msg.kind == "nick" and not msg.replayed:  # one rename, one event per room: show once
@@ -154,9 +155,15 @@ class _Chat:
                 for help_line in HELP.splitlines():
                     self.out(help_line)
             case "join" if first and not more:
-                # waits (briefly) for the broker, so that the next line goes to the room
-                if await self._attempt(client.enter(first)):
-                    self.current = check_room(first)
+                # waits (briefly) for the broker, so that the next line goes to the room;
+                # meanwhile its history is shown as the current room's, without its name
+                with contextlib.suppress(InvalidInput):  # said by the attempt
+                    self.entering = check_room(first)
+                try:
+                    if await self._attempt(client.enter(first)):
+                        self.current = check_room(first)
+                finally:
+                    self.entering = None
             case "part":
                 await self._attempt(client.part(room or self.room, more if room else rest))
             case "rooms":
