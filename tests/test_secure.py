@@ -20,6 +20,7 @@ from support import Proc, child_env, expect_message, start_broker, zchat_command
 from zchat import Client, Message
 from zchat import protocol as p
 from zchat.broker.server import BrokerConfig, warn_if_exposed
+from zchat.client.listen import Listener
 from zchat.client.transport import Keys
 from zchat.errors import BrokerUnreachable, JoinRefused, NotDelivered
 from zchat.keys import keygen
@@ -357,6 +358,27 @@ def test_admin_against_a_stopped_broker_answers_at_once(procs: list[Proc], tmp_p
     assert time.monotonic() - started < 4  # not the reply's 5 s timeout
     assert stale.returncode == 1
     assert "no broker is listening at" in stale.stderr
+
+
+def test_a_banned_key_cannot_connect_to_read_or_to_join(
+    secure_broker: RunningBroker, keys: Path, make_secure: MakeSecure
+) -> None:
+    bob = make_secure("Bob")
+    admin = secure_broker.broker.admin_path
+    assert admin_cli(admin, "ban", "bob", "rude").returncode == 0
+    expect_message(bob, note("you were banned by the operator: rude"))
+    started = time.monotonic()
+    with pytest.raises(JoinRefused) as refused:
+        make_secure("Bob", join=False).join(timeout=5)
+    assert time.monotonic() - started < 2  # told at the handshake
+    assert refused.value.code == "key-refused"
+    assert "refused your key (unknown to it, or banned)" in str(refused.value)
+    ears = Listener(port=secure_broker.port, keys=keys_of(keys, "Bob"))
+    with pytest.raises(JoinRefused, match="or banned"):  # no reading the rooms either
+        ears.receive(timeout=5)
+    assert admin_cli(admin, "unban", "bob").returncode == 0
+    back = make_secure("Bob")
+    back.send("better now")
 
 
 def test_admins_kick_and_ban_in_chat_others_may_not(make_secure: MakeSecure) -> None:

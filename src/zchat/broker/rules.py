@@ -77,11 +77,13 @@ class Actions:
     subscribe: list[bytes] = field(default_factory=list)
     unsubscribe: list[bytes] = field(default_factory=list)
     publish: list[list[bytes]] = field(default_factory=list)
+    bans_changed: bool = False  # secure mode: tell the key checker who is banned now
 
     def extend(self, other: Actions) -> None:
         self.subscribe += other.subscribe
         self.unsubscribe += other.unsubscribe
         self.publish += other.publish
+        self.bans_changed |= other.bans_changed
 
 
 class Answer(Exception):
@@ -303,6 +305,7 @@ class BrokerRules:
                 return f"{session.name} was kicked", actions
             case "ban":
                 self.store.ban(name, reason, by, self.clock())
+                actions.bans_changed = True
                 if session is None:
                     return f"{name} is banned", actions
                 self._kick(session, by, reason, True, actions)
@@ -310,6 +313,7 @@ class BrokerRules:
             case "unban":
                 if not self.store.unban(name):
                     raise Answer("not-banned", f"{name!r} is not banned")
+                actions.bans_changed = True
                 return f"{name} is no longer banned", actions
         raise Answer("bad-request", f"unknown moderation {op!r}")
 

@@ -5,6 +5,12 @@ public keys may connect (the keys folder's users) and which name each one has. l
 then refuses unknown keys during the handshake, and stamps every frame a known key
 sends with its name as the ``User-Id`` property, which the broker reads instead of
 trusting anything the frame says.
+
+A banned user's key is refused too, so a ban also stops them reading the rooms. The
+ban itself ends the session at once (a ``kicked`` frame that says why); connections
+the key made before it (a listener) stay until they drop, and none are let in again.
+The refusal is ZAP status 400 like an unknown key's, the only one a client is told
+of (a 300 hangs up in silence), so a client cannot tell the two apart.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class KeyAuthenticator:
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], keyring: KeyRing) -> None:
         self.keyring = keyring
+        self.banned: frozenset[str] = frozenset()  # lower-case names, replaced whole
         self.refused = 0
         self._lock = threading.Lock()
         self._logged: dict[bytes, float] = {}
@@ -51,6 +58,19 @@ class KeyAuthenticator:
         """zmq.auth's question, from its thread: may this Z85 public key connect?"""
         if key in self.keyring.users:
             return True
+        self._refused(key, f"unknown key {key.decode('ascii')}")
+        return False
+
+    def is_banned(self, key: bytes) -> bool:
+        """From zmq.auth's thread: is this (binary) public key a banned user's?"""
+        z85_key = z85.encode(key)
+        name = self.keyring.name_of(z85_key)
+        if name is None or name.lower() not in self.banned:
+            return False
+        self._refused(z85_key, f"{name} is banned")
+        return True
+
+    def _refused(self, key: bytes, why: str) -> None:
         with self._lock:
             self.refused += 1
             now = time.monotonic()
@@ -58,8 +78,7 @@ class KeyAuthenticator:
                 if len(self._logged) > 1000:
                     self._logged.clear()
                 self._logged[key] = now
-                log.warning("refused a connection: unknown key %s", key.decode("ascii"))
-        return False
+                log.warning("refused a connection: %s", why)
 
     def name_of(self, key: bytes) -> str:
         return self.keyring.name_of(z85.encode(key)) or "?"
@@ -75,3 +94,8 @@ class _Authenticator(ThreadAuthenticator):
 
     def curve_user_id(self, client_public_key: bytes) -> str:
         return self._keys.name_of(client_public_key)
+
+    async def _authenticate_curve(self, domain: str, client_key: bytes) -> tuple[bool, bytes]:
+        if self._keys.is_banned(client_key):
+            return False, b"Banned"
+        return await super()._authenticate_curve(domain, client_key)

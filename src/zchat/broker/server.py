@@ -120,6 +120,7 @@ class Broker:
         try:
             if keyring is not None:
                 self._auth = KeyAuthenticator(self._ctx, keyring)
+                self._auth.banned = self._banned()
                 self._use_keys(keyring)
             self._configure()
             self.port = self._bind()
@@ -371,7 +372,12 @@ class Broker:
                 log.exception("dropped a frame that the broker failed to handle")
             return Actions()
 
+    def _banned(self) -> frozenset[str]:
+        return frozenset(ban.name.lower() for ban in self.store.bans())
+
     def _apply(self, actions: Actions) -> None:
+        if actions.bans_changed and self._auth is not None:
+            self._auth.banned = self._banned()  # their next connections are refused
         for topic in actions.subscribe:
             self._out.subscribe(topic)
         for topic in actions.unsubscribe:

@@ -608,8 +608,9 @@ def handshake_text(problem: str, where: str, secure: bool, verb: str = "join") -
     ``verb``: what they tried to do."""
     if problem == "key-refused":
         return (
-            f"the broker at {where} refused your key: give your public key file "
-            "(NAME.key) to its operator, to be put in the broker's keys/users folder"
+            f"the broker at {where} refused your key (unknown to it, or banned): ask its "
+            "operator; a new user gives them their public key file (NAME.key), to be put "
+            "in the broker's keys/users folder"
         )
     if problem == "wrong-mode" and secure:
         return f"the broker at {where} is not in secure mode: {verb} without --secure"
