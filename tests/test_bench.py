@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from support import child_env, zchat_command
+from support import Proc, child_env, zchat_command
 
 
 def test_bench_spawns_a_broker_and_reports_every_figure() -> None:
@@ -42,3 +42,21 @@ def test_bench_against_no_broker_fails_clearly() -> None:
     )
     assert result.returncode == 1
     assert "no answer from the broker at 127.0.0.1:1" in result.stderr
+
+
+def test_bench_against_a_limited_broker_says_why_lines_are_lost(
+    broker_proc: tuple[Proc, int],
+) -> None:
+    _, port = broker_proc  # the default flood limit: 50 at once, then 20 a second
+    result = subprocess.run(
+        zchat_command("bench", "--port", str(port), "-s", "1", "-n", "500", "--size", "40"),
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lost" in result.stdout
+    assert "default flood limit (20 a second per session)" in result.stderr
+    assert "--rate 0" in result.stderr

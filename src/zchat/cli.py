@@ -110,6 +110,8 @@ time_format_option = click.option(
     help="Stamp lines [HH:MM:SS] (time), [YYYY-MM-DD HH:MM:SS] (full), or not (none).",
 )
 
+FLOOD_HINT_RATE = 20  # lines a second per publisher past the broker's default limit
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="zchat", message="%(prog)s %(version)s")
@@ -522,6 +524,13 @@ def bench(
     else:
         for line in result.lines():
             click.echo(line)
+    if result.lost and not spawn and result.sent_per_second / publishers > FLOOD_HINT_RATE:
+        click.echo(
+            f"zchat: each publisher sent {result.sent_per_second / publishers:,.0f} lines a "
+            "second: a broker with the default flood limit (20 a second per session) drops "
+            "most of them. Start it with --rate 0 to measure it, or use --spawn.",
+            err=True,
+        )
 
 
 @main.command()
