@@ -1,0 +1,220 @@
+"""The commands that talk in the chat: ``zchat join``, ``zchat listen``, ``zchat send``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from zchat.cli.options import (
+    Failure,
+    host_option,
+    load_keys,
+    name_from_key,
+    port_option,
+    rooms_option,
+    secure_options,
+    time_format_option,
+)
+
+
+def _ask_name() -> str:
+    from zchat.errors import InvalidInput
+    from zchat.protocol import check_name
+
+    while True:
+        name: str = click.prompt("Username", prompt_suffix=": ")
+        try:
+            return check_name(name.strip())
+        except InvalidInput as exc:
+            click.echo(f"zchat: {exc}", err=True)
+
+
+@click.command()
+@click.option("--name", envvar="ZCHAT_NAME", help="Your name in the chat (env ZCHAT_NAME).")
+@host_option("Broker address (env ZCHAT_HOST).")
+@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
+@rooms_option("Room to join; repeat for several. The first is where your lines go.")
+@click.option(
+    "--history",
+    type=click.IntRange(0, 1000),
+    default=50,
+    show_default=True,
+    help="Lines of each room's history to show on joining.",
+)
+@time_format_option
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the broker before giving up.",
+)
+@secure_options
+def join(
+    name: str | None,
+    host: str,
+    port: int,
+    rooms: tuple[str, ...],
+    history: int,
+    time_format: str,
+    connect_timeout: float,
+    secure: bool,
+    server_key: str,
+    key: str | None,
+) -> None:
+    """Join the chat. Type to talk; /help lists the commands.
+
+    When stdin is not a terminal, each input line is sent as a message and each event
+    is printed as one plain line; the end of input leaves the chat."""
+    from zchat.client.terminal import TerminalConfig, run
+    from zchat.errors import InvalidInput
+    from zchat.protocol import check_name, check_room
+
+    interactive = sys.stdin.isatty()
+    name = name_from_key(name, secure, key)
+    if name is None:
+        if not interactive:
+            raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
+        name = _ask_name()
+    try:
+        name = check_name(name)
+        checked = tuple(check_room(r) for r in rooms)
+    except InvalidInput as exc:
+        raise Failure(str(exc)) from None
+    keys = load_keys(secure, server_key, key, name)
+    config = TerminalConfig(name, host, port, checked, history, time_format, connect_timeout, keys)
+    sys.exit(run(config, interactive))
+
+
+@click.command()
+@host_option("Broker address (env ZCHAT_HOST).")
+@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
+@rooms_option("Room to listen to; repeat for several.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines with every field.")
+@time_format_option
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    help="Stop after this many lines (system notices included).",
+)
+@secure_options
+def listen(
+    host: str,
+    port: int,
+    rooms: tuple[str, ...],
+    as_json: bool,
+    time_format: str,
+    count: int | None,
+    secure: bool,
+    server_key: str,
+    key: str | None,
+) -> None:
+    """Print what is said in rooms, without joining: no name needed, invisible in /who.
+
+    One line per event, in the terminal format or as JSON (--json). Follows the broker
+    through restarts; stops on Ctrl-C, SIGTERM, or after --count lines."""
+    import signal
+
+    from zchat.client.listen import Listener
+    from zchat.client.render import render, to_json
+    from zchat.errors import InvalidInput, JoinRefused
+    from zchat.protocol import check_room
+
+    try:
+        checked = [check_room(room) for room in rooms]
+    except InvalidInput as exc:
+        raise Failure(str(exc)) from None
+    keys = load_keys(secure, server_key, key, None)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    shown = 0
+    try:
+        with Listener(host, port, checked, keys=keys) as ears:
+            where = ", ".join(f"#{room}" for room in checked)
+            click.echo(
+                f"listening to {where} on {ears.endpoints.describe()} (Ctrl-C stops)", err=True
+            )
+            for msg in ears:
+                line = to_json(msg) if as_json else render(msg, time_format, checked[0])
+                click.echo(line)
+                sys.stdout.flush()
+                shown += 1
+                if count is not None and shown >= count:
+                    break
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a normal way to stop
+        pass
+    except JoinRefused as exc:  # secure mode: the broker refused the handshake
+        raise Failure(str(exc)) from None
+
+
+@click.command()
+@click.argument("text", required=False)
+@click.option("--name", envvar="ZCHAT_NAME", help="Who speaks (env ZCHAT_NAME).")
+@host_option("Broker address (env ZCHAT_HOST).")
+@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
+@click.option("--room", default="general", show_default=True, help="Room to speak in.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the broker, and then for each line's confirmation.",
+)
+@secure_options
+def send(
+    text: str | None,
+    name: str | None,
+    host: str,
+    port: int,
+    room: str,
+    timeout: float,
+    secure: bool,
+    server_key: str,
+    key: str | None,
+) -> None:
+    """Say TEXT (or each line of stdin) in a room, and exit once the broker confirms.
+
+    Joins under --name for the time it takes, so the name must be free. Exit code 0
+    when every line was confirmed, 1 otherwise, with the reason on stderr."""
+    from zchat.client.sync import Client
+    from zchat.errors import InvalidInput, ZchatError
+    from zchat.protocol import check_text
+
+    name = name_from_key(name, secure, key)
+    if name is None:
+        raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
+    keys = load_keys(secure, server_key, key, name)
+    lines = [text] if text is not None else [line.rstrip("\r\n") for line in sys.stdin]
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise Failure("nothing to send: give TEXT or lines on stdin")
+    for number, line in enumerate(lines, 1):  # all or nothing: check before joining
+        try:
+            check_text(line)
+        except InvalidInput as exc:
+            where = f"line {number}: " if text is None else ""
+            raise Failure(f"nothing sent: {where}{exc}") from None
+    try:
+        client = Client(name, host, port, rooms=[room], history=0, keys=keys)
+    except InvalidInput as exc:
+        raise Failure(str(exc)) from None
+    try:
+        client.join(timeout=timeout)
+        for line in lines:
+            client.send(line, room)
+        confirmed = client.flush(timeout=timeout)
+        notes = [m.text for m in client.core.events if m.kind == "system"]
+        limited = [note for note in notes if note.startswith("not sent: slow down")]
+        if limited:  # past the broker's flood limit: the rest were dropped
+            count = client.core.unacknowledged + len(client.core.undelivered)
+            raise Failure(f"{count} of {len(lines)} lines not delivered: {limited[0][10:]}")
+        if not confirmed:
+            count = client.core.unacknowledged
+            raise Failure(f"{count} line(s) not confirmed by the broker within {timeout:g} s")
+        if client.core.undelivered:
+            failed = [note for note in notes if note.startswith(("not sent", "not delivered"))]
+            raise Failure(failed[0] if failed else "a line was not delivered")
+    except ZchatError as exc:
+        raise Failure(str(exc)) from None
+    finally:
+        client.close()

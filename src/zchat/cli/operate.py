@@ -1,0 +1,248 @@
+"""The operator's commands: ``zchat broker``, ``zchat keygen``, ``zchat admin``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from zchat.cli.options import LOG_LEVELS, Failure, StartFailure, host_option, port_option
+
+
+@click.command()
+@host_option("Address to listen on (env ZCHAT_HOST).")
+@port_option("Clients send to PORT and listen on PORT+1; 0 picks a free pair (env ZCHAT_PORT).", 0)
+@click.option(
+    "--db",
+    envvar="ZCHAT_DB",
+    help="History database file (env ZCHAT_DB); ':memory:' keeps none. "
+    "Default: $XDG_DATA_HOME/zchat/history.db (~/.local/share/zchat/history.db); "
+    "in secure mode secure-history.db beside it. A file keeps one mode's history.",
+)
+@click.option(
+    "--retention",
+    type=click.IntRange(1, 10_000_000),
+    default=10_000,
+    show_default=True,
+    help="Lines of history kept per room.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="How much the broker logs to stderr.",
+)
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Secure mode: CURVE encryption, and only the users whose keys are in --keys.",
+)
+@click.option(
+    "--keys",
+    "keys_dir",
+    default="keys",
+    show_default=True,
+    help="Secure mode: folder with broker.key_secret, users/NAME.key and an optional admins file.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Requests a second each session may send, sustained; 0 for no limit.",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Requests each session may send at once, before --rate applies.",
+)
+@click.option(
+    "--send-queue",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Messages queued for each reader; a reader further behind loses live lines "
+    "and fills them in from history.",
+)
+@click.option(
+    "--peer-timeout",
+    type=click.FloatRange(min=1),
+    default=5.0,
+    show_default=True,
+    help="Seconds a silent connection (a peer gone without a word) is kept.",
+)
+@click.option(
+    "--admin-socket",
+    help="The operator's socket file for `zchat admin`. "
+    "Default: $XDG_RUNTIME_DIR/zchat/admin-PORT.sock (or /tmp/zchat-UID/...).",
+)
+def broker(
+    host: str,
+    port: int,
+    db: str | None,
+    retention: int,
+    log_level: str,
+    secure: bool,
+    keys_dir: str,
+    rate: float,
+    burst: int,
+    send_queue: int,
+    peer_timeout: float,
+    admin_socket: str | None,
+) -> None:
+    """Run the broker: every client connects here. Stop it with Ctrl-C."""
+    import signal
+
+    from zchat.broker.server import Broker, BrokerConfig, warn_if_exposed
+    from zchat.broker.store import default_path
+    from zchat.errors import ConfigError
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        config = BrokerConfig(
+            host=host,
+            port=port,
+            db=db or str(default_path(secure)),
+            retention=retention,
+            rate=rate,
+            burst=burst,
+            sndhwm=send_queue,
+            zmtp_heartbeat_timeout=peer_timeout,
+            keys=keys_dir if secure else None,
+            admin_socket=admin_socket or "",
+        )
+        warning = warn_if_exposed(config)
+        if warning:
+            logging.getLogger("zchat.broker").warning(warning)
+        server = Broker(config)
+    except ConfigError as exc:
+        raise StartFailure(str(exc)) from None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop())
+    server.run()
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    help="Folder to write NAME.key and NAME.key_secret into.",
+)
+def keygen(name: str, directory: str) -> None:
+    """Make a key pair for secure mode: NAME.key (public) and NAME.key_secret.
+
+    Keep NAME.key_secret to yourself. A user gives NAME.key to the broker's operator,
+    who copies it into the broker's keys/users folder; the broker's own pair is made
+    with `zchat keygen broker --dir keys`, and its broker.key is given to the users."""
+    from zchat.errors import ConfigError
+    from zchat.keys import keygen as make
+
+    try:
+        public, secret = make(name, directory)
+    except ConfigError as exc:
+        raise Failure(str(exc)) from None
+    click.echo(f"wrote {public} (public: give it out) and {secret} (secret: keep it)")
+
+
+@click.group()
+@port_option("The broker's port (env ZCHAT_PORT): it names the admin socket.", 1)
+@click.option("--admin-socket", help="The broker's admin socket file, if it was given one.")
+@click.pass_context
+def admin(ctx: click.Context, port: int, admin_socket: str | None) -> None:
+    """Kick, ban and list users of a broker running on this machine, as its owner."""
+    from pathlib import Path
+
+    from zchat.admin import default_path
+
+    ctx.obj = Path(admin_socket) if admin_socket else default_path(port)
+
+
+def _admin(ctx: click.Context, op: str, **args: str) -> dict[str, Any]:
+    from zchat.admin import AdminError, request
+
+    try:
+        return request(ctx.obj, op, args)
+    except AdminError as exc:
+        raise Failure(str(exc)) from None
+
+
+@admin.command("kick")
+@click.argument("name")
+@click.argument("reason", required=False, default="")
+@click.pass_context
+def admin_kick(ctx: click.Context, name: str, reason: str) -> None:
+    """End NAME's session, telling them REASON. They may join again."""
+    click.echo(_admin(ctx, "kick", name=name, reason=reason)["text"])
+
+
+@admin.command("ban")
+@click.argument("name")
+@click.argument("reason", required=False, default="")
+@click.pass_context
+def admin_ban(ctx: click.Context, name: str, reason: str) -> None:
+    """Kick NAME and refuse them until unbanned (kept across restarts)."""
+    click.echo(_admin(ctx, "ban", name=name, reason=reason)["text"])
+
+
+@admin.command("unban")
+@click.argument("name")
+@click.pass_context
+def admin_unban(ctx: click.Context, name: str) -> None:
+    """Let NAME join again."""
+    click.echo(_admin(ctx, "unban", name=name)["text"])
+
+
+@admin.command("who")
+@click.pass_context
+def admin_who(ctx: click.Context) -> None:
+    """Everyone connected: name, rooms, address, time connected."""
+    users = _admin(ctx, "who")["data"]
+    if not users:
+        click.echo("nobody is here")
+    for user in users:
+        rooms = " ".join(f"#{room}" for room in user["rooms"]) or "-"
+        admin_mark = " (admin)" if user["admin"] else ""
+        click.echo(
+            f"{user['name']}{admin_mark}  {rooms}  from {user['peer']}  {user['seconds']:g} s"
+        )
+
+
+@admin.command("bans")
+@click.pass_context
+def admin_bans(ctx: click.Context) -> None:
+    """The banned names, who banned them, when and why."""
+    bans = _admin(ctx, "bans")["data"]
+    if not bans:
+        click.echo("nobody is banned")
+    for ban in bans:
+        why = f": {ban['reason']}" if ban["reason"] else ""
+        click.echo(f"{ban['name']}  banned by {ban['by']} at {ban['ts']}{why}")
+
+
+@admin.command("stats")
+@click.pass_context
+def admin_stats(ctx: click.Context) -> None:
+    """Sessions, rooms, and frames dropped by kind, as JSON."""
+    import json
+
+    click.echo(json.dumps(_admin(ctx, "stats")["data"], sort_keys=True))
+
+
+@admin.command("reload")
+@click.pass_context
+def admin_reload(ctx: click.Context) -> None:
+    """Secure mode: read the keys folder again (new, replaced, withdrawn keys, admins)."""
+    click.echo(_admin(ctx, "reload")["text"])
