@@ -214,13 +214,30 @@ def test_a_refused_send_never_joins(broker: RunningBroker, make_client: MakeClie
     assert [m.sender for m in seen if m.kind == "join"] == ["Alice", "bot2"]  # no "bot joined"
 
 
-@pytest.mark.broker(rate=1, burst=3)
-def test_send_past_the_flood_limit_says_so(broker: RunningBroker) -> None:
-    lines = "".join(f"line {i}\n" for i in range(10))
+@pytest.mark.broker(rate=20, burst=3)
+def test_send_paces_itself_to_the_flood_limit(
+    broker: RunningBroker, make_client: MakeClient
+) -> None:
+    alice = make_client("Alice")
+    lines = [f"line {i}" for i in range(10)]  # past the burst of 3: refused, then said again
+    result = run("send", "--name", "bot", "--port", str(broker.port), stdin="\n".join(lines))
+    assert (result.returncode, result.stderr) == (0, "")
+    heard = [expect_message(alice, lambda m: m.sender == "bot" and m.kind == "message").text]
+    while len(heard) < len(lines):
+        heard.append(expect_message(alice, lambda m: m.sender == "bot").text)
+    assert heard == lines  # each once, in order
+
+
+@pytest.mark.broker(rate=0.5, burst=1)
+def test_send_that_the_flood_limit_holds_past_its_timeout_says_so(broker: RunningBroker) -> None:
     port = str(broker.port)
-    result = run("send", "--name", "bot", "--port", port, "--timeout", "2", stdin=lines)
+    result = run("send", "--name", "bot", "--port", port, "--timeout", "1", stdin="one\ntwo\n")
     assert result.returncode == 1
-    assert result.stderr.startswith("zchat: 7 of 10 lines not delivered: slow down: at most ")
+    assert result.stderr == (
+        "zchat: line 2 of 2: not sent: slow down: at most 0.5 lines a second, 1 at once; "
+        "this line and the next ones are dropped until you do (the lines before it were "
+        "delivered)\n"
+    )
 
 
 def test_receive_times_out_with_none(make_client: MakeClient) -> None:

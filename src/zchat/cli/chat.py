@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import time
+from typing import Any
 
 import click
 
@@ -16,6 +19,11 @@ from zchat.cli.options import (
     secure_options,
     time_format_option,
 )
+
+# zchat send, past the broker's flood limit: "not sent: slow down: at most R lines a
+# second, …" says when the next line may go (1/R s), give or take the margin
+RATE_IN_REFUSAL = re.compile(r"^not sent: slow down: at most ([0-9.]+) lines a second")
+PAUSE_MARGIN_SECONDS = 0.02
 
 
 def _ask_name() -> str:
@@ -200,21 +208,41 @@ def send(
         raise Failure(str(exc)) from None
     try:
         client.join(timeout=timeout)
-        for line in lines:
-            client.send(line, room)
-        confirmed = client.flush(timeout=timeout)
-        notes = [m.text for m in client.core.events if m.kind == "system"]
-        limited = [note for note in notes if note.startswith("not sent: slow down")]
-        if limited:  # past the broker's flood limit: the rest were dropped
-            count = client.core.unacknowledged + len(client.core.undelivered)
-            raise Failure(f"{count} of {len(lines)} lines not delivered: {limited[0][10:]}")
-        if not confirmed:
-            count = client.core.unacknowledged
-            raise Failure(f"{count} line(s) not confirmed by the broker within {timeout:g} s")
-        if client.core.undelivered:
-            failed = [note for note in notes if note.startswith(("not sent", "not delivered"))]
-            raise Failure(failed[0] if failed else "a line was not delivered")
+        for number, line in enumerate(lines, 1):
+            problem = _say_paced(client, line, room, timeout)
+            if problem is not None:
+                where = f"line {number} of {len(lines)}: " if len(lines) > 1 else ""
+                raise Failure(f"{where}{problem} (the lines before it were delivered)")
     except ZchatError as exc:
         raise Failure(str(exc)) from None
     finally:
         client.close()
+
+
+def _say_paced(client: Any, line: str, room: str, timeout: float) -> str | None:
+    """Say ``line`` and wait for its confirmation; None once confirmed, else why not.
+    Past the broker's flood limit the line is refused, once: wait until the limit lets
+    one more through (its rate is in the refusal) and say it again, within ``timeout``.
+    One line in flight at a time, so a refusal concerns that line only."""
+    end = time.monotonic() + timeout
+    while True:
+        refused = len(client.core.undelivered)
+        client.send(line, room)
+        if not client.flush(timeout=max(0.1, end - time.monotonic())):
+            return f"not confirmed by the broker within {timeout:g} s: {line}"
+        if len(client.core.undelivered) == refused:
+            return None  # echoed: delivered
+        notes = [m.text for m in client.core.events if m.kind == "system"]
+        client.core.events.clear()
+        why = notes[-1] if notes else "not delivered"
+        rate = RATE_IN_REFUSAL.search(why)
+        if rate is None:
+            return why
+        # one token comes back every 1/rate s; a line said before it would be dropped
+        # without a word (the broker tells a flooding sender once)
+        until = time.monotonic() + 1.0 / float(rate.group(1)) + PAUSE_MARGIN_SECONDS
+        if until > end:
+            return why
+        while (left := until - time.monotonic()) > 0:
+            client.receive(timeout=left)  # keeps the connection served; lines ignored
+        client.core.events.clear()
