@@ -140,6 +140,17 @@ def test_listen_follows_a_broker_restart(procs: list[Proc], tmp_path: Path) -> N
         speak_until_heard(bob, [ears], r"Bob: after", "after")
 
 
+def test_listen_gives_up_on_a_broker_it_never_hears(broker: RunningBroker) -> None:
+    port = str(broker.port)
+    broker.stop()  # nothing listens there any more
+    result = run("listen", "--port", port, "--connect-timeout", "1")
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        f"zchat: no answer from the broker at 127.0.0.1:{port} within 1 s: "
+        "is `zchat broker` running there?\n"
+    )
+
+
 def test_listen_stops_after_count_and_on_sigterm(broker: RunningBroker) -> None:
     ears = Proc(zchat_command("listen", "--port", str(broker.port)))
     try:

@@ -205,6 +205,14 @@ def test_an_outage_never_leaves_a_deadline_in_the_past(core: ClientCore) -> None
         now = ticked(core, now)
 
 
+def test_a_client_that_was_not_running_does_not_blame_the_broker(core: ClientCore) -> None:
+    core.tick(1.0)
+    core.tick(30.0)  # suspended (kill -STOP, a laptop asleep): the silence was ours
+    assert texts(core) == []
+    core.tick(30.0 + AWAY_SECONDS)  # and now nothing comes: the broker is away
+    assert texts(core) == ["broker unreachable, reconnecting…"]
+
+
 def test_silence_is_reported_once_and_the_return_too(core: ClientCore) -> None:
     core.tick(0.1 + AWAY_SECONDS)
     core.tick(0.2 + AWAY_SECONDS)

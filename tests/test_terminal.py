@@ -242,6 +242,26 @@ def test_ctrl_d_and_ctrl_c_leave_and_exit_0(
     assert alice.wait_exit() == 0, label
 
 
+def test_a_name_asked_for_is_asked_again_if_taken(
+    broker: Any, make_client: Callable[..., Client]
+) -> None:
+    make_client("Bob")
+    argv = zchat_command("join", "--port", str(broker.port))
+    child = pexpect.spawn(argv[0], argv[1:], env=child_env(TERM="dumb"), timeout=WAIT)
+    try:
+        child.expect_exact("Username: ")
+        child.sendline("bad name")
+        child.expect_exact("is not allowed")
+        child.expect_exact("Username: ")
+        child.sendline("BOB")
+        child.expect_exact("zchat: name 'bob' is taken")
+        child.expect_exact("Username: ")  # asked again, not the end of the program
+        child.sendline("Carol")
+        child.expect("Carol joined")
+    finally:
+        child.terminate(force=True)
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

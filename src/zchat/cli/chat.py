@@ -11,6 +11,7 @@ import click
 
 from zchat.cli.options import (
     Failure,
+    connect_timeout_option,
     host_option,
     load_keys,
     name_from_key,
@@ -51,13 +52,7 @@ def _ask_name() -> str:
     help="Lines of each room's history to show on joining.",
 )
 @time_format_option
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    help="Seconds to wait for the broker before giving up.",
-)
+@connect_timeout_option("Seconds to wait for the broker before giving up.", 0.1)
 @secure_options
 def join(
     name: str | None,
@@ -81,6 +76,7 @@ def join(
 
     interactive = sys.stdin.isatty()
     name = name_from_key(name, secure, key)
+    asked = name is None
     if name is None:
         if not interactive:
             raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
@@ -91,7 +87,10 @@ def join(
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
     keys = load_keys(secure, server_key, key, name)
-    config = TerminalConfig(name, host, port, checked, history, time_format, connect_timeout, keys)
+    config = TerminalConfig(
+        name, host, port, checked, history, time_format, connect_timeout, keys,
+        ask_name=_ask_name if asked else None,
+    )  # fmt: skip
     sys.exit(run(config, interactive))
 
 
@@ -106,6 +105,7 @@ def join(
     type=click.IntRange(min=1),
     help="Stop after this many lines (system notices included).",
 )
+@connect_timeout_option("Seconds to wait to hear from the broker at first (0: for ever).", 0)
 @secure_options
 def listen(
     host: str,
@@ -114,6 +114,7 @@ def listen(
     as_json: bool,
     time_format: str,
     count: int | None,
+    connect_timeout: float,
     secure: bool,
     server_key: str,
     key: str | None,
@@ -126,7 +127,7 @@ def listen(
 
     from zchat.client.listen import Listener
     from zchat.client.render import render, to_json
-    from zchat.errors import InvalidInput, JoinRefused
+    from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused
     from zchat.protocol import check_room
 
     try:
@@ -137,7 +138,8 @@ def listen(
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shown = 0
     try:
-        with Listener(host, port, checked, keys=keys) as ears:
+        wait = connect_timeout or None
+        with Listener(host, port, checked, keys=keys, connect_timeout=wait) as ears:
             where = ", ".join(f"#{room}" for room in checked)
             click.echo(
                 f"listening to {where} on {ears.endpoints.describe()} (Ctrl-C stops)", err=True
@@ -151,7 +153,7 @@ def listen(
                     break
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a normal way to stop
         pass
-    except JoinRefused as exc:  # secure mode: the broker refused the handshake
+    except (JoinRefused, BrokerUnreachable) as exc:  # a refused key; no broker at all
         raise Failure(str(exc)) from None
 
 
@@ -229,7 +231,7 @@ def _say_paced(client: Any, line: str, room: str, timeout: float) -> str | None:
         refused = len(client.core.undelivered)
         client.send(line, room)
         if not client.flush(timeout=max(0.1, end - time.monotonic())):
-            return f"not confirmed by the broker within {timeout:g} s: {line}"
+            return f"not confirmed by the broker within {timeout:g} s (it may have arrived): {line}"
         if len(client.core.undelivered) == refused:
             return None  # echoed: delivered
         notes = [m.text for m in client.core.events if m.kind == "system"]

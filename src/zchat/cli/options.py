@@ -43,6 +43,16 @@ def port_option(help: str, lowest: int) -> Callable[[F], F]:
     )
 
 
+def connect_timeout_option(help: str, lowest: float) -> Callable[[F], F]:
+    return click.option(
+        "--connect-timeout",
+        type=click.FloatRange(min=lowest),
+        default=10.0,
+        show_default=True,
+        help=help,
+    )
+
+
 def rooms_option(help: str) -> Callable[[F], F]:
     return click.option(
         "--room", "rooms", multiple=True, default=["general"], show_default=True, help=help

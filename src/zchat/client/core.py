@@ -337,6 +337,10 @@ class ClientCore:
             self._note(f"{text}; still trying")
 
     def tick(self, now: float) -> None:
+        if now - self._last_tick > AWAY_SECONDS and self._last_tick:
+            # this process was not running (suspended, the machine asleep): the silence
+            # was ours, not the broker's; it gets the usual time to be heard from again
+            self._last_heard = max(self._last_heard, now)
         self._last_tick = now
         if self.state is State.JOINING:
             if not self._joined_once and now >= self._join_deadline:
@@ -583,7 +587,8 @@ class ClientCore:
             self._enter_markers.clear()
         if code == "unknown-session":
             if self.state is State.JOINED:
-                self._rejoin(now, "the broker lost this session, joining again…")
+                why = "the broker dropped this session (silent too long?), joining again…"
+                self._rejoin(now, why)
             return
         pending = self._pending.pop(id_, None)
         if pending is not None:

@@ -9,6 +9,7 @@ and a refused handshake (secure mode) like one too.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -30,7 +31,7 @@ from zchat.client.transport import (
     close_monitor,
     handshake_problem,
 )
-from zchat.errors import JoinRefused, ProtocolError
+from zchat.errors import BrokerUnreachable, JoinRefused, ProtocolError
 
 
 class ListenCore:
@@ -50,7 +51,9 @@ class ListenCore:
         self.where = where
         self.events: deque[Message] = deque()
         self.shown: dict[str, int] = {}
-        self.failure: JoinRefused | None = None  # the broker refused the first handshake
+        # the broker refused the first handshake, or was never heard from in time
+        self.failure: JoinRefused | BrokerUnreachable | None = None
+        self._give_up = math.inf  # when to stop waiting to hear from the broker at all
         self._epoch: str | None = None
         self._last_heard = 0.0
         self._heard = False
@@ -63,10 +66,15 @@ class ListenCore:
 
     def deadline(self) -> float:
         """When ``tick`` must next run: always later than the last one."""
-        return self._last_heard + AWAY_SECONDS if not self._away else self._last_tick + 1.0
+        due = self._last_heard + AWAY_SECONDS if not self._away else self._last_tick + 1.0
+        return due if self._heard else min(due, self._give_up)
 
-    def start(self, now: float) -> None:
+    def start(self, now: float, timeout: float | None = None) -> None:
+        """``timeout``: how long to wait to hear from the broker the first time (None:
+        for ever); after that the listener follows it through restarts."""
         self._last_heard = now
+        if timeout is not None:
+            self._give_up = now + timeout
 
     def on_publish(self, frames: list[bytes], now: float) -> None:
         try:
@@ -121,6 +129,12 @@ class ListenCore:
 
     def tick(self, now: float) -> None:
         self._last_tick = now
+        if not self._heard and now >= self._give_up:
+            self.failure = BrokerUnreachable(
+                f"no answer from the broker at {self.where} within "
+                f"{self._give_up - self._last_heard:g} s: is `zchat broker` running there?"
+            )
+            return
         if now >= self._last_heard + AWAY_SECONDS and not self._away:
             self._away = True
             self._note("broker unreachable, reconnecting…")
@@ -140,8 +154,11 @@ class Listener:
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         keys: Keys | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
-        """``keys`` (transport.Keys) for a broker in secure mode."""
+        """``keys`` (transport.Keys) for a broker in secure mode; ``connect_timeout``:
+        give up (BrokerUnreachable) if the broker is not heard from within it (None:
+        wait for ever)."""
         self.endpoints = Endpoints(host, port)
         self.core = ListenCore(rooms, secure=keys is not None, where=self.endpoints.describe())
         self._ctx = context or zmq.Context.instance()
@@ -161,12 +178,13 @@ class Listener:
         self._poller.register(self._sub, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
         self._sub.connect(self.endpoints.sub)
-        self.core.start(time.monotonic())
+        self.core.start(time.monotonic(), connect_timeout)
 
     def receive(self, timeout: float | None = None) -> Message | None:
         """The next Message, or None after ``timeout`` seconds (None: wait for ever).
         Raises JoinRefused if the broker refuses the handshake before it was ever
-        heard from (a key it does not know, the other mode, the wrong broker key)."""
+        heard from (a key it does not know, the other mode, the wrong broker key), and
+        BrokerUnreachable if it is not heard from within ``connect_timeout``."""
         end = None if timeout is None else time.monotonic() + timeout
         while not self.core.events:
             now = time.monotonic()
@@ -184,10 +202,10 @@ class Listener:
             if self._monitor in ready:
                 event = recv_monitor_message(self._monitor)
                 self.core.on_handshake(handshake_problem(event["event"], event["value"]))
-                if self.core.failure is not None:
-                    self.close()
-                    raise self.core.failure
             self.core.tick(time.monotonic())
+            if self.core.failure is not None:
+                self.close()
+                raise self.core.failure
         return self.core.events.popleft()
 
     def __iter__(self) -> Iterator[Message]:

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +55,7 @@ class TerminalConfig:
     time_format: str = "time"
     connect_timeout: float = 10.0
     keys: Keys | None = None  # secure mode
+    ask_name: Callable[[], str] | None = None  # the name was asked for: ask again if taken
 
 
 def run(config: TerminalConfig, interactive: bool) -> int:
@@ -63,19 +64,24 @@ def run(config: TerminalConfig, interactive: bool) -> int:
 
 
 async def _main(config: TerminalConfig, interactive: bool) -> int:
-    client = AsyncClient(
-        config.name,
-        config.host,
-        config.port,
-        config.rooms,
-        history=config.history,
-        keys=config.keys,
-    )
-    try:
-        await client.join(timeout=config.connect_timeout)
-    except (JoinRefused, BrokerUnreachable) as exc:
-        print(f"zchat: {exc}", file=sys.stderr)
-        return 1
+    while True:
+        client = AsyncClient(
+            config.name,
+            config.host,
+            config.port,
+            config.rooms,
+            history=config.history,
+            keys=config.keys,
+        )
+        try:
+            await client.join(timeout=config.connect_timeout)
+            break
+        except (JoinRefused, BrokerUnreachable) as exc:
+            print(f"zchat: {exc}", file=sys.stderr)
+            taken = isinstance(exc, JoinRefused) and exc.code == "name-taken"
+            if not (taken and config.ask_name):
+                return 1
+            config = replace(config, name=config.ask_name())  # a name typed at the prompt
     chat = _Chat(client, config)
     try:
         if interactive:
