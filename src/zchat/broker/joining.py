@@ -1,0 +1,263 @@
+"""BrokerRules, joining and leaving: a JOIN waits for its inbox subscription (or a
+marker) on the out-socket, then completes; an enter waits for its marker. And the
+out-socket's subscriptions: which are applied, and, in secure mode, whose inbox is
+whose. See rules.py for the design rules."""
+
+from __future__ import annotations
+
+import logging
+
+from zchat import protocol as p
+from zchat.broker.actions import Actions, Answer, fails
+from zchat.broker.limits import Bucket
+from zchat.broker.presence import Session
+from zchat.broker.state import (
+    MAX_MARKERS,
+    MAX_PENDING,
+    MAX_WAITING_ENTERS,
+    SILENT_SECONDS,
+    Pending,
+    RulesState,
+)
+
+log = logging.getLogger("zchat.broker")
+
+
+class Joining(RulesState):
+    """Joining, entering, and the out-socket's subscriptions."""
+
+    def _on_join(
+        self, msg: p.Join, peer: str, now: float, actions: Actions, user: str | None
+    ) -> None:
+        session = self.presence.by_secret.get(msg.secret)
+        if self.secure and not self._owns(msg.inbox, user):
+            self._drop("foreign-inbox", f"join by {user!r} names another key's inbox", now)
+            return
+        if self.secure and session is not None and session.user != user:
+            self._drop("foreign-secret", f"{session.name}'s secret used by {user!r}", now)
+            return
+        if session is not None and session.inbox == msg.inbox:
+            # a repeated JOIN (the WELCOME was slow): answer it again, announce nothing
+            self._to_inbox(msg.inbox, self._welcome(session), actions)
+            return
+        if session is not None or msg.inbox in self.presence.by_inbox:
+            self._drop("field", "join reuses a secret or inbox of another session", now)
+            return
+        if self._pending_secrets.get(msg.secret, msg.inbox) != msg.inbox:
+            self._drop("field", "join reuses the secret of another waiting join", now)
+            return
+        self._unpend(msg.inbox)  # a repeated JOIN waits anew, at the end of the line
+        if len(self._pending) >= MAX_PENDING:
+            self._unpend(next(iter(self._pending)), forget_owner=True)
+        self._pending[msg.inbox] = Pending(now, msg, peer, user)
+        self._pending_secrets[msg.secret] = msg.inbox
+        if user is not None:
+            self._owners[msg.inbox] = user
+        self._complete(msg.inbox, actions)
+
+    def _unpend(self, inbox: str, forget_owner: bool = False) -> Pending | None:
+        """Forget the JOIN waiting on ``inbox``, if any; ``forget_owner``: and the key that
+        owns the inbox through it, unless the inbox is subscribed."""
+        pending = self._pending.pop(inbox, None)
+        if pending is not None:
+            self._pending_secrets.pop(pending.join.secret, None)
+            if forget_owner and inbox not in self._subscribed:
+                self._owners.pop(inbox, None)
+        return pending
+
+    def _complete(self, inbox: str, actions: Actions) -> None:
+        pending = self._pending.get(inbox)
+        if pending is None:
+            return
+        marked = pending.join.mark and pending.join.mark in self._markers.get(inbox, {})
+        if inbox not in self._subscribed and not marked:
+            return
+        self._unpend(inbox)
+        if self.secure and self._owners.get(inbox) != pending.user:
+            self._drop("foreign-inbox", f"join by {pending.user!r} lost its inbox", self._now)
+            return
+        self._subscribed.add(inbox)  # a marker proves the inbox subscription is in place
+        join = pending.join
+        try:
+            name = fails("invalid-name", p.check_name, join.name)
+            rooms = list(dict.fromkeys(fails("invalid-room", p.check_room, r) for r in join.rooms))
+            name = self._may_join(name, pending.user)
+        except Answer as answer:
+            self._to_inbox(inbox, p.Refused(answer.code, answer.text), actions)
+            key = f" with {pending.user}'s key" if pending.user else ""
+            log.info("refused %s from %s%s: %s", join.name, pending.peer, key, answer.code)
+            return
+        if self.presence.holder(name) is not None:
+            refusal = p.Refused("name-taken", f"name {name.lower()!r} is taken")
+            self._to_inbox(inbox, refusal, actions)
+            log.info("refused %s from %s: name taken", name, pending.peer)
+            return
+        bucket = Bucket.full(self.limit, pending.since)
+        admin = self.secure and name.lower() in self.admins
+        session = Session(
+            name, join.secret, inbox, [], pending.peer, pending.since, bucket, pending.user, admin,
+            since=pending.since,
+        )  # fmt: skip
+        self.presence.add(session)
+        for room in rooms:
+            self._room(room)
+            self.presence.enter(session, room)
+        self._to_inbox(inbox, self._welcome(session), actions)
+        for room in rooms:
+            limit = min(join.history, p.MAX_HISTORY)
+            if room in join.since:  # a rejoin: exactly what was missed, however little
+                self._send_history(session, room, join.since[room], 0, p.MAX_HISTORY, actions)
+            else:
+                self._send_history(session, room, 0, 0, limit, actions)
+        ts = self.clock()
+        for room in rooms:
+            self._publish(p.Joined(room, 0, ts, name), actions)
+        log.info("%s joined from %s", name, session.peer)
+
+    def _may_join(self, name: str, user: str | None) -> str:
+        """The name a JOIN gets: in secure mode, its key's. Raises Answer if banned."""
+        if self.secure:
+            if user is None or name.lower() != user.lower():
+                raise Answer(
+                    "not-your-name",
+                    f"your key is {user}'s: join as {user}" if user else "no key: join again",
+                )
+            name = user
+            if self.allowed is not None and name.lower() not in self.allowed:
+                raise Answer("key-withdrawn", f"the key of {name} was withdrawn by the operator")
+        ban = self.store.ban_of(name)
+        if ban is not None:
+            why = f": {ban.reason}" if ban.reason else ""
+            raise Answer("banned", f"{ban.name} is banned from this chat by {ban.by}{why}")
+        return name
+
+    def _on_enter(self, session: Session, msg: p.Enter, actions: Actions) -> None:
+        room = fails("bad-room", p.check_room, msg.room)
+        if room not in session.rooms and len(session.rooms) >= p.MAX_ROOMS_PER_SESSION:
+            limit = p.MAX_ROOMS_PER_SESSION
+            raise Answer("too-many-rooms", f"you are in {limit} rooms already, the limit")
+        if msg.mark not in self._markers.get(session.inbox, {}):  # room not subscribed yet
+            if len(session.waiting) >= MAX_WAITING_ENTERS:
+                raise Answer("busy", "too many rooms being entered at once")
+            session.waiting.append(msg)
+            return
+        state = self._room(room)
+        if room in session.rooms:  # already there: answer again, announce nothing
+            self._to_inbox(session.inbox, p.Entered(room, state.state()), actions)
+            return
+        self.presence.enter(session, room)
+        self._to_inbox(session.inbox, p.Entered(room, state.state()), actions)
+        self._send_history(session, room, 0, 0, min(msg.history, p.MAX_HISTORY), actions)
+        self._publish(p.Joined(room, 0, self.clock(), session.name), actions)
+
+    # --- the out-socket's subscriptions --------------------------------------------------
+
+    def on_subscription(
+        self, data: bytes, now: float, user: str | None = None, trusted: bool = True
+    ) -> Actions:
+        """One (un)subscription from the out-socket; ``user`` is its key's name in secure
+        mode (None when libzmq made it up for a closed connection). An untrusted one
+        (the socket cannot say whose it is) is never applied; it may only end a session."""
+        self._now = now
+        actions = Actions()
+        if not data or data[0] not in (0, 1):
+            self._drop("subscription", "subscription message without a 0/1 first byte", now)
+            return actions
+        subscribe, topic = data[0] == 1, data[1:]
+        if subscribe and not trusted:
+            self._drop("misrouted", f"subscription to {topic[:40]!r} of an unknown connection", now)
+            return actions
+        change = actions.subscribe if subscribe else actions.unsubscribe
+        if topic == b"":
+            change.extend([p.ROOM_PREFIX, p.SYS_TOPIC])  # everything public, no inbox
+        elif p.INBOX_PREFIX.startswith(topic) or topic.startswith(p.INBOX_PREFIX):
+            inbox, marker = p.inbox_of_topic(topic), p.marker_of_topic(topic)
+            if marker is not None:
+                if self.secure and not self._owns(marker[0], user):
+                    self._drop("foreign-inbox", f"{user!r} marks another key's inbox", now)
+                    return actions
+                self._on_marker(*marker, subscribe, now, actions)  # never applied
+            elif inbox is None:
+                self._drop("subscription", f"refused subscription to {topic[:40]!r}", now)
+            elif subscribe:
+                if self.secure and not self._owns(inbox, user):
+                    if len(self._foreign) < MAX_PENDING:
+                        self._foreign[inbox] += 1
+                    self._drop("foreign-inbox", f"{user!r} asked for another key's inbox", now)
+                    return actions
+                if inbox not in self._subscribed and len(self._subscribed) >= MAX_PENDING:
+                    self._drop("subscription", "too many inbox subscriptions", now)
+                    return actions
+                change.append(topic)
+                self._subscribed.add(inbox)
+                if user is not None:
+                    self._owners[inbox] = user
+                self._complete(inbox, actions)
+            else:
+                change.append(topic)  # applies to the unsubscribing connection only
+                if self.secure and not self._owner_leaves(inbox, user, now):
+                    return actions
+                self._subscribed.discard(inbox)
+                self._markers.pop(inbox, None)
+                waiting = self._pending.get(inbox)
+                if waiting is None or waiting.user != self._owners.get(inbox):
+                    self._owners.pop(inbox, None)  # else kept for the key whose JOIN waits
+                session = self.presence.by_inbox.get(inbox)
+                if session is not None:
+                    silent = now - session.last_seen > SILENT_SECONDS
+                    self._end(session, "timed out" if silent else "connection lost", actions)
+        else:
+            change.append(topic)
+        return actions
+
+    def _owns(self, inbox: str, user: str | None) -> bool:
+        """Secure mode: may ``user`` use this inbox (nobody else has it)?"""
+        owner = self._owners.get(inbox)
+        return user is not None and (owner is None or owner == user)
+
+    def _owner_leaves(self, inbox: str, user: str | None, now: float) -> bool:
+        """Secure mode: is this unsubscription of an inbox its owner's? A closed
+        connection's unsubscriptions carry no key, and libzmq makes them for refused
+        subscriptions too: if another key was refused this inbox, the session is only
+        suspected, and ended if it stays silent (expire)."""
+        if user is not None:
+            return self._owns(inbox, user)
+        if self._foreign[inbox] <= 0:
+            self._foreign.pop(inbox, None)
+            return True
+        self._foreign[inbox] -= 1
+        session = self.presence.by_inbox.get(inbox)
+        if session is not None:
+            session.suspect = now
+        return False
+
+    def _on_marker(
+        self, inbox: str, mark: str, subscribe: bool, now: float, actions: Actions
+    ) -> None:
+        """A marker subscription says: this connection's earlier subscriptions are in
+        place. It completes the JOIN or the enters that named it."""
+        marks = self._markers.get(inbox)
+        if not subscribe:
+            if marks is not None:
+                marks.pop(mark, None)
+                if not marks:
+                    del self._markers[inbox]
+            return
+        if marks is None:
+            if len(self._markers) >= MAX_PENDING:  # forget the oldest: clients ask again
+                del self._markers[next(iter(self._markers))]
+            marks = self._markers[inbox] = {}
+        marks[mark] = None
+        while len(marks) > MAX_MARKERS:
+            del marks[next(iter(marks))]
+        self._complete(inbox, actions)
+        session = self.presence.by_inbox.get(inbox)
+        if session is None:
+            return
+        ready = [enter for enter in session.waiting if enter.mark == mark]
+        session.waiting = [enter for enter in session.waiting if enter.mark != mark]
+        for enter in ready:
+            try:
+                self._on_enter(session, enter, actions)
+            except Answer as answer:
+                self._to_inbox(session.inbox, p.Error(answer.code, answer.text), actions)

@@ -1,0 +1,123 @@
+"""BrokerRules, policing: the flood limit (a token bucket per session, limits.py) and
+moderation (kick, ban, unban, by admins in chat or the operator through `zchat
+admin`), and the operator's view of who is here."""
+
+from __future__ import annotations
+
+import logging
+
+from zchat import protocol as p
+from zchat.broker.actions import Actions, Answer, fails
+from zchat.broker.presence import Session
+from zchat.broker.state import (
+    RulesState,
+)
+
+log = logging.getLogger("zchat.broker")
+
+OPERATOR = "the operator"  # who kicks and bans through `zchat admin`
+
+
+class Policing(RulesState):
+    """The flood limit, and moderation."""
+
+    def _over_limit(self, frames: list[bytes], now: float, user: str | None) -> bool:
+        """A request from a session already told to slow down, dropped before it costs a
+        JSON decode (the frame as encode_client lays it out; others take the long way)."""
+        frame = frames[0] if len(frames) == 1 else b""
+        start = frame.find(b'"secret": "', 0, 64)
+        if start < 0 or not frame.startswith(
+            (b'{"v": 1, "type": "say"', b'{"v": 1, "type": "msg"')
+        ):
+            return False
+        secret = frame[start + 11 : start + 43].decode("ascii", "replace")
+        session = self.presence.by_secret.get(secret)
+        if session is None or secret not in self._flooding or session.user != user:
+            return False
+        if session.bucket.take(self.limit, now):
+            session.bucket.tokens += 1.0  # not spent here: the long way takes it
+            return False
+        self.dropped["rate-limited"] += 1
+        return True
+
+    def _admit(self, session: Session, msg: p.ClientMessage, now: float, actions: Actions) -> bool:
+        """The session's token bucket: False if this request is dropped for flooding."""
+        bucket = session.bucket
+        if bucket.take(self.limit, now):
+            if bucket.dropped:
+                self._flooding.discard(session.secret)
+                log.info("%s: %d request(s) dropped for flooding", session.name, bucket.end_burst())
+            return True
+        self.dropped["rate-limited"] += 1
+        if not bucket.told:
+            self._flooding.add(session.secret)
+            bucket.told = True
+            text = (
+                f"slow down: at most {self.limit.describe()}; "
+                "this line and the next ones are dropped until you do"
+            )
+            self._to_inbox(
+                session.inbox, p.Error("rate-limited", text, getattr(msg, "id", "")), actions
+            )
+        return False
+
+    # --- moderation (admins in chat, the operator through `zchat admin`) -----------------
+
+    def moderate(
+        self, op: str, name: str, reason: str = "", by: str = OPERATOR
+    ) -> tuple[str, Actions]:
+        """Kick, ban or unban ``name``; returns what was done, in words, and the actions.
+        Raises Answer when it cannot be done."""
+        actions = Actions()
+        name = fails("invalid-name", p.check_name, name)
+        reason = p.clean_text(reason[: p.MAX_REASON_CHARS])
+        session = self.presence.holder(name)
+        match op:
+            case "kick":
+                if session is None:
+                    raise Answer("no-such-user", f"no user named {name!r} is here")
+                self._kick(session, by, reason, False, actions)
+                return f"{session.name} was kicked", actions
+            case "ban":
+                self.store.ban(name, reason, by, self.clock())
+                actions.bans_changed = True
+                if session is None:
+                    return f"{name} is banned", actions
+                self._kick(session, by, reason, True, actions)
+                return f"{session.name} is banned, and was kicked", actions
+            case "unban":
+                if not self.store.unban(name):
+                    raise Answer("not-banned", f"{name!r} is not banned")
+                actions.bans_changed = True
+                return f"{name} is no longer banned", actions
+        raise Answer("bad-request", f"unknown moderation {op!r}")
+
+    def _kick(self, session: Session, by: str, reason: str, banned: bool, actions: Actions) -> None:
+        self._to_inbox(session.inbox, p.Kicked(by, reason, banned), actions)
+        verb = "banned" if banned else "kicked"
+        self._end(session, f"{verb} by {by}: {reason}" if reason else f"{verb} by {by}", actions)
+
+    def withdraw(self) -> Actions:
+        """After the keys were reloaded: end the sessions whose key is gone, and give or
+        take admin rights as the admins list now says."""
+        actions = Actions()
+        for session in self.sessions:
+            if self.allowed is not None and session.name.lower() not in self.allowed:
+                self._kick(session, OPERATOR, "key withdrawn", False, actions)
+            else:
+                session.admin = session.name.lower() in self.admins
+        return actions
+
+    def who(self, now: float) -> list[dict[str, object]]:
+        """Everyone here, for the operator."""
+        return [
+            {
+                "name": s.name,
+                "rooms": list(s.rooms),
+                "peer": s.peer,
+                "seconds": round(now - s.since, 1),
+                "admin": s.admin,
+                "key": s.user is not None,
+            }
+            for s in sorted(self.presence.by_secret.values(), key=lambda s: s.name.lower())
+        ]

@@ -1,0 +1,189 @@
+"""BrokerRules' state, and what all its parts use: the rooms, publishing, history,
+answers on an inbox, the end of a session. See rules.py for the design rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from zchat import protocol as p
+from zchat.broker.actions import Actions, Answer, fails
+from zchat.broker.limits import RateLimit
+from zchat.broker.presence import Presence, Room, Session
+from zchat.broker.store import HistoryStore
+
+log = logging.getLogger("zchat.broker")
+
+# A JOIN whose inbox subscription has not arrived within this many seconds is forgotten.
+PENDING_JOIN_SECONDS = 10.0
+# A session silent for longer than this when its connection drops has "timed out"
+# (clients ping every second); otherwise its connection was "lost".
+SILENT_SECONDS = 3.0
+# At most one warning per kind of dropped frame in this many seconds.
+WARN_EVERY_SECONDS = 10.0
+# Bounds on JOINs waiting for their subscription, on subscribed inboxes, and on inboxes
+# with markers: past them the oldest JOIN (or marker set) is forgotten and new inbox
+# subscriptions are refused.
+MAX_PENDING = 100_000
+MAX_WAITING_ENTERS = 8  # per session
+MAX_MARKERS = 32  # marker subscriptions remembered per inbox
+# For this long after a room's last event, each heartbeat carries the room's last seq.
+TAIL_SECONDS = 10.0
+# Secure mode: a session whose inbox unsubscription may have come from another key's
+# refused subscription is ended only if it has not been heard of for this long.
+SUSPECT_SECONDS = 3.0
+
+
+@dataclass
+class Pending:
+    """A JOIN waiting for its inbox subscription."""
+
+    since: float
+    join: p.Join
+    peer: str
+    user: str | None
+
+
+class RulesState:
+    """What the broker knows, and the moves every part of its rules makes."""
+
+    def __init__(
+        self,
+        epoch: str,
+        store: HistoryStore | None = None,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        secure: bool = False,
+        admins: frozenset[str] = frozenset(),
+        limit: RateLimit | None = None,
+    ) -> None:
+        self.epoch = epoch
+        self.secure = secure
+        self.admins = admins  # lower-case names (secure mode)
+        self.allowed: frozenset[str] | None = None  # lower-case names with a key (secure)
+        self.limit = limit or RateLimit()
+        self.store = store or HistoryStore()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.presence = Presence()
+        self.dropped: Counter[str] = Counter()
+        self._pending: dict[str, Pending] = {}  # inbox -> JOIN waiting for its subscription
+        self._pending_secrets: dict[str, str] = {}  # the secret of each waiting JOIN -> inbox
+        self._subscribed: set[str] = set()  # inboxes whose subscription is in place
+        self._markers: dict[str, dict[str, None]] = {}  # inbox -> marker subscriptions in place
+        self._last_warning: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._busy: dict[str, tuple[float, int]] = {}  # room -> (time, seq) of its last event
+        self._now = 0.0  # the time of the frame being handled
+        self._owners: dict[str, str] = {}  # secure mode: inbox -> the key's user name
+        self._foreign: Counter[str] = Counter()  # inbox -> other keys' refused subscriptions
+        self._flooding: set[str] = set()  # secrets of sessions told to slow down
+
+    # --- queries ----------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> list[Session]:
+        return list(self.presence.by_secret.values())
+
+    def members(self, room: str) -> list[str]:
+        return (
+            list(self.presence.rooms[room].state().members) if room in self.presence.rooms else []
+        )
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _end(self, session: Session, reason: str, actions: Actions) -> None:
+        self.presence.remove(session)
+        self._flooding.discard(session.secret)
+        ts = self.clock()
+        for room in list(session.rooms):
+            self.presence.part(session, room)
+            self._publish(p.Left(room, 0, ts, session.name, reason), actions)
+            self.presence.forget_if_empty(room)
+        log.info("%s left (%s)", session.name, reason)
+
+    def _room(self, name: str) -> Room:
+        room = self.presence.rooms.get(name)
+        if room is None:
+            seq, topic = self.store.room_state(name)
+            room = self.presence.rooms[name] = Room(seq, topic)
+        return room
+
+    def _member_room(self, session: Session, room: str) -> str:
+        room = fails("bad-room", p.check_room, room)
+        if room not in session.rooms:
+            raise Answer("not-in-room", f"you are not in #{room}")
+        return room
+
+    def _publish(self, event: p.RoomEvent, actions: Actions) -> None:
+        """Number, store and publish one room event (``seq`` 0 in ``event`` is replaced)."""
+        room = self._room(event.room)
+        room.seq += 1
+        numbered = dataclasses.replace(event, seq=room.seq)
+        self.store.append(numbered, room.topic)
+        self._busy[event.room] = (self._now, room.seq)
+        actions.publish.append(p.encode_server(p.room_topic(event.room), numbered))
+
+    def _send_history(
+        self,
+        session: Session,
+        room: str,
+        after: int,
+        before: int,
+        limit: int,
+        actions: Actions,
+        id_: str = "",
+        always: bool = False,
+    ) -> None:
+        """Send the newest ``limit`` events with after < seq < before (0: up to now).
+        On join and enter nothing is sent if there is nothing; a request always gets
+        its answer."""
+        last = self._room(room).seq
+        before = last + 1 if before <= 0 or before > last + 1 else before
+        events, lost = self.store.history(room, after, before, min(limit, p.MAX_HISTORY))
+        if events or lost or always:
+            self._to_inbox(session.inbox, p.History(room, tuple(events), lost, id_), actions)
+        self.presence.forget_if_empty(room)
+
+    def _private(self, session: Session, to: str, text: str, id_: str, actions: Actions) -> None:
+        recipient = self.presence.holder(to)
+        if recipient is None:
+            raise Answer("no-such-user", f"no user named {to!r} is here")
+        dm = p.Private(self.clock(), session.name, recipient.name, text, id_)
+        self._to_inbox(recipient.inbox, dm, actions)
+        if recipient is not session:
+            self._to_inbox(session.inbox, dm, actions)  # the sender's copy is its receipt
+
+    def _rename(self, session: Session, name: str, actions: Actions) -> None:
+        name = fails("invalid-name", p.check_name, name)
+        holder = self.presence.holder(name)
+        if holder is not None and holder is not session:
+            raise Answer("name-taken", f"name {name.lower()!r} is taken")
+        old = session.name
+        if name == old:  # nothing changes: nothing to announce
+            self._to_inbox(session.inbox, p.NickChanged(name), actions)
+            return
+        self.presence.rename(session, name)
+        ts = self.clock()
+        for room in session.rooms:
+            self._publish(p.Renamed(room, 0, ts, old, name), actions)
+        self._to_inbox(session.inbox, p.NickChanged(name), actions)
+        log.info("%s is now known as %s", old, name)
+
+    def _welcome(self, session: Session) -> p.Welcome:
+        states = {room: self._room(room).state() for room in session.rooms}
+        return p.Welcome(session.name, self.epoch, states)
+
+    def _to_inbox(self, inbox: str, msg: p.ServerMessage, actions: Actions) -> None:
+        actions.publish.append(p.encode_server(p.inbox_topic(inbox), msg))
+
+    def _drop(self, code: str, detail: str, now: float) -> None:
+        self.dropped[code] += 1
+        if now - self._last_warning.get(code, -WARN_EVERY_SECONDS) >= WARN_EVERY_SECONDS:
+            self._last_warning[code] = now
+            log.warning("dropped a bad frame: %s", detail)
+        else:
+            self._suppressed[code] += 1
