@@ -1,0 +1,221 @@
+"""ClientCore, what arrives on the SUB socket: room events in sequence order, gaps
+filled from history (rooms.RoomView), the WELCOME, answers and refusals, the
+heartbeat's news of a restarted broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from zchat import protocol as p
+from zchat.client.message import from_private, from_room_event
+from zchat.client.rooms import Fill, RoomView
+from zchat.client.state import (
+    ENTER_ERRORS,
+    FINAL_REFUSALS,
+    JOIN_RETRY_SECONDS,
+    REJOIN_RETRY_SECONDS,
+    CoreState,
+    State,
+)
+from zchat.errors import JoinRefused, ProtocolError
+
+
+class Arrivals(CoreState):
+    """What the broker publishes to this client."""
+
+    def on_publish(self, frames: list[bytes], now: float) -> None:
+        try:
+            _, msg = p.decode_server(frames)
+        except ProtocolError:
+            return  # a broker speaking another version, or noise: nothing to show
+        self._last_heard = now
+        if self._away and not isinstance(msg, p.Shutdown):
+            self._away = False
+            self._note("broker reachable again")
+        match msg:
+            case p.Chat() | p.Joined() | p.Left() | p.Renamed() | p.TopicChanged():
+                self._on_live(msg, now)
+            case p.Tail(room, seq):
+                view = self.views.get(room)
+                if view is not None and self.joined and (gap := view.tail(seq)) is not None:
+                    self.gaps += 1  # the last lines before a quiet spell were dropped
+                    self._ask_fill(room, view, gap[0], gap[1], now)
+            case p.Welcome():
+                self._on_welcome(msg, now)
+            case p.History():
+                self._on_history(msg, now)
+            case p.Private():
+                if msg.sender == self.name:
+                    self._pending.pop(msg.id, None)
+                self.events.append(from_private(msg))
+            case p.Refused(code, text):
+                self._on_refused(code, text, now)
+            case p.Kicked(by, reason, banned):
+                verb = "banned" if banned else "kicked out"
+                self._end(f"you were {verb} by {by}" + (f": {reason}" if reason else ""))
+            case p.Error(code, text, id_):
+                self._on_error(code, text, id_, now)
+            case p.Heartbeat(epoch):
+                if self.state is State.JOINED and epoch != self.epoch:
+                    self._rejoin(now, "the broker restarted, joining again…")
+            case p.Shutdown(_, _, text):
+                self._away = True
+                self._note(f"broker shut down ({text}); waiting for it to come back…")
+            case _:
+                self._on_reply(msg)
+
+    def _on_live(self, event: p.RoomEvent, now: float) -> None:
+        view = self.views.get(event.room)
+        if view is None or self.state is State.JOINING:
+            return  # not ours (yet): what we need comes with the WELCOME or the history
+        if isinstance(event, p.Chat) and event.sender == self.name:
+            self._pending.pop(event.id, None)
+        if isinstance(event, p.Left) and event.sender == self.name and self.leaving:
+            self.state = State.CLOSED
+        shown, gap = view.live(event)
+        self._show(shown)
+        if gap is not None:
+            self.gaps += 1
+            self._ask_fill(event.room, view, gap[0], gap[1], now)
+
+    def _ask_fill(
+        self, room: str, view: RoomView, after: int, before: int, now: float, check: bool = False
+    ) -> None:
+        view.fill = Fill(self._next_id("f"), after, before, now, check=check)
+        self._outbox.append(self._fill_request(room, view.fill))
+
+    def _fill_request(self, room: str, fill: Fill) -> list[bytes]:
+        get = p.GetHistory(self.secret, room, fill.after, fill.before, p.MAX_HISTORY, fill.id)
+        return p.encode_client(get)
+
+    def _show(self, events: Iterable[p.RoomEvent], replayed: bool = False) -> None:
+        for event in events:
+            if isinstance(event, p.TopicChanged) and event.room in self.views:
+                self.views[event.room].topic = event.text
+            if isinstance(event, p.Chat) and event.sender == self.name and not replayed:
+                self._pending.pop(event.id, None)  # an echo that came through history
+            self.events.append(from_room_event(event, replayed))
+
+    def _on_history(self, history: p.History, now: float) -> None:
+        view = self.views.get(history.room)
+        if history.id in self._lookups:  # the answer to /history
+            self._lookups.discard(history.id)
+            count = len(history.events)
+            self._note(f"last {count} line{'s' * (count != 1)} of #{history.room}:", history.room)
+            self.events.extend(from_room_event(e, replayed=True) for e in history.events)
+        elif view is not None and view.fill is not None and history.id == view.fill.id:
+            self._show_filled(history.room, view, history.events, history.lost, now)
+        elif view is not None and not history.id:  # sent on (re)join or enter: all new to us
+            # older lines on a first join; what was missed while away on a rejoin
+            self._show(history.events, replayed=not view.rejoined)
+            lost, room = history.lost, history.room
+            if lost and view.rejoined:
+                self._note(
+                    f"{lost} line{'s' * (lost != 1)} of #{room} missed while away "
+                    "could not be recovered",
+                    room,
+                )
+            elif lost:
+                self._note(
+                    f"{lost} earlier line{'s' * (lost != 1)} of #{room} are no longer kept", room
+                )
+
+    def _show_filled(
+        self, room: str, view: RoomView, events: tuple[p.RoomEvent, ...], lost: int, now: float
+    ) -> None:
+        missing, lost = view.filled(events, lost)
+        if lost:  # the oldest of the range: said before the lines that follow them
+            self._note(f"{lost} line{'s' * (lost != 1)} of #{room} could not be recovered", room)
+        self._show(missing)
+        for event in view.take_held():
+            self._on_live(event, now)
+        if view.fill is None and (gap := view.gap()) is not None:
+            self._ask_fill(room, view, gap[0], gap[1], now)  # a Tail's range, in turns
+
+    def _on_welcome(self, welcome: p.Welcome, now: float) -> None:
+        if self.state is not State.JOINING:
+            return  # an answer to a repeated JOIN
+        self.state = State.JOINED
+        self.name = welcome.name  # the broker's spelling (in secure mode, the key's)
+        self.epoch = welcome.epoch
+        self._last_ping = now
+        self._subscriptions.extend((False, marker) for marker in self._join_markers)
+        self._join_markers.clear()
+        for room, state in welcome.rooms.items():
+            view = self.views.get(room)
+            if view is not None and state.seq < view.shown:
+                self._note(f"the broker's history of #{room} starts again at {state.seq}", room)
+            self.views[room] = RoomView(state.seq, state.topic, rejoined=view is not None)
+            self._describe(room, state)
+        if self._joined_once:
+            self._note(f"joined again as {self.name}")
+        self._joined_once = True
+
+    def _describe(self, room: str, state: p.RoomState) -> None:
+        others = [m for m in state.members if m != self.name]
+        self._note(f"in #{room}: {', '.join(others) if others else 'nobody else yet'}", room)
+        if state.topic:
+            self._note(f"topic of #{room}: {state.topic}", room)
+
+    def _on_reply(self, msg: p.ServerMessage) -> None:
+        match msg:
+            case p.Entered(room, state):
+                if room in self._enter_markers:
+                    self._subscriptions.append((False, self._enter_markers.pop(room)))
+                if room not in self.rooms:
+                    self.rooms.append(room)
+                self.views[room] = RoomView(state.seq, state.topic)
+                self._describe(room, state)
+            case p.Parted(room):
+                if room in self.rooms:
+                    self.rooms.remove(room)
+                    self.views.pop(room, None)
+                    self._subscriptions.append((False, p.room_topic(room)))
+                    self._note(f"you left #{room}")
+            case p.Members(room, _, topic, id_) if id_ in self._topic_queries:
+                self._topic_queries.discard(id_)
+                self._note(f"topic of #{room}: {topic}" if topic else f"#{room} has no topic", room)
+            case p.Members(room, members, topic, _):
+                here = ", ".join(members) if members else "nobody"
+                self._note(f"in #{room}: {here}" + (f" (topic: {topic})" if topic else ""), room)
+            case p.RoomList(_, id_) if id_ in self._barriers:
+                self._barriers.discard(id_)
+            case p.RoomList(rooms, _):
+                if not rooms:
+                    self._note("no rooms")
+                for info in rooms:
+                    topic = f": {info.topic}" if info.topic else ""
+                    self._note(f"#{info.room} ({info.members}){topic}")
+            case p.NickChanged(name):
+                self.name = name
+                self._note(f"you are now known as {name}")
+            case p.Done(text):
+                self._note(text)
+
+    def _on_refused(self, code: str, text: str, now: float) -> None:
+        if self.state is not State.JOINING:
+            return
+        if self._joined_once and code in FINAL_REFUSALS:
+            self._end(f"cannot join again: {text}")
+            return
+        if self._joined_once:
+            # our old session may still hold the name for a moment: keep trying
+            self._note(f"cannot join again yet: {text}; retrying")
+            self._join_sent = now + REJOIN_RETRY_SECONDS - JOIN_RETRY_SECONDS
+            return
+        self.state = State.CLOSED
+        self.failure = JoinRefused(code, text)
+
+    def _on_error(self, code: str, text: str, id_: str, now: float) -> None:
+        if code in ENTER_ERRORS:  # an enter refused: its marker is of no more use
+            self._subscriptions.extend((False, m) for m in self._enter_markers.values())
+            self._enter_markers.clear()
+        if code == "unknown-session":
+            if self.state is State.JOINED:
+                why = "the broker dropped this session (silent too long?), joining again…"
+                self._rejoin(now, why)
+            return
+        pending = self._pending.pop(id_, None)
+        if pending is not None:
+            self.undelivered.append(pending.text)
+        self._note(f"not sent: {text}" if pending else f"error: {text}")

@@ -1,0 +1,174 @@
+"""ClientCore's state, and the moves all its parts make: notes, the join and the
+rejoin, the end of a session. See core.py for the rules they keep."""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+
+from zchat import protocol as p
+from zchat.client.message import Message
+from zchat.client.rooms import RoomView
+
+PING_SECONDS = 1.0  # a joined client pings this often, so the broker knows it is alive
+JOIN_RETRY_SECONDS = 1.0  # an unanswered JOIN is sent again after this long
+AWAY_SECONDS = 3.5  # no heartbeat for this long: the broker is unreachable
+ACK_SECONDS = 5.0  # a line not echoed within this long is reported as not delivered
+IDLE_SECONDS = 1.0  # tick runs at least this often, whatever else is due
+REJOIN_RETRY_SECONDS = 3.0  # after a refused rejoin (name briefly still held), try again
+# A closing client waits this long for the broker's notice of its LEAVE, so that the
+# broker sees the LEAVE before the connection drops (which would read "connection lost").
+LEAVE_WAIT_SECONDS = 1.0
+ENTER_ERRORS = frozenset({"too-many-rooms", "bad-room", "busy"})
+# Refusals of a rejoin that waiting will not change: the client stops.
+FINAL_REFUSALS = frozenset({"banned", "key-withdrawn", "not-your-name", "invalid-name"})
+
+
+class State(Enum):
+    NEW = "new"
+    JOINING = "joining"
+    JOINED = "joined"
+    LEAVING = "leaving"  # LEAVE sent; waiting for the broker's notice of it
+    CLOSED = "closed"
+
+
+@dataclass
+class PendingLine:
+    """A line said, waiting for its echo."""
+
+    text: str
+    sent_at: float
+    room: str | None  # None for a private line
+    checked: bool = False  # the room's history was asked whether the echo was missed
+
+
+class CoreState:
+    """What the client knows, and the moves every part of its rules makes."""
+
+    def __init__(
+        self,
+        name: str,
+        rooms: Iterable[str] = (p.DEFAULT_ROOM,),
+        clock: Callable[[], datetime] | None = None,
+        history: int = p.DEFAULT_HISTORY,
+        secure: bool = False,
+    ) -> None:
+        self.name = p.check_name(name)
+        self.secure = secure  # CURVE keys are in use
+        self.rooms = list(dict.fromkeys(p.check_room(r) for r in rooms)) or [p.DEFAULT_ROOM]
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.history = min(history, p.MAX_HISTORY)
+        self.secret = secrets.token_hex(16)
+        self.inbox = secrets.token_hex(16)
+        self.state = State.NEW
+        self.epoch: str | None = None
+        self.views: dict[str, RoomView] = {}
+        self.events: deque[Message] = deque()
+        self.failure: Exception | None = None  # why the first join failed, if it did
+        self._outbox: deque[list[bytes]] = deque()
+        self._subscriptions: deque[tuple[bool, bytes]] = deque()
+        self._pending: dict[str, PendingLine] = {}
+        self._lookups: set[str] = set()  # ids of /history requests
+        self._topic_queries: set[str] = set()  # ids of who-requests asking for a topic
+        self._barriers: set[str] = set()  # ids of requests sent only to be answered
+        self.gaps = 0  # sequence gaps seen (and filled from history, or reported lost)
+        self.undelivered: list[str] = []  # lines reported as not delivered, oldest first
+        self._ids = 0
+        self._marks = 0  # markers made so far (their names must not repeat)
+        self._join_markers: list[bytes] = []  # to unsubscribe once welcomed
+        self._enter_markers: dict[str, bytes] = {}  # room -> marker, until entered
+        self._joined_once = False
+        self._join_sent = 0.0
+        self._join_deadline = 0.0
+        self._last_tick = 0.0
+        self._last_heard = 0.0
+        self._last_ping = 0.0
+        self._away = False
+        self._where = ""
+        self._timeout = 0.0
+        self._handshake_told: set[str] = set()
+        self.ended: str | None = None  # why the session ended for good (kicked, banned)
+
+    # --- what the adapters ask -----------------------------------------------------------
+
+    def subscriptions(self) -> list[bytes]:
+        """Topics to subscribe before connecting, in this order (inbox last)."""
+        return [*(p.room_topic(r) for r in self.rooms), p.SYS_TOPIC, p.inbox_topic(self.inbox)]
+
+    def take_subscriptions(self) -> list[tuple[bool, bytes]]:
+        """Changes to apply to the SUB socket now: (subscribe?, topic), in order."""
+        out = list(self._subscriptions)
+        self._subscriptions.clear()
+        return out
+
+    @property
+    def has_outbox(self) -> bool:
+        return bool(self._outbox)
+
+    def take_outbox(self) -> list[list[bytes]]:
+        out = list(self._outbox)
+        self._outbox.clear()
+        return out
+
+    @property
+    def joining(self) -> bool:
+        return self.state is State.JOINING
+
+    @property
+    def joined(self) -> bool:
+        return self.state is State.JOINED
+
+    @property
+    def leaving(self) -> bool:
+        return self.state is State.LEAVING
+
+    @property
+    def unacknowledged(self) -> int:
+        return len(self._pending)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _next_id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}{self._ids}"
+
+    def _send_join(self, now: float, first: bool = False) -> None:
+        self._join_sent = now
+        since = {room: view.shown for room, view in self.views.items() if room in self.rooms}
+        mark = ""
+        if not first:  # the broker may have lost track of our inbox: a marker proves it
+            self._marks += 1
+            mark = f"j{self._marks}"
+            self._join_markers.append(p.marker_topic(self.inbox, mark))
+            self._subscriptions.append((True, self._join_markers[-1]))
+        rooms = tuple(self.rooms)
+        join = p.Join(self.name, self.secret, self.inbox, rooms, self.history, since, mark)
+        self._outbox.append(p.encode_client(join))
+
+    def _rejoin(self, now: float, why: str) -> None:
+        self._note(why)
+        self.state = State.JOINING
+        for view in self.views.values():  # the rejoin brings everything after `shown`
+            view.fill = None
+            view.held.clear()
+        for pending in self._pending.values():
+            self.undelivered.append(pending.text)
+            self._note(f"not delivered (the broker lost the session): {pending.text}")
+        self._pending.clear()
+        self._send_join(now)
+
+    def _end(self, why: str) -> None:
+        """The session is over for good: say why; lines not yet echoed are reported."""
+        self.ended = why
+        self.state = State.CLOSED
+        for pending in self._pending.values():
+            self.undelivered.append(pending.text)
+        self._pending.clear()
+        self._note(why)
+
+    def _note(self, text: str, room: str | None = None) -> None:
+        self.events.append(Message.system(text, self.clock(), room))
