@@ -212,8 +212,8 @@ class Arrivals(CoreState):
             self._enter_markers.clear()
         if code == "unknown-session":
             if self.state is State.JOINED:
-                why = "the broker dropped this session (silent too long?), joining again…"
-                self._rejoin(now, why)
+                why = "the broker forgot this session (a restart, or a long silence)"
+                self._rejoin(now, f"{why}, joining again…")
             return
         pending = self._pending.pop(id_, None)
         if pending is not None:
