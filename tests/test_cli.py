@@ -260,6 +260,7 @@ def test_room_commands_through_the_real_command(
             "/part #dev see you",
             "/msg",
             "/history many",
+            "/history #dev 1",
         ]
     )
     # each line waits for nothing: the replies come back in order on the inbox
@@ -286,7 +287,9 @@ def test_room_commands_through_the_real_command(
         r"#dev Alicia left \(part: see you\)",
         r"\*\*\* you left #dev",
         r"\*\*\* usage: /msg NAME text",
-        r"\*\*\* usage: /history \[N\], N from 1 to 1000",
+        r"\*\*\* usage: /history \[#room\] \[N\], N from 1 to 1000",
+        r"\*\*\* last 1 line of #dev:",  # another room's, even one not entered
+        r"#dev Alicia left \(part: see you\)",
     ]
     lines = out.splitlines()
     assert all(re.fullmatch(r"\[\d\d:\d\d:\d\d\] .*", line) for line in lines), out

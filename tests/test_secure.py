@@ -162,6 +162,17 @@ def test_a_listener_the_broker_refuses_is_told_so_and_stops(
     assert told in done.stderr
 
 
+def test_send_to_a_secure_broker_without_keys_says_what_to_add(
+    secure_broker: RunningBroker,
+) -> None:
+    argv = zchat_command("send", "--name", "bot", "--port", str(secure_broker.port), "hi")
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, env=child_env(), check=False
+    )
+    assert done.returncode == 1
+    assert "is in secure mode: send with --secure --server-key broker.key" in done.stderr
+
+
 # --- names and inboxes belong to keys ---------------------------------------------------
 
 

@@ -208,6 +208,7 @@ def send(
         client = Client(name, host, port, rooms=[room], history=0, keys=keys)
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
+    client.core.verb = "send"  # "the broker … is in secure mode: send with --secure …"
     try:
         client.join(timeout=timeout)
         for number, line in enumerate(lines, 1):

@@ -86,7 +86,7 @@ class ClientCore(Requests, Arrivals):
         first join; reported once while rejoining."""
         if not self.secure:  # no keys to be wrong: the broker wants them (the broker
             problem = "wrong-mode"  # may hang up before its reason arrives)
-        text = handshake_text(problem, self._where or "the broker", self.secure)
+        text = handshake_text(problem, self._where or "the broker", self.secure, self.verb)
         if self.state is State.JOINING and not self._joined_once:
             self.state = State.CLOSED
             self.failure = JoinRefused(problem, text)

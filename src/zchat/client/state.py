@@ -92,6 +92,7 @@ class CoreState:
         self._timeout = 0.0
         self._handshake_told: set[str] = set()
         self.ended: str | None = None  # why the session ended for good (kicked, banned)
+        self.verb = "join"  # what the person is doing, as messages name it ("send")
 
     # --- what the adapters ask -----------------------------------------------------------
 

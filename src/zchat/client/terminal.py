@@ -34,7 +34,7 @@ commands:
   /me text            an action: "* Alice waves"
   /nick NAME          change your name, if it is free
   /topic [text]       show the current room's topic, or set it
-  /history [N]        the current room's last N lines (default 20)
+  /history [#room] [N] a room's last N lines (default: this room, 20)
   /kick NAME [why]    admins (secure mode): end NAME's session
   /ban NAME [why]     admins (secure mode): kick NAME and keep them out
   /unban NAME         admins (secure mode): let NAME back in
@@ -187,11 +187,11 @@ class _Chat:
             case "topic":
                 await self._attempt(client.query_topic(self.room))
             case "history":
-                count = _count(rest, HISTORY_DEFAULT)
+                count = _count(more.strip() if room else rest, HISTORY_DEFAULT)
                 if count is None:
-                    self.note(f"usage: /history [N], N from 1 to {MAX_HISTORY}")
+                    self.note(f"usage: /history [#room] [N], N from 1 to {MAX_HISTORY}")
                 else:
-                    await self._attempt(client.history(count, self.room))
+                    await self._attempt(client.history(count, room or self.room))
             case "kick" | "ban" if first:
                 await self._attempt(client.moderate(command, first, more.strip()))
             case "unban" if first and not more:
