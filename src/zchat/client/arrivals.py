@@ -37,9 +37,9 @@ class Arrivals(CoreState):
                 self._on_live(msg, now)
             case p.Tail(room, seq):
                 view = self.views.get(room)
-                if view is not None and self.joined and (gap := view.tail(seq)) is not None:
+                if view is not None and self.joined and (before := view.tail(seq)) is not None:
                     self.gaps += 1  # the last lines before a quiet spell were dropped
-                    self._ask_fill(room, view, gap[0], gap[1], now)
+                    self._ask_fill(room, view, before, now)
             case p.Welcome():
                 self._on_welcome(msg, now)
             case p.History():
@@ -72,16 +72,17 @@ class Arrivals(CoreState):
             self._pending.pop(event.id, None)
         if isinstance(event, p.Left) and event.sender == self.name and self.leaving:
             self.state = State.CLOSED
-        shown, gap = view.live(event)
+        shown, before = view.live(event)
         self._show(shown)
-        if gap is not None:
+        if before is not None:
             self.gaps += 1
-            self._ask_fill(event.room, view, gap[0], gap[1], now)
+            self._ask_fill(event.room, view, before, now)
 
     def _ask_fill(
-        self, room: str, view: RoomView, after: int, before: int, now: float, check: bool = False
+        self, room: str, view: RoomView, before: int, now: float, check: bool = False
     ) -> None:
-        view.fill = Fill(self._next_id("f"), after, before, now, check=check)
+        """Ask for the room's lines after the last one shown, up to ``before``."""
+        view.fill = Fill(self._next_id("f"), view.shown, before, now, check=check)
         self._outbox.append(self._fill_request(room, view.fill))
 
     def _fill_request(self, room: str, fill: Fill) -> list[bytes]:
@@ -129,8 +130,8 @@ class Arrivals(CoreState):
         self._show(missing)
         for event in view.take_held():
             self._on_live(event, now)
-        if view.fill is None and (gap := view.gap()) is not None:
-            self._ask_fill(room, view, gap[0], gap[1], now)  # a Tail's range, in turns
+        if view.fill is None and (before := view.gap()) is not None:
+            self._ask_fill(room, view, before, now)  # a Tail's range, in turns
 
     def _on_welcome(self, welcome: p.Welcome, now: float) -> None:
         if self.state is not State.JOINING:

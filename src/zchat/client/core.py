@@ -103,10 +103,7 @@ class ClientCore(Requests, Arrivals):
         if self.state is State.JOINING:
             if not self._joined_once and now >= self._join_deadline:
                 self.state = State.CLOSED
-                self.failure = BrokerUnreachable(
-                    f"no answer from the broker at {self._where} within {self._timeout:g} s: "
-                    "is `zchat broker` running there?"
-                )
+                self.failure = unreachable(self._where, self._timeout)
                 return
             if now >= self._join_sent + JOIN_RETRY_SECONDS:
                 if self._outbox:  # the last JOIN has not gone out yet: no broker to take it
@@ -129,7 +126,7 @@ class ClientCore(Requests, Arrivals):
                 pending.checked, pending.sent_at = True, now
                 if view.fill is None:
                     window = view.shown + 1 + p.MAX_HISTORY
-                    self._ask_fill(pending.room or "", view, view.shown, window, now, check=True)
+                    self._ask_fill(pending.room or "", view, window, now, check=True)
                 continue
             del self._pending[id_]
             self.undelivered.append(pending.text)
@@ -143,6 +140,14 @@ class ClientCore(Requests, Arrivals):
                 else:  # no answer: a known gap is reported lost, a hunch is dropped
                     lost = 0 if fill.check else fill.before - fill.after - 1
                     self._show_filled(room, view, (), lost, now)
+
+
+def unreachable(where: str, timeout: float) -> BrokerUnreachable:
+    """The failure of a client that never heard from the broker within ``timeout``."""
+    return BrokerUnreachable(
+        f"no answer from the broker at {where} within {timeout:g} s: "
+        "is `zchat broker` running there?"
+    )
 
 
 def handshake_text(problem: str, where: str, secure: bool, verb: str = "join") -> str:

@@ -9,7 +9,6 @@ and a refused handshake (secure mode) like one too.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +19,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zchat import protocol as p
-from zchat.client.core import AWAY_SECONDS, handshake_text
+from zchat.client.core import AWAY_SECONDS, handshake_text, unreachable
 from zchat.client.message import Message, from_room_event
 from zchat.client.transport import (
     DEFAULT_HOST,
@@ -53,7 +52,8 @@ class ListenCore:
         self.shown: dict[str, int] = {}
         # the broker refused the first handshake, or was never heard from in time
         self.failure: JoinRefused | BrokerUnreachable | None = None
-        self._give_up = math.inf  # when to stop waiting to hear from the broker at all
+        self._started = 0.0
+        self._timeout: float | None = None  # how long to wait to hear from the broker at all
         self._epoch: str | None = None
         self._last_heard = 0.0
         self._heard = False
@@ -67,14 +67,15 @@ class ListenCore:
     def deadline(self) -> float:
         """When ``tick`` must next run: always later than the last one."""
         due = self._last_heard + AWAY_SECONDS if not self._away else self._last_tick + 1.0
-        return due if self._heard else min(due, self._give_up)
+        if self._timeout is None or self._heard:
+            return due
+        return min(due, self._started + self._timeout)
 
     def start(self, now: float, timeout: float | None = None) -> None:
         """``timeout``: how long to wait to hear from the broker the first time (None:
         for ever); after that the listener follows it through restarts."""
-        self._last_heard = now
-        if timeout is not None:
-            self._give_up = now + timeout
+        self._last_heard = self._started = now
+        self._timeout = timeout
 
     def on_publish(self, frames: list[bytes], now: float) -> None:
         try:
@@ -129,11 +130,8 @@ class ListenCore:
 
     def tick(self, now: float) -> None:
         self._last_tick = now
-        if not self._heard and now >= self._give_up:
-            self.failure = BrokerUnreachable(
-                f"no answer from the broker at {self.where} within "
-                f"{self._give_up - self._last_heard:g} s: is `zchat broker` running there?"
-            )
+        if self._timeout is not None and not self._heard and now >= self._started + self._timeout:
+            self.failure = unreachable(self.where, self._timeout)
             return
         if now >= self._last_heard + AWAY_SECONDS and not self._away:
             self._away = True

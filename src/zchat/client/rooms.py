@@ -39,8 +39,9 @@ class RoomView:
     known: int = 0  # the highest sequence number the broker said it has (a Tail's)
     held: dict[int, p.RoomEvent] = field(default_factory=dict)  # live events held meanwhile
 
-    def live(self, event: p.RoomEvent) -> tuple[list[p.RoomEvent], tuple[int, int] | None]:
-        """What to show now, and the range (after, before) to ask for if a gap opened."""
+    def live(self, event: p.RoomEvent) -> tuple[list[p.RoomEvent], int | None]:
+        """What to show now, and where the range to ask for ends if a gap opened (it
+        starts after ``shown``, as every range asked for does)."""
         if self.fill is not None:
             if event.seq > self.shown:
                 self.held[event.seq] = event
@@ -53,19 +54,20 @@ class RoomView:
         self.held[event.seq] = event
         return [], self.gap()
 
-    def tail(self, seq: int) -> tuple[int, int] | None:
+    def tail(self, seq: int) -> int | None:
         """The broker's last sequence number in this room (sent while the room is
-        busy): the range to ask for if lines up to it were missed."""
+        busy): where the range to ask for ends, if lines up to it were missed."""
         self.known = max(self.known, seq)
         return self.gap() if self.fill is None else None
 
-    def gap(self) -> tuple[int, int] | None:
-        """The next range (after, before) to ask for, oldest first and at most one
-        answer's worth: a longer gap is filled in turns."""
+    def gap(self) -> int | None:
+        """Where the next range to ask for ends (``before``; it starts after ``shown``):
+        oldest first and at most one answer's worth, so a longer gap is filled in
+        turns."""
         end = min(self.held, default=self.known + 1)  # live lines resume at the first held
         if end <= self.shown + 1:
             return None
-        return self.shown, min(end, self.shown + 1 + p.MAX_HISTORY)
+        return min(end, self.shown + 1 + p.MAX_HISTORY)
 
     def filled(self, events: tuple[p.RoomEvent, ...], lost: int) -> tuple[list[p.RoomEvent], int]:
         """The answer to the gap request came: the events to show, how many were lost.
@@ -74,7 +76,6 @@ class RoomView:
         assert fill is not None
         self.fill = None
         out = [e for e in events if self.shown < e.seq < fill.before]
-        lost += fill.after - self.shown  # older than the request window
         # a known gap is closed whatever came; a check reaches only as far as it found
         top = max((e.seq for e in out), default=self.shown) if fill.check else fill.before - 1
         self.shown = max(self.shown, top)
