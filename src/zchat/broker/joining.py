@@ -14,6 +14,8 @@ from zchat.broker.presence import Session
 from zchat.broker.state import (
     MAX_MARKERS,
     MAX_PENDING,
+    MAX_PENDING_JOINS,
+    MAX_PENDING_JOINS_PER_ADDRESS,
     MAX_WAITING_ENTERS,
     SILENT_SECONDS,
     Pending,
@@ -47,9 +49,15 @@ class Joining(RulesState):
             self._drop("field", "join reuses the secret of another waiting join", now)
             return
         self._unpend(msg.inbox)  # a repeated JOIN waits anew, at the end of the line
-        if len(self._pending) >= MAX_PENDING:
+        if self._pending_by_peer[peer] >= MAX_PENDING_JOINS_PER_ADDRESS:
+            self.dropped["pending-joins"] += 1
+            oldest = next(i for i, waiting in self._pending.items() if waiting.peer == peer)
+            self._unpend(oldest, forget_owner=True)
+        if len(self._pending) >= MAX_PENDING_JOINS:
+            self.dropped["pending-joins"] += 1
             self._unpend(next(iter(self._pending)), forget_owner=True)
         self._pending[msg.inbox] = Pending(now, msg, peer, user)
+        self._pending_by_peer[peer] += 1
         self._pending_secrets[msg.secret] = msg.inbox
         if user is not None:
             self._owners[msg.inbox] = user
@@ -61,6 +69,9 @@ class Joining(RulesState):
         pending = self._pending.pop(inbox, None)
         if pending is not None:
             self._pending_secrets.pop(pending.join.secret, None)
+            self._pending_by_peer[pending.peer] -= 1
+            if self._pending_by_peer[pending.peer] <= 0:
+                del self._pending_by_peer[pending.peer]
             if forget_owner and inbox not in self._subscribed:
                 self._owners.pop(inbox, None)
         return pending
@@ -82,6 +93,8 @@ class Joining(RulesState):
             name = fails("invalid-name", p.check_name, join.name)
             rooms = list(dict.fromkeys(fails("invalid-room", p.check_room, r) for r in join.rooms))
             name = self._may_join(name, pending.user)
+            if self.presence.holder(name) is None:
+                self._make_rooms(pending.peer, rooms, self._now)
         except Answer as answer:
             self._to_inbox(inbox, p.Refused(answer.code, answer.text), actions)
             key = f" with {pending.user}'s key" if pending.user else ""
@@ -141,6 +154,7 @@ class Joining(RulesState):
                 raise Answer("busy", "too many rooms being entered at once")
             session.waiting.append(msg)
             return
+        self._make_rooms(session.peer, [room], self._now)
         state = self._room(room)
         if room in session.rooms:  # already there: answer again, announce nothing
             self._to_inbox(session.inbox, p.Entered(room, state.state()), actions)

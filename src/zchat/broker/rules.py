@@ -45,6 +45,8 @@ from zchat.broker.joining import Joining
 from zchat.broker.policing import OPERATOR, Policing
 from zchat.broker.presence import Session
 from zchat.broker.state import (
+    NEW_ROOM_BURST,
+    NEW_ROOM_RATE,
     PENDING_JOIN_SECONDS,
     SILENT_SECONDS,
     SUSPECT_SECONDS,
@@ -199,6 +201,9 @@ class BrokerRules(Joining, Policing):
                 break
             self._unpend(inbox, forget_owner=True)
             log.debug("join of %r expired: its subscription never arrived", pending.join.name)
+        for peer, bucket in list(self._new_rooms.items()):  # full again: forget it
+            if now - bucket.refilled > NEW_ROOM_BURST / NEW_ROOM_RATE:
+                del self._new_rooms[peer]
         for code, count in list(self._suppressed.items()):
             if now - self._last_warning.get(code, 0.0) >= WARN_EVERY_SECONDS:
                 log.warning("dropped %d more bad frame(s) of kind %r", count, code)

@@ -1,4 +1,6 @@
-"""Secure mode: CURVE on both broker sockets, and a ZAP handler that knows the keys.
+"""The broker's ZAP handlers. Secure mode: CURVE on both broker sockets, and a ZAP
+handler that knows the keys. Open mode: a ZAP handler that lets every connection in
+but those from addresses the connection guard (guard.py) cut a moment ago.
 
 The ZAP handler is pyzmq's ``zmq.auth`` ThreadAuthenticator, told two things: which
 public keys may connect (the keys folder's users) and which name each one has. libzmq
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -30,17 +33,44 @@ log = logging.getLogger("zchat.broker")
 REFUSAL_LOG_SECONDS = 10.0  # at most one log line per refused key in this long
 
 
+ZAP_DOMAIN = b"zchat"  # open mode: set on the broker's sockets so that libzmq asks ZAP
+
+
+class OpenGate:
+    """Open mode's ZAP handler: every NULL connection is let in, but for addresses the
+    connection guard is refusing for a while (``refused``)."""
+
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], refused: Callable[[str], bool]
+    ) -> None:
+        self._thread = _Gate(context, refused)
+        self._thread.start()
+
+    def secure(self, sock: zmq.Socket[bytes]) -> None:
+        """Make ``sock`` ask the ZAP handler about each connection (before it binds)."""
+        sock.zap_domain = ZAP_DOMAIN
+
+    def stop(self) -> None:
+        self._thread.stop()
+
+
 class KeyAuthenticator:
     """Answers libzmq's ZAP requests for one context, from a KeyRing that can be
-    replaced while running (``reload``)."""
+    replaced while running (``reload``), and refuses the addresses the connection
+    guard is refusing for a while (``refused``)."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], keyring: KeyRing) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        keyring: KeyRing,
+        refused: Callable[[str], bool] = lambda address: False,
+    ) -> None:
         self.keyring = keyring
         self.banned: frozenset[str] = frozenset()  # lower-case names, replaced whole
         self.refused = 0
         self._lock = threading.Lock()
         self._logged: dict[bytes, float] = {}
-        self._thread = _Authenticator(context, self)
+        self._thread = _Authenticator(context, self, refused)
         self._thread.start()
         self._thread.configure_curve_callback("*", credentials_provider=self)
 
@@ -87,9 +117,30 @@ class KeyAuthenticator:
         self._thread.stop()
 
 
-class _Authenticator(ThreadAuthenticator):
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], keys: KeyAuthenticator) -> None:
+class _Gate(ThreadAuthenticator):
+    """zmq.auth's handler, refusing penalised addresses before anything else."""
+
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], refused: Callable[[str], bool]
+    ) -> None:
         super().__init__(context, log=logging.getLogger("zchat.broker.zap"))
+        self._address_refused = refused
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        if len(msg) >= 6 and self._address_refused(msg[3].decode("ascii", "replace")):
+            self._send_zap_reply(msg[1], b"400", b"refused for a while")
+            return
+        await super().handle_zap_message(msg)
+
+
+class _Authenticator(_Gate):
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        keys: KeyAuthenticator,
+        refused: Callable[[str], bool],
+    ) -> None:
+        super().__init__(context, refused)
         self._keys = keys
 
     def curve_user_id(self, client_public_key: bytes) -> str:

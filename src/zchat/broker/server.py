@@ -9,14 +9,16 @@ a thread of its own and hands each frame's key name to the rules.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import logging
 import secrets
 import socket
+import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,10 @@ import zmq
 
 from zchat import admin
 from zchat import protocol as p
+from zchat.broker.guard import ConnectionGuard, ConnectionLimits
 from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, RateLimit
 from zchat.broker.rules import Actions, Answer, BrokerRules
-from zchat.broker.security import KeyAuthenticator
+from zchat.broker.security import KeyAuthenticator, OpenGate
 from zchat.broker.store import DEFAULT_RETENTION, HistoryStore
 from zchat.errors import ConfigError
 from zchat.keys import KeyRing, load_keyring
@@ -42,10 +45,17 @@ BATCH_SECONDS = 0.0005
 # a CURVE handshake command about 300. Past this libzmq drops the connection (XPUB
 # keeps every topic it is sent, at a cost of memory for each byte).
 MAX_SUBSCRIPTION_BYTES = 512
+# In open mode the handshake is a NULL READY of some 40 bytes, so the bound can be the
+# longest topic a client may hold (guard.MAX_TOPIC_BYTES) and a little: a longer one
+# then ends its connection in libzmq's reader, before it costs any memory.
+MAX_OPEN_SUBSCRIPTION_BYTES = 192
 # At most one traceback in this long for frames the broker failed to handle (counted).
 FAILURE_LOG_SECONDS = 10.0
 # Tries at finding two adjacent free ports when asked for port 0.
 PORT_PAIR_TRIES = 50
+# What the connection guard hears of on the monitor sockets: a descriptor that is
+# opened or closed is a new connection (or none), whatever it was before.
+MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class BrokerConfig:
     burst: int = DEFAULT_BURST  # requests at once per session
     keys: str | None = None  # secure mode: the keys folder (keys.py)
     admin_socket: str = ""  # the operator's socket file; "" for admin.default_path(port)
+    connection: ConnectionLimits = field(default_factory=ConnectionLimits)  # per connection
 
     def check(self) -> None:
         if self.sndhwm < 1:
@@ -97,16 +108,17 @@ class Broker:
         keyring = load_keyring(config.keys) if config.keys is not None else None
         mode = "secure" if config.keys else "open"
         self.store = HistoryStore(config.db, config.retention, mode)
-        self.rules = BrokerRules(
-            self.epoch,
-            self.store,
-            secure=keyring is not None,
-            limit=RateLimit(config.rate, config.burst),
-        )
-        # A secure broker's ZAP handler serves its whole context: it gets one of its own.
-        self._own_ctx = keyring is not None or context is None
-        self._ctx = zmq.Context() if keyring is not None else context or zmq.Context()
+        flood = RateLimit(config.rate, config.burst)
+        self.rules = BrokerRules(self.epoch, self.store, secure=keyring is not None, limit=flood)
+        self.guard = ConnectionGuard(config.connection, flood)
+        # The broker's ZAP handler serves its whole context: it gets one of its own
+        # (``context`` is accepted for compatibility and not used).
+        del context
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._auth: KeyAuthenticator | None = None
+        self._gate: OpenGate | None = None
+        self._inbox_fds: dict[bytes, int] = {}  # inbox topic -> its connection's descriptor
+        self._cuts_trimmed = 0  # cuts when memory was last given back
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -119,10 +131,15 @@ class Broker:
         self.admin_path = Path()
         try:
             if keyring is not None:
-                self._auth = KeyAuthenticator(self._ctx, keyring)
+                self._auth = KeyAuthenticator(self._ctx, keyring, self.guard.refused)
                 self._auth.banned = self._banned()
                 self._use_keys(keyring)
+            else:
+                self._gate = OpenGate(self._ctx, self.guard.refused)
             self._configure()
+            self._monitors = [
+                sock.get_monitor_socket(MONITOR_EVENTS) for sock in (self._in, self._out)
+            ]
             self.port = self._bind()
             self.admin_path = self._bind_admin()
         except BaseException:
@@ -157,6 +174,8 @@ class Broker:
         for sock in (self._in, self._out):
             if self._auth is not None:
                 self._auth.secure(sock)
+            elif self._gate is not None:
+                self._gate.secure(sock)
             sock.setsockopt(zmq.LINGER, int(self.config.linger * 1000))
             if ":" in self.config.host:
                 sock.setsockopt(zmq.IPV6, 1)
@@ -167,7 +186,8 @@ class Broker:
         self._out.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
         self._in.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME_BYTES)
         self._out.setsockopt(zmq.XPUB_MANUAL, 1)
-        self._out.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+        longest = MAX_SUBSCRIPTION_BYTES if self._auth else MAX_OPEN_SUBSCRIPTION_BYTES
+        self._out.setsockopt(zmq.MAXMSGSIZE, longest)
         self._out.setsockopt(zmq.SNDHWM, self.config.sndhwm)
 
     def _bind(self) -> int:
@@ -232,6 +252,8 @@ class Broker:
         poller.register(self._out, zmq.POLLIN)
         poller.register(self._admin, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        for monitor in self._monitors:
+            poller.register(monitor, zmq.POLLIN)
         interval = self.config.heartbeat_interval
         next_beat = time.monotonic()
         try:
@@ -240,9 +262,11 @@ class Broker:
                 if now >= next_beat:
                     self._apply(self.rules.heartbeat(now))
                     self._apply(self.rules.expire(now))
+                    self._police(now)
                     next_beat = now + interval
                 timeout_ms = max(0, int((next_beat - now) * 1000) + 1)
                 ready = dict(poller.poll(timeout_ms))
+                self._watch_connections()
                 if self._out in ready:
                     self._drain_subscriptions()
                 if self._in in ready:
@@ -253,6 +277,28 @@ class Broker:
             log.info("broker stopped")
         finally:
             self.close()
+
+    def _watch_connections(self) -> None:
+        """Connections libzmq opened or closed: the guard starts their counts afresh."""
+        for monitor in self._monitors:
+            while True:
+                try:
+                    frames = monitor.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                event, fd = struct.unpack("=HI", frames[0][:6])
+                if event & MONITOR_EVENTS:
+                    self.guard.closed(fd)
+
+    def _police(self, now: float) -> None:
+        """Once a beat: unread answers, penalties; memory back to the system after cuts
+        (libzmq frees what a cut connection held, but the allocator keeps it)."""
+        self.guard.check_unread()
+        self.guard.expire(now)
+        cuts = sum(self.guard.cuts.values())
+        if cuts != self._cuts_trimmed:
+            self._cuts_trimmed = cuts
+            _trim_memory()
 
     def _drain_subscriptions(self) -> None:
         for _ in range(BATCH):
@@ -265,14 +311,31 @@ class Broker:
             if not data or data[0] not in (0, 1):
                 # libzmq 4.3.5 queues such a message (an XSUB may send any) without its
                 # connection, so until its queue is empty each subscription read would
-                # be applied to another connection's: none is applied till then.
+                # be applied to another connection's: none is applied till then (the
+                # guard cuts the sender, and the connections whose subscriptions were
+                # not applied, which then subscribe again).
                 self._misaligned = True
+            now, fd = time.monotonic(), _descriptor(frame)
+            if fd is not None:
+                if not self.guard.subscription(fd, data, now):
+                    continue
+                if self._misaligned and data[0] == 1:
+                    self.guard.misaligned(fd)
             # apply before the next recv: XPUB_MANUAL applies to the last sender only
-            now, user, trusted = time.monotonic(), self._user(frame), not self._misaligned
+            user, trusted = self._user(frame), not self._misaligned
             actions = self._guarded(self.rules.on_subscription, data, now, user, trusted)
             if not trusted:  # it may end a session; it must not touch another's topics
                 actions.subscribe, actions.unsubscribe = [], []
+            self._follow_inboxes(actions, fd)
             self._apply(actions)
+
+    def _follow_inboxes(self, actions: Actions, fd: int | None) -> None:
+        """Remember which connection holds each inbox, to count what it leaves unread."""
+        for topic in actions.subscribe:
+            if fd is not None and topic.startswith(p.INBOX_PREFIX):
+                self._inbox_fds[topic] = fd
+        for topic in actions.unsubscribe:
+            self._inbox_fds.pop(topic, None)
 
     def _drain_inbound(self) -> None:
         # one commit for the whole batch, before any of it is published
@@ -287,9 +350,11 @@ class Broker:
                 peer: str | None = str(frames[0].get("Peer-Address"))
             except zmq.ZMQError:
                 peer = None
+            now, fd = time.monotonic(), _descriptor(frames[0])
+            if fd is not None and not self.guard.frame(fd, now):
+                continue
             payload = [f.bytes for f in frames]
             user = self._user(frames[0])
-            now = time.monotonic()
             batch.extend(self._guarded(self.rules.on_inbound, payload, peer, now, user))
             if now > until:
                 break
@@ -298,7 +363,7 @@ class Broker:
     def _user(self, frame: zmq.Frame) -> str | None:
         """The name of the key a frame came with (secure mode), from the ZAP handler.
         Frames libzmq makes up for a closed connection have none."""
-        if self._auth is None:
+        if not self.secure:
             return None
         try:
             return str(frame.get("User-Id"))
@@ -357,6 +422,9 @@ class Broker:
             "rooms": len(self.rules.presence.rooms),
             "dropped": dict(self.rules.dropped),
             "refused_keys": self._auth.refused if self._auth else 0,
+            "cuts": dict(self.guard.cuts),
+            "refused_handshakes": self.guard.refusals,
+            "penalised_addresses": self.guard.penalised,
             "secure": self.secure,
         }
 
@@ -384,19 +452,51 @@ class Broker:
             self._out.unsubscribe(topic)
         self.store.commit()  # what clients see is stored first: nothing seen is ever lost
         for frames in actions.publish:
-            self._out.send_multipart(frames)
+            self._send(frames)
+
+    def _send(self, frames: list[bytes]) -> None:
+        self._out.send_multipart(frames)
+        if frames[0].startswith(p.INBOX_PREFIX):
+            fd = self._inbox_fds.get(frames[0])
+            if fd is not None:
+                self.guard.sent(fd, sum(len(frame) for frame in frames))
 
     def close(self) -> None:
         for sock in (self._in, self._out, self._admin):
             if not sock.closed:
+                if sock is not self._admin:
+                    with contextlib.suppress(zmq.ZMQError):
+                        sock.disable_monitor()
                 sock.close()
+        for monitor in getattr(self, "_monitors", []):
+            monitor.close(linger=0)
         if self.admin_path != Path():  # libzmq leaves the socket file behind
             with contextlib.suppress(OSError):
                 self.admin_path.unlink()
         if self._auth is not None:
             self._auth.stop()
-        if self._own_ctx:
-            self._ctx.term()
+        if self._gate is not None:
+            self._gate.stop()
+        self._ctx.term()
         self._wake_r.close()
         self._wake_w.close()
         self.store.close()
+
+
+def _descriptor(frame: zmq.Frame) -> int | None:
+    """The file descriptor of the connection a frame came in on; None for frames libzmq
+    made up itself (the unsubscriptions of a closed connection)."""
+    try:
+        fd = int(frame.get(zmq.SRCFD))
+    except zmq.ZMQError:
+        return None
+    return fd if fd >= 0 else None
+
+
+def _trim_memory() -> None:
+    """Give freed heap memory back to the system (glibc keeps it otherwise)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer, fails
-from zchat.broker.limits import RateLimit
+from zchat.broker.limits import Bucket, RateLimit
 from zchat.broker.presence import Presence, Room, Session
 from zchat.broker.store import HistoryStore
 
@@ -25,10 +25,19 @@ PENDING_JOIN_SECONDS = 10.0
 SILENT_SECONDS = 3.0
 # At most one warning per kind of dropped frame in this many seconds.
 WARN_EVERY_SECONDS = 10.0
-# Bounds on JOINs waiting for their subscription, on subscribed inboxes, and on inboxes
-# with markers: past them the oldest JOIN (or marker set) is forgotten and new inbox
-# subscriptions are refused.
+# Bounds on subscribed inboxes and on inboxes with markers: past them the oldest marker
+# set is forgotten and new inbox subscriptions are refused. (One connection holds at
+# most a few: guard.py bounds its subscriptions.)
 MAX_PENDING = 100_000
+# JOINs waiting for their subscription, in all and from one peer address: past them
+# the oldest (of that address) is forgotten. A JOIN is at most MAX_FRAME_BYTES.
+MAX_PENDING_JOINS = 10_000
+MAX_PENDING_JOINS_PER_ADDRESS = 64
+# Rooms that did not exist before, made by the joins and enters from one peer address:
+# NEW_ROOM_BURST at once, then NEW_ROOM_RATE a second. Each is a row in the history
+# file for good, and a tail in each heartbeat while it is busy.
+NEW_ROOM_RATE = 1.0
+NEW_ROOM_BURST = 64
 MAX_WAITING_ENTERS = 8  # per session
 MAX_MARKERS = 32  # marker subscriptions remembered per inbox
 # For this long after a room's last event, each heartbeat carries the room's last seq.
@@ -36,6 +45,9 @@ TAIL_SECONDS = 10.0
 # Secure mode: a session whose inbox unsubscription may have come from another key's
 # refused subscription is ended only if it has not been heard of for this long.
 SUSPECT_SECONDS = 3.0
+
+
+NEW_ROOM_LIMIT = RateLimit(NEW_ROOM_RATE, NEW_ROOM_BURST)
 
 
 @dataclass
@@ -81,6 +93,8 @@ class RulesState:
         self._owners: dict[str, str] = {}  # secure mode: inbox -> the key's user name
         self._foreign: Counter[str] = Counter()  # inbox -> other keys' refused subscriptions
         self._flooding: set[str] = set()  # secrets of sessions told to slow down
+        self._pending_by_peer: Counter[str] = Counter()  # peer address -> waiting JOINs
+        self._new_rooms: dict[str, Bucket] = {}  # peer address -> its new-room budget
 
     # --- queries ----------------------------------------------------------------------
 
@@ -104,6 +118,27 @@ class RulesState:
             self._publish(p.Left(room, 0, ts, session.name, reason), actions)
             self.presence.forget_if_empty(room)
         log.info("%s left (%s)", session.name, reason)
+
+    def _make_rooms(self, peer: str, rooms: list[str], now: float) -> None:
+        """Charge the new ones among ``rooms`` to ``peer``'s budget; Answer if it is
+        spent (then none is charged)."""
+        new = [r for r in rooms if r not in self.presence.rooms and not self.store.room_state(r)[0]]
+        if not new:
+            return
+        limit = NEW_ROOM_LIMIT
+        bucket = self._new_rooms.get(peer)
+        if bucket is None:
+            bucket = self._new_rooms[peer] = Bucket.full(limit, now)
+        bucket.take(limit, now)  # brings the tokens up to date
+        bucket.tokens += 1.0
+        if bucket.tokens < len(new):
+            self.dropped["new-rooms"] += 1
+            raise Answer(
+                "too-many-new-rooms",
+                f"too many new rooms from {peer}: at most {NEW_ROOM_BURST} at once, then "
+                f"{NEW_ROOM_RATE:g} a second; join rooms that exist, or wait",
+            )
+        bucket.tokens -= len(new)
 
     def _room(self, name: str) -> Room:
         room = self.presence.rooms.get(name)

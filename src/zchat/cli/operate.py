@@ -8,6 +8,14 @@ from typing import Any
 
 import click
 
+from zchat.broker.guard import (
+    DEFAULT_MAX_SUBSCRIPTION_BYTES,
+    DEFAULT_MAX_SUBSCRIPTIONS,
+    DEFAULT_MAX_UNREAD_BYTES,
+    DEFAULT_PENALTY_SECONDS,
+    DEFAULT_SUBSCRIPTION_BURST,
+    DEFAULT_SUBSCRIPTION_RATE,
+)
 from zchat.cli.options import LOG_LEVELS, Failure, StartFailure, host_option, port_option
 
 
@@ -81,6 +89,55 @@ from zchat.cli.options import LOG_LEVELS, Failure, StartFailure, host_option, po
     help="The operator's socket file for `zchat admin`. "
     "Default: $XDG_RUNTIME_DIR/zchat/admin-PORT.sock (or /tmp/zchat-UID/...).",
 )
+@click.option(
+    "--max-subscriptions",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_SUBSCRIPTIONS,
+    show_default=True,
+    help="Subscriptions one connection may hold; past it the connection is cut.",
+)
+@click.option(
+    "--max-subscription-bytes",
+    type=click.IntRange(min=64),
+    default=DEFAULT_MAX_SUBSCRIPTION_BYTES,
+    show_default=True,
+    help="Total bytes of the topics one connection may hold; past it, it is cut.",
+)
+@click.option(
+    "--subscription-rate",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_SUBSCRIPTION_RATE,
+    show_default=True,
+    help="(Un)subscriptions a second one connection may make, sustained; 0 for no limit.",
+)
+@click.option(
+    "--subscription-burst",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SUBSCRIPTION_BURST,
+    show_default=True,
+    help="(Un)subscriptions one connection may make at once, before the rate applies.",
+)
+@click.option(
+    "--max-unread",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_UNREAD_BYTES // 2**20,
+    show_default=True,
+    help="MiB of answers a connection may leave unread; past it, it is cut.",
+)
+@click.option(
+    "--cut-penalty",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_PENALTY_SECONDS,
+    show_default=True,
+    help="Seconds an address whose connection was cut is refused.",
+)
+@click.option(
+    "--connection-limits/--no-connection-limits",
+    default=True,
+    show_default=True,
+    help="Bound what one connection may make the broker hold (SECURITY.md); off only "
+    "on a network you trust, or to fuzz the broker's rules.",
+)
 def broker(
     host: str,
     port: int,
@@ -94,10 +151,18 @@ def broker(
     send_queue: int,
     peer_timeout: float,
     admin_socket: str | None,
+    max_subscriptions: int,
+    max_subscription_bytes: int,
+    subscription_rate: float,
+    subscription_burst: int,
+    max_unread: int,
+    cut_penalty: float,
+    connection_limits: bool,
 ) -> None:
     """Run the broker: every client connects here. Stop it with Ctrl-C."""
     import signal
 
+    from zchat.broker.guard import ConnectionLimits
     from zchat.broker.server import Broker, BrokerConfig, warn_if_exposed
     from zchat.broker.store import default_path
     from zchat.errors import ConfigError
@@ -120,6 +185,15 @@ def broker(
             zmtp_heartbeat_timeout=peer_timeout,
             keys=keys_dir if secure else None,
             admin_socket=admin_socket or "",
+            connection=ConnectionLimits(
+                subscriptions=max_subscriptions,
+                subscription_bytes=max_subscription_bytes,
+                subscription_rate=subscription_rate,
+                subscription_burst=subscription_burst,
+                unread_bytes=max_unread * 2**20,
+                penalty_seconds=cut_penalty,
+                enabled=connection_limits,
+            ),
         )
         warning = warn_if_exposed(config)
         if warning:

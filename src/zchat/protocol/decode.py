@@ -179,6 +179,10 @@ def _since(f: _Fields) -> dict[str, int]:
     since = f.obj.get("since", {})
     if not isinstance(since, dict):
         raise ProtocolError("field", "field 'since' is not an object")
+    if len(since) > MAX_ROOMS_PER_SESSION:
+        raise ProtocolError(
+            "field", f"field 'since' names {len(since)} rooms, more than {MAX_ROOMS_PER_SESSION}"
+        )
     fields = _Fields(since)
     return {room: fields.count(room) for room in since}
 
