@@ -1,4 +1,5 @@
-"""One hostile client against a real `zchat broker` (a child process), in open mode.
+"""One hostile client against a real `zchat broker` (a child process), in open mode and
+in secure mode (there the attacker's key is an admitted one: a key is no licence).
 
 Each test is one attack, made from 127.0.0.2 (so that the address the broker refuses
 after a cut is the attacker's, not the legitimate clients' 127.0.0.1). While it runs,
@@ -13,6 +14,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,8 @@ from support import Proc, start_broker
 from zchat import Client
 from zchat import protocol as p
 from zchat.admin import default_path, request
+from zchat.client.transport import Keys
+from zchat.keys import keygen
 
 JOIN_SECONDS = 2.0  # a legitimate join during an attack completes within this
 RSS_BOUND = 64 * 2**20  # broker RSS growth allowed, whatever the attack
@@ -29,28 +33,72 @@ ATTACK_SECONDS = 3.0  # the longest a sending loop runs
 LATENCY_FACTOR = 3.0  # p50 of a legitimate client's lines, against quiet
 LATENCY_FLOOR = 0.005  # seconds: below this, loopback latency is scheduler noise
 ATTACKER = "127.0.0.2"
+MALLORY = "Mallory"  # the attacker's name: in secure mode, an admitted key's
+# the legitimate clients' names: in secure mode each has a key
+NAMES = ("Alice", "Bob", "Faye", "Gail", *(f"{who}{n}" for who in ("Carol", "Dave", "Erin")
+         for n in range(15)))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Open mode, or secure mode with a keys folder (``keys``)."""
+
+    keys: Path | None
+
+    def start(self, procs: list[Proc], db: Path, *args: str) -> tuple[Proc, int]:
+        secure = ("--secure", "--keys", str(self.keys)) if self.keys else ()
+        proc, port = start_broker(*secure, *args, db=str(db))
+        procs.append(proc)
+        return proc, port
+
+    def client(self, name: str, port: int) -> Client:
+        return Client(name, port=port, history=0, keys=self.keys_of(name))
+
+    def keys_of(self, name: str) -> Keys | None:
+        if self.keys is None:
+            return None
+        return Keys.from_files(self.keys / "broker.key", self.keys.parent / f"{name}.key_secret")
+
+    def name(self, name: str) -> str:
+        """The name an attacker's JOIN must carry to get anywhere."""
+        return MALLORY if self.keys else name
+
+
+@pytest.fixture(params=["open", "secure"])
+def mode(request: pytest.FixtureRequest, tmp_path: Path) -> Mode:
+    if request.param == "open":
+        return Mode(None)
+    folder = tmp_path / "keys"
+    keygen("broker", folder)
+    (folder / "users").mkdir()
+    for name in (*NAMES, MALLORY):
+        public, _ = keygen(name, tmp_path)
+        public.rename(folder / "users" / public.name)
+    return Mode(folder)
 
 
 @pytest.fixture
-def target(procs: list[Proc], tmp_path: Path) -> tuple[Proc, int]:
+def target(procs: list[Proc], tmp_path: Path, mode: Mode) -> tuple[Proc, int]:
     """A broker with its default limits and a real history file (WAL)."""
-    proc, port = start_broker(db=str(tmp_path / "history.db"))
-    procs.append(proc)
-    return proc, port
+    return mode.start(procs, tmp_path / "history.db")
 
 
 Attacker = Callable[[int, int], zmq.Socket[bytes]]
 
 
 @pytest.fixture
-def attacker() -> Iterator[Attacker]:
-    """attacker(kind, port) -> a socket connected from ATTACKER; all closed afterwards."""
+def attacker(mode: Mode) -> Iterator[Attacker]:
+    """attacker(kind, port) -> a socket connected from ATTACKER (in secure mode with
+    Mallory's admitted key); all closed afterwards."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     made: list[zmq.Socket[bytes]] = []
+    keys = mode.keys_of(MALLORY)
 
     def make(kind: int, port: int) -> zmq.Socket[bytes]:
         sock = context.socket(kind)
         made.append(sock)
+        if keys is not None:
+            keys.apply(sock)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
@@ -87,8 +135,8 @@ def stats(port: int) -> dict[str, object]:
     return dict(request(default_path(port), "stats")["data"])
 
 
-def join_timed(port: int, name: str) -> tuple[Client, float]:
-    client = Client(name, port=port, history=0)
+def join_timed(mode: Mode, port: int, name: str) -> tuple[Client, float]:
+    client = mode.client(name, port)
     started = time.monotonic()
     try:
         client.join(timeout=JOIN_SECONDS)
@@ -131,15 +179,15 @@ def cuts(port: int) -> dict[str, int]:
 class Watch:
     """A quiet baseline (RSS, latency) taken before the attack, checked after."""
 
-    def __init__(self, proc: Proc, port: int) -> None:
-        self.proc, self.port = proc, port
-        self.alice, _ = join_timed(port, "Alice")
+    def __init__(self, mode: Mode, proc: Proc, port: int) -> None:
+        self.mode, self.proc, self.port = mode, proc, port
+        self.alice, _ = join_timed(mode, port, "Alice")
         self.quiet = p50_latency(self.alice)
         self.rss = rss(proc)
         self.joined: list[Client] = [self.alice]
 
     def join(self, name: str) -> float:
-        client, seconds = join_timed(self.port, name)
+        client, seconds = join_timed(self.mode, self.port, name)
         self.joined.append(client)
         return seconds
 
@@ -157,8 +205,8 @@ class Watch:
 
 
 @pytest.fixture
-def watch(target: tuple[Proc, int]) -> Iterator[Watch]:
-    running = Watch(*target)
+def watch(mode: Mode, target: tuple[Proc, int]) -> Iterator[Watch]:
+    running = Watch(mode, *target)
     yield running
     running.close()
 
@@ -236,13 +284,15 @@ def test_joins_that_never_complete_hold_little(watch: Watch, attacker: Attacker)
 
     def big() -> Iterator[bytes]:
         for index in range(6_700):
-            join = {"v": 1, "type": "join", "name": f"g{index}", "secret": f"{index:032x}"}
+            name = watch.mode.name(f"g{index}")
+            join = {"v": 1, "type": "join", "name": name, "secret": f"{index:032x}"}
             join |= {"inbox": f"{index:032x}", "rooms": ["general"], "since": since}
             yield json.dumps(join).encode()
 
     def small() -> Iterator[bytes]:  # that decode: a few wait, then the connection is cut
         for index in range(5_000):
-            join = p.Join(f"h{index}", f"{index:032x}", f"{index + 1:032x}", ("general",), 0)
+            name = watch.mode.name(f"h{index}")
+            join = p.Join(name, f"{index:032x}", f"{index + 1:032x}", ("general",), 0)
             yield p.encode_client(join)[0]
 
     flood(push, big())
@@ -265,7 +315,7 @@ def test_a_join_leave_loop_makes_few_rooms(watch: Watch, attacker: Attacker) -> 
         inbox, secret = f"{turn:032x}", f"{turn + 10**6:032x}"
         sub.subscribe(p.inbox_topic(inbox))
         rooms = tuple(f"r{turn}x{index}" for index in range(32))
-        join = p.Join(f"loop{turn}", secret, inbox, rooms, 0)
+        join = p.Join(watch.mode.name(f"loop{turn}"), secret, inbox, rooms, 0)
         if not flood(push, iter(p.encode_client(join))):
             break  # cut
         if sub.poll(1000):
@@ -278,11 +328,10 @@ def test_a_join_leave_loop_makes_few_rooms(watch: Watch, attacker: Attacker) -> 
 
 
 def test_a_session_that_never_reads_is_cut(
-    procs: list[Proc], tmp_path: Path, attacker: Attacker
+    procs: list[Proc], tmp_path: Path, attacker: Attacker, mode: Mode
 ) -> None:
-    proc, port = start_broker("--rate", "0", db=str(tmp_path / "history.db"))
-    procs.append(proc)
-    watch = Watch(proc, port)
+    proc, port = mode.start(procs, tmp_path / "history.db", "--rate", "0")
+    watch = Watch(mode, proc, port)
     try:
         for _ in range(300):  # lines of 4,096 control characters: 12 kB each stored
             watch.alice.send("\x01" * 4096)
@@ -295,7 +344,7 @@ def test_a_session_that_never_reads_is_cut(
         sub.setsockopt(zmq.HEARTBEAT_IVL, 200)  # but the connection is kept alive
         inbox, secret = "ab" * 16, "cd" * 16
         sub.subscribe(p.inbox_topic(inbox))
-        push.send(p.encode_client(p.Join("Mallory", secret, inbox, ("general",), 0))[0])
+        push.send(p.encode_client(p.Join(MALLORY, secret, inbox, ("general",), 0))[0])
         assert sub.poll(5000), "Mallory's join was not answered"
         asks = (p.GetHistory(secret, "general", 0, 0, 1000, f"h{i}") for i in range(100))
         flood(push, (p.encode_client(get)[0] for get in asks))

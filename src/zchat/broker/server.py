@@ -49,6 +49,10 @@ MAX_SUBSCRIPTION_BYTES = 512
 # longest topic a client may hold (guard.MAX_TOPIC_BYTES) and a little: a longer one
 # then ends its connection in libzmq's reader, before it costs any memory.
 MAX_OPEN_SUBSCRIPTION_BYTES = 192
+# Subscriptions libzmq takes in from one connection ahead of the broker's reading
+# (RCVHWM on the out-socket): libzmq keeps each one it takes in, so a connection that
+# floods them is cut by the guard before it has cost much.
+SUBSCRIPTION_QUEUE = 64
 # At most one traceback in this long for frames the broker failed to handle (counted).
 FAILURE_LOG_SECONDS = 10.0
 # Tries at finding two adjacent free ports when asked for port 0.
@@ -189,6 +193,7 @@ class Broker:
         longest = MAX_SUBSCRIPTION_BYTES if self._auth else MAX_OPEN_SUBSCRIPTION_BYTES
         self._out.setsockopt(zmq.MAXMSGSIZE, longest)
         self._out.setsockopt(zmq.SNDHWM, self.config.sndhwm)
+        self._out.setsockopt(zmq.RCVHWM, SUBSCRIPTION_QUEUE)
 
     def _bind(self) -> int:
         url = self._host_for_url()
