@@ -200,7 +200,7 @@ def test_garbage_on_the_in_socket_is_dropped_counted_and_logged_sparingly(
     raw = ctx.socket(zmq.PUSH)
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(f"tcp://127.0.0.1:{broker.port}")
-    rounds = 20  # 180 frames: within what one connection may send at once (guard.py)
+    rounds = 50
     for _ in range(rounds):
         for frames in _garbage():
             raw.send_multipart(frames)

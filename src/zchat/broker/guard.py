@@ -20,8 +20,8 @@ What is bounded here, per connection (the rules bound sessions and rooms):
 * subscriptions held (libzmq keeps every topic a connection subscribes to, applied or
   not, at about a hundred bytes of trie per byte of topic), their total bytes, the
   longest topic, and how fast they change;
-* frames sent to the in-socket (a multiple of the per-session flood limit, so that
-  only a hostile client reaches it; none when the flood limit is off);
+* frames sent to the in-socket (a multiple of the per-session flood limit, with a
+  floor, so that only a hostile client reaches it; none when the flood limit is off);
 * bytes published to a session's inbox that its connection has not acknowledged at
   the TCP level (a reader that never reads, kept alive by its own heartbeats, would
   otherwise make libzmq queue every answer it asks for).
@@ -53,8 +53,12 @@ DEFAULT_MAX_SUBSCRIPTION_BYTES = 8 * 1024  # their total length
 MAX_TOPIC_BYTES = 160  # the longest topic a client makes is a marker of 55 bytes
 DEFAULT_SUBSCRIPTION_RATE = 50.0  # (un)subscriptions a second, sustained
 DEFAULT_SUBSCRIPTION_BURST = 400
-# In-socket frames a connection may send: this many times the per-session flood limit.
+# In-socket frames a connection may send: this many times the per-session flood limit,
+# and at least FRAME_RATE_MIN a second and FRAME_BURST_MIN at once (a session past its
+# own limit is dropped cheaply and told; this is for what no session pays for).
 FRAME_RATE_FACTOR = 4
+FRAME_RATE_MIN = 200.0
+FRAME_BURST_MIN = 1000
 # Bytes published to one connection's inbox that it has not acknowledged.
 DEFAULT_MAX_UNREAD_BYTES = 16 * 1024 * 1024
 DEFAULT_PENALTY_SECONDS = 10.0  # a cut address is refused this long
@@ -106,8 +110,14 @@ class ConnectionGuard:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
-        factor = FRAME_RATE_FACTOR
-        self.frame_limit = RateLimit(flood.rate * factor, flood.burst * factor)
+        self.frame_limit = (
+            flood
+            if flood.unlimited
+            else RateLimit(
+                max(flood.rate * FRAME_RATE_FACTOR, FRAME_RATE_MIN),
+                max(flood.burst * FRAME_RATE_FACTOR, FRAME_BURST_MIN),
+            )
+        )
         self.clock = clock
         self.cuts: Counter[str] = Counter()  # why -> connections cut
         self.refusals = 0  # handshakes refused to penalised addresses
