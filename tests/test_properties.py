@@ -17,6 +17,7 @@ import json
 import re
 import types
 import typing
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,7 +35,7 @@ from hypothesis.stateful import (
 )
 
 from zchat import protocol as p
-from zchat.broker.limits import RateLimit
+from zchat.broker.limits import RateLimit, RuleLimits
 from zchat.broker.presence import Session
 from zchat.broker.rules import Actions, BrokerRules
 from zchat.errors import InvalidInput, ProtocolError
@@ -609,6 +610,9 @@ def test_clean_text_leaves_nothing_that_steers_a_terminal(text: str) -> None:
 USERS = ("Alice", "Bob", "Carol")  # peer n's key, in secure mode
 ADMINS = frozenset({"alice"})
 PEERS = st.integers(0, len(USERS) - 1)
+ADDRESSES = ("127.0.0.1", "127.0.0.1", "10.0.0.3")  # peer n's address: two share one
+# small enough to be reached: waiting JOINs, and rooms made from one address
+LIMITS = RuleLimits(pending_joins=4, pending_joins_per_address=2, new_rooms=RateLimit(0.5, 3))
 JOIN_NAMES = st.sampled_from(("Alice", "alice", "Bob", "Carol", "Dave", "no one", "n" * 33))
 ROOM_NAMES = st.sampled_from(("general", "dev", "#Dev", "ops", "no way", "r" * 33))
 HERE = st.sampled_from(("general", "#General", "dev")) | ROOM_NAMES  # mostly rooms in use
@@ -649,8 +653,8 @@ def check_presence(rules: BrokerRules) -> None:
         assert presence.by_name[s.name.lower()] is s and p.check_name(s.name) == s.name
         assert len(set(s.rooms)) == len(s.rooms) <= p.MAX_ROOMS_PER_SESSION
         assert all(presence.rooms[room].members[s.name.lower()] == s.name for room in s.rooms)
-        if rules.secure:
-            assert s.name == s.user and s.admin == (s.name.lower() in rules.admins)
+        if rules.policy.secure:
+            assert s.name == s.user and s.admin == rules.policy.is_admin(s.name)
     for name, room in presence.rooms.items():
         assert room.members, f"empty room {name} kept"
         for key, member in room.members.items():
@@ -682,6 +686,7 @@ class BrokerMachine(RuleBasedStateMachine):
             secure=self.secure,
             admins=ADMINS,
             limit=RateLimit(rate=2.0, burst=12),  # low enough to be reached now and then
+            limits=LIMITS,
         )
         self.sent: list[bytes] = []  # valid frames, for mutating
         self.last_seq: dict[str, int] = {}  # room -> the last seq published in it
@@ -703,7 +708,7 @@ class BrokerMachine(RuleBasedStateMachine):
         reply_to = session.inbox if session else inbox(n)
         if isinstance(msg, p.Join | p.Ping):
             reply_to = msg.inbox
-        actions = self.rules.on_inbound(frames, "127.0.0.1", self.now, self.user(n))
+        actions = self.rules.on_inbound(frames, ADDRESSES[n], self.now, self.user(n))
         self.check(actions, reply_to, self.user(n))
         return actions
 
@@ -741,6 +746,14 @@ class BrokerMachine(RuleBasedStateMachine):
         """Both halves of a join under the peer's own name, as a client sends them."""
         self.subscribe(b"\x01" + p.inbox_topic(inbox(n)), n)
         self.join(n, USERS[n], rooms, 2, {}, "")
+
+    @rule(n=PEERS, k=st.integers(0, 5), rooms=st.lists(ROOM_NAMES, min_size=1, max_size=3))
+    def stray_join(self, n: int, k: int, rooms: list[str]) -> None:
+        """A JOIN on an inbox of its own that is never subscribed: it waits, and pushes
+        out older ones past the limits."""
+        stray = p.Join(USERS[n], token(0x300 + k), token(0x400 + k), tuple(rooms), 0)
+        frames = p.encode_client(stray)
+        self.rules.on_inbound(frames, ADDRESSES[n], self.now, self.user(n))
 
     @initialize(peers=st.integers(0, len(USERS)))
     def some_arrive(self, peers: int) -> None:
@@ -989,6 +1002,17 @@ class BrokerMachine(RuleBasedStateMachine):
     def presence_tables_agree(self) -> None:
         """See check_presence."""
         check_presence(self.rules)
+
+    @invariant()
+    def waiting_joins_and_new_rooms_keep_their_limits(self) -> None:
+        """Waiting JOINs within both bounds, counted right; budgets never overdrawn."""
+        rules = self.rules
+        waiting = Counter(pending.peer for pending in rules._pending.values())
+        assert waiting == rules._pending_by_peer
+        assert len(rules._pending) <= LIMITS.pending_joins
+        assert max(waiting.values(), default=0) <= LIMITS.pending_joins_per_address
+        for bucket in rules._new_rooms.values():
+            assert 0 <= bucket.tokens <= LIMITS.new_rooms.burst
 
     @invariant()
     def rooms_are_what_their_events_say(self) -> None:

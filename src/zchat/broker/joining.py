@@ -14,8 +14,6 @@ from zchat.broker.presence import Session
 from zchat.broker.state import (
     MAX_MARKERS,
     MAX_PENDING,
-    MAX_PENDING_JOINS,
-    MAX_PENDING_JOINS_PER_ADDRESS,
     MAX_WAITING_ENTERS,
     SILENT_SECONDS,
     Pending,
@@ -32,10 +30,10 @@ class Joining(RulesState):
         self, msg: p.Join, peer: str, now: float, actions: Actions, user: str | None
     ) -> None:
         session = self.presence.by_secret.get(msg.secret)
-        if self.secure and not self._owns(msg.inbox, user):
+        if not self._owns(msg.inbox, user):
             self._drop("foreign-inbox", f"join by {user!r} names another key's inbox", now)
             return
-        if self.secure and session is not None and session.user != user:
+        if session is not None and not self.policy.same_key(session.user, user):
             self._drop("foreign-secret", f"{session.name}'s secret used by {user!r}", now)
             return
         if session is not None and session.inbox == msg.inbox:
@@ -49,11 +47,11 @@ class Joining(RulesState):
             self._drop("field", "join reuses the secret of another waiting join", now)
             return
         self._unpend(msg.inbox)  # a repeated JOIN waits anew, at the end of the line
-        if self._pending_by_peer[peer] >= MAX_PENDING_JOINS_PER_ADDRESS:
+        if self._pending_by_peer[peer] >= self.limits.pending_joins_per_address:
             self.dropped["pending-joins"] += 1
             oldest = next(i for i, waiting in self._pending.items() if waiting.peer == peer)
             self._unpend(oldest, forget_owner=True)
-        if len(self._pending) >= MAX_PENDING_JOINS:
+        if len(self._pending) >= self.limits.pending_joins:
             self.dropped["pending-joins"] += 1
             self._unpend(next(iter(self._pending)), forget_owner=True)
         self._pending[msg.inbox] = Pending(now, msg, peer, user)
@@ -84,7 +82,7 @@ class Joining(RulesState):
         if inbox not in self._subscribed and not marked:
             return
         self._unpend(inbox)
-        if self.secure and self._owners.get(inbox) != pending.user:
+        if not self.policy.same_key(self._owners.get(inbox), pending.user):
             self._drop("foreign-inbox", f"join by {pending.user!r} lost its inbox", self._now)
             return
         self._subscribed.add(inbox)  # a marker proves the inbox subscription is in place
@@ -106,7 +104,7 @@ class Joining(RulesState):
             log.info("refused %s from %s: name taken", name, pending.peer)
             return
         bucket = Bucket.full(self.limit, pending.since)
-        admin = self.secure and name.lower() in self.admins
+        admin = self.policy.is_admin(name)
         session = Session(
             name, join.secret, inbox, [], pending.peer, pending.since, bucket, pending.user, admin,
             since=pending.since,
@@ -128,16 +126,8 @@ class Joining(RulesState):
         log.info("%s joined from %s", name, session.peer)
 
     def _may_join(self, name: str, user: str | None) -> str:
-        """The name a JOIN gets: in secure mode, its key's. Raises Answer if banned."""
-        if self.secure:
-            if user is None or name.lower() != user.lower():
-                raise Answer(
-                    "not-your-name",
-                    f"your key is {user}'s: join as {user}" if user else "no key: join again",
-                )
-            name = user
-            if self.allowed is not None and name.lower() not in self.allowed:
-                raise Answer("key-withdrawn", f"the key of {name} was withdrawn by the operator")
+        """The name a JOIN gets (in secure mode, its key's). Raises Answer if banned."""
+        name = self.policy.name_for(name, user)
         ban = self.store.ban_of(name)
         if ban is not None:
             why = f": {ban.reason}" if ban.reason else ""
@@ -187,14 +177,14 @@ class Joining(RulesState):
         elif p.INBOX_PREFIX.startswith(topic) or topic.startswith(p.INBOX_PREFIX):
             inbox, marker = p.inbox_of_topic(topic), p.marker_of_topic(topic)
             if marker is not None:
-                if self.secure and not self._owns(marker[0], user):
+                if not self._owns(marker[0], user):
                     self._drop("foreign-inbox", f"{user!r} marks another key's inbox", now)
                     return actions
                 self._on_marker(*marker, subscribe, now, actions)  # never applied
             elif inbox is None:
                 self._drop("subscription", f"refused subscription to {topic[:40]!r}", now)
             elif subscribe:
-                if self.secure and not self._owns(inbox, user):
+                if not self._owns(inbox, user):
                     if len(self._foreign) < MAX_PENDING:
                         self._foreign[inbox] += 1
                     self._drop("foreign-inbox", f"{user!r} asked for another key's inbox", now)
@@ -209,7 +199,7 @@ class Joining(RulesState):
                 self._complete(inbox, actions)
             else:
                 change.append(topic)  # applies to the unsubscribing connection only
-                if self.secure and not self._owner_leaves(inbox, user, now):
+                if not self._owner_leaves(inbox, user, now):
                     return actions
                 self._subscribed.discard(inbox)
                 self._markers.pop(inbox, None)
@@ -225,9 +215,8 @@ class Joining(RulesState):
         return actions
 
     def _owns(self, inbox: str, user: str | None) -> bool:
-        """Secure mode: may ``user`` use this inbox (nobody else has it)?"""
-        owner = self._owners.get(inbox)
-        return user is not None and (owner is None or owner == user)
+        """May ``user`` use this inbox (in secure mode: no other key has it)?"""
+        return self.policy.owns(self._owners.get(inbox), user)
 
     def _owner_leaves(self, inbox: str, user: str | None, now: float) -> bool:
         """Secure mode: is this unsubscription of an inbox its owner's? A closed

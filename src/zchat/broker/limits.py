@@ -26,6 +26,26 @@ class RateLimit:
         return f"{self.rate:g} lines a second, {self.burst} at once"
 
 
+# JOINs waiting for their inbox subscription, in all and from one peer address: past
+# them the oldest (of that address) is forgotten. A JOIN is at most MAX_FRAME_BYTES.
+MAX_PENDING_JOINS = 10_000
+MAX_PENDING_JOINS_PER_ADDRESS = 64
+# Rooms that did not exist before, made by the joins and enters from one peer address:
+# NEW_ROOM_BURST at once, then NEW_ROOM_RATE a second. Each is a row in the history
+# file for good, and a tail in each heartbeat while it is busy.
+NEW_ROOM_RATE = 1.0
+NEW_ROOM_BURST = 64
+
+
+@dataclass(frozen=True)
+class RuleLimits:
+    """What the rules bound beyond each session's flood limit (SECURITY.md, "Limits")."""
+
+    pending_joins: int = MAX_PENDING_JOINS
+    pending_joins_per_address: int = MAX_PENDING_JOINS_PER_ADDRESS
+    new_rooms: RateLimit = RateLimit(NEW_ROOM_RATE, NEW_ROOM_BURST)
+
+
 @dataclass
 class Bucket:
     tokens: float

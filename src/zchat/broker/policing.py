@@ -102,10 +102,10 @@ class Policing(RulesState):
         take admin rights as the admins list now says."""
         actions = Actions()
         for session in self.sessions:
-            if self.allowed is not None and session.name.lower() not in self.allowed:
+            if not self.policy.still_allowed(session.name):
                 self._kick(session, OPERATOR, "key withdrawn", False, actions)
             else:
-                session.admin = session.name.lower() in self.admins
+                session.admin = self.policy.is_admin(session.name)
         return actions
 
     def who(self, now: float) -> list[dict[str, object]]:

@@ -45,8 +45,6 @@ from zchat.broker.joining import Joining
 from zchat.broker.policing import OPERATOR, Policing
 from zchat.broker.presence import Session
 from zchat.broker.state import (
-    NEW_ROOM_BURST,
-    NEW_ROOM_RATE,
     PENDING_JOIN_SECONDS,
     SILENT_SECONDS,
     SUSPECT_SECONDS,
@@ -84,12 +82,12 @@ class BrokerRules(Joining, Policing):
             self._on_join(msg, peer or "?", now, actions, user)
             return actions
         session = self.presence.by_secret.get(msg.secret)
-        if self.secure and session is not None and session.user != user:
+        if session is not None and not self.policy.same_key(session.user, user):
             self._drop("foreign-secret", f"{session.name}'s secret used by {user!r}", now)
             return actions
         if isinstance(msg, p.Ping):
             if session is None or session.inbox != msg.inbox:
-                if self.secure and not self._owns(msg.inbox, user):
+                if not self._owns(msg.inbox, user):
                     return actions
                 # The client believes in a session we do not have (we restarted, or its
                 # connection was dropped): tell it, so that it joins again.
@@ -133,8 +131,7 @@ class BrokerRules(Joining, Policing):
                 self.presence.forget_if_empty(room)
                 self._to_inbox(session.inbox, p.Parted(room), actions)
             case p.Nick(_, name):
-                if self.secure:
-                    raise Answer("fixed-name", "in secure mode your name is your key's name")
+                self.policy.may_rename()
                 self._rename(session, name, actions)
             case p.SetTopic(_, room, text):
                 room = self._member_room(session, room)
@@ -152,14 +149,7 @@ class BrokerRules(Joining, Policing):
                 room = fails("bad-room", p.check_room, room)
                 self._send_history(session, room, after, before, limit, actions, id_, always=True)
             case p.Moderate(_, op, name, reason, id_):
-                if not self.secure:
-                    raise Answer(
-                        "not-allowed",
-                        "kick, ban and unban in the chat need a broker in secure mode; "
-                        "on the broker's machine, use `zchat admin`",
-                    )
-                if not session.admin:
-                    raise Answer("not-admin", f"only admins may {op} (see the broker's keys)")
+                self.policy.may_moderate(session.admin, op)
                 text, done = self.moderate(op, name, reason, session.name)
                 actions.extend(done)
                 if self.presence.by_secret.get(session.secret) is session:  # not self-kicked
@@ -201,8 +191,9 @@ class BrokerRules(Joining, Policing):
                 break
             self._unpend(inbox, forget_owner=True)
             log.debug("join of %r expired: its subscription never arrived", pending.join.name)
+        full_after = self.limits.new_rooms.burst / max(self.limits.new_rooms.rate, 1e-9)
         for peer, bucket in list(self._new_rooms.items()):  # full again: forget it
-            if now - bucket.refilled > NEW_ROOM_BURST / NEW_ROOM_RATE:
+            if now - bucket.refilled > full_after:
                 del self._new_rooms[peer]
         for code, count in list(self._suppressed.items()):
             if now - self._last_warning.get(code, 0.0) >= WARN_EVERY_SECONDS:

@@ -28,6 +28,7 @@ from zchat import admin
 from zchat import protocol as p
 from zchat.broker.guard import ConnectionGuard, ConnectionLimits
 from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, RateLimit
+from zchat.broker.policy import SecurePolicy
 from zchat.broker.rules import Actions, Answer, BrokerRules
 from zchat.broker.security import KeyAuthenticator, OpenGate
 from zchat.broker.store import DEFAULT_RETENTION, HistoryStore
@@ -167,8 +168,8 @@ class Broker:
         return f"[{host}]" if ":" in host else host
 
     def _use_keys(self, keyring: KeyRing) -> None:
-        self.rules.admins = keyring.admins
-        self.rules.allowed = frozenset(name.lower() for name in keyring.users.values())
+        allowed = frozenset(name.lower() for name in keyring.users.values())
+        self.rules.policy = SecurePolicy(keyring.admins, allowed)
 
     def _configure(self) -> None:
         ivl = int(self.config.zmtp_heartbeat_ivl * 1000)

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer, fails
-from zchat.broker.limits import Bucket, RateLimit
+from zchat.broker.limits import Bucket, RateLimit, RuleLimits
+from zchat.broker.policy import OpenPolicy, Policy, SecurePolicy
 from zchat.broker.presence import Presence, Room, Session
 from zchat.broker.store import HistoryStore
 
@@ -29,15 +30,6 @@ WARN_EVERY_SECONDS = 10.0
 # set is forgotten and new inbox subscriptions are refused. (One connection holds at
 # most a few: guard.py bounds its subscriptions.)
 MAX_PENDING = 100_000
-# JOINs waiting for their subscription, in all and from one peer address: past them
-# the oldest (of that address) is forgotten. A JOIN is at most MAX_FRAME_BYTES.
-MAX_PENDING_JOINS = 10_000
-MAX_PENDING_JOINS_PER_ADDRESS = 64
-# Rooms that did not exist before, made by the joins and enters from one peer address:
-# NEW_ROOM_BURST at once, then NEW_ROOM_RATE a second. Each is a row in the history
-# file for good, and a tail in each heartbeat while it is busy.
-NEW_ROOM_RATE = 1.0
-NEW_ROOM_BURST = 64
 MAX_WAITING_ENTERS = 8  # per session
 MAX_MARKERS = 32  # marker subscriptions remembered per inbox
 # For this long after a room's last event, each heartbeat carries the room's last seq.
@@ -45,9 +37,6 @@ TAIL_SECONDS = 10.0
 # Secure mode: a session whose inbox unsubscription may have come from another key's
 # refused subscription is ended only if it has not been heard of for this long.
 SUSPECT_SECONDS = 3.0
-
-
-NEW_ROOM_LIMIT = RateLimit(NEW_ROOM_RATE, NEW_ROOM_BURST)
 
 
 @dataclass
@@ -71,13 +60,15 @@ class RulesState:
         *,
         secure: bool = False,
         admins: frozenset[str] = frozenset(),
+        policy: Policy | None = None,
+        limits: RuleLimits | None = None,
         limit: RateLimit | None = None,
     ) -> None:
         self.epoch = epoch
-        self.secure = secure
-        self.admins = admins  # lower-case names (secure mode)
-        self.allowed: frozenset[str] | None = None  # lower-case names with a key (secure)
+        # who may do what: given whole, or made from ``secure`` and ``admins``
+        self.policy: Policy = policy or (SecurePolicy(admins) if secure else OpenPolicy())
         self.limit = limit or RateLimit()
+        self.limits = limits or RuleLimits()
         self.store = store or HistoryStore()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.presence = Presence()
@@ -125,7 +116,9 @@ class RulesState:
         new = [r for r in rooms if r not in self.presence.rooms and not self.store.room_state(r)[0]]
         if not new:
             return
-        limit = NEW_ROOM_LIMIT
+        limit = self.limits.new_rooms
+        if limit.unlimited:
+            return
         bucket = self._new_rooms.get(peer)
         if bucket is None:
             bucket = self._new_rooms[peer] = Bucket.full(limit, now)
@@ -135,8 +128,8 @@ class RulesState:
             self.dropped["new-rooms"] += 1
             raise Answer(
                 "too-many-new-rooms",
-                f"too many new rooms from {peer}: at most {NEW_ROOM_BURST} at once, then "
-                f"{NEW_ROOM_RATE:g} a second; join rooms that exist, or wait",
+                f"too many new rooms from {peer}: at most {limit.burst} at once, then "
+                f"{limit.rate:g} a second; join rooms that exist, or wait",
             )
         bucket.tokens -= len(new)
 
