@@ -48,11 +48,13 @@ class Joining(RulesState):
             return
         self._unpend(msg.inbox)  # a repeated JOIN waits anew, at the end of the line
         if self._pending_by_peer[peer] >= self.limits.pending_joins_per_address:
-            self.dropped["pending-joins"] += 1
+            detail = f"{peer} has {self.limits.pending_joins_per_address} JOINs waiting"
+            self._drop("pending-joins", detail, now, "forgot the oldest waiting JOIN")
             oldest = next(i for i, waiting in self._pending.items() if waiting.peer == peer)
             self._unpend(oldest, forget_owner=True)
         if len(self._pending) >= self.limits.pending_joins:
-            self.dropped["pending-joins"] += 1
+            detail = f"{self.limits.pending_joins} JOINs are waiting"
+            self._drop("pending-joins", detail, now, "forgot the oldest waiting JOIN")
             self._unpend(next(iter(self._pending)), forget_owner=True)
         self._pending[msg.inbox] = Pending(now, msg, peer, user)
         self._pending_by_peer[peer] += 1

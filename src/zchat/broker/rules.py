@@ -197,7 +197,7 @@ class BrokerRules(Joining, Policing):
                 del self._new_rooms[peer]
         for code, count in list(self._suppressed.items()):
             if now - self._last_warning.get(code, 0.0) >= WARN_EVERY_SECONDS:
-                log.warning("dropped %d more bad frame(s) of kind %r", count, code)
+                log.warning("%d more of kind %r (dropped or refused)", count, code)
                 del self._suppressed[code]
                 self._last_warning[code] = now
         return actions

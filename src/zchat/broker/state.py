@@ -24,8 +24,9 @@ PENDING_JOIN_SECONDS = 10.0
 # A session silent for longer than this when its connection drops has "timed out"
 # (clients ping every second); otherwise its connection was "lost".
 SILENT_SECONDS = 3.0
-# At most one warning per kind of dropped frame in this many seconds.
-WARN_EVERY_SECONDS = 10.0
+# At most one warning per kind of dropped frame (or limit reached) in this many seconds;
+# the rest are counted, and reported in one line when it has passed.
+WARN_EVERY_SECONDS = 60.0
 # Bounds on subscribed inboxes and on inboxes with markers: past them the oldest marker
 # set is forgotten and new inbox subscriptions are refused. (One connection holds at
 # most a few: guard.py bounds its subscriptions.)
@@ -125,7 +126,8 @@ class RulesState:
         bucket.take(limit, now)  # brings the tokens up to date
         bucket.tokens += 1.0
         if bucket.tokens < len(new):
-            self.dropped["new-rooms"] += 1
+            detail = f"{peer} asked for {len(new)} new room(s); at most {limit.burst} at once"
+            self._drop("new-rooms", detail, now, "refused new rooms")
             raise Answer(
                 "too-many-new-rooms",
                 f"too many new rooms from {peer}: at most {limit.burst} at once, then "
@@ -208,10 +210,10 @@ class RulesState:
     def _to_inbox(self, inbox: str, msg: p.ServerMessage, actions: Actions) -> None:
         actions.publish.append(p.encode_server(p.inbox_topic(inbox), msg))
 
-    def _drop(self, code: str, detail: str, now: float) -> None:
+    def _drop(self, code: str, detail: str, now: float, what: str = "dropped a bad frame") -> None:
         self.dropped[code] += 1
         if now - self._last_warning.get(code, -WARN_EVERY_SECONDS) >= WARN_EVERY_SECONDS:
             self._last_warning[code] = now
-            log.warning("dropped a bad frame: %s", detail)
+            log.warning("%s: %s", what, detail)
         else:
             self._suppressed[code] += 1
