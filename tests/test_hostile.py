@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 import zmq
 
+from conftest import RunningBroker
 from support import Proc, start_broker
 from zchat import Client
 from zchat import protocol as p
 from zchat.admin import default_path, request
+from zchat.broker.guard import ConnectionLimits
 from zchat.client.transport import Keys
 from zchat.keys import keygen
 
@@ -352,3 +354,22 @@ def test_a_session_that_never_reads_is_cut(
         watch.check()
     finally:
         watch.close()
+
+
+@pytest.mark.broker(connection=ConnectionLimits(penalty_seconds=1.5))
+def test_a_client_refused_for_a_while_is_told_so_and_gets_in_after(
+    broker: RunningBroker, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    xsub = ctx.socket(zmq.XSUB)
+    xsub.setsockopt(zmq.LINGER, 0)
+    xsub.connect(f"tcp://127.0.0.1:{broker.port + 1}")  # the legitimate clients' address
+    xsub.send(b"\x02junk")
+    wait_for(lambda: broker.broker.guard.cuts["junk"] == 1, "the junk sender was cut")
+    xsub.close()
+    client = Client("Hana", port=broker.port, context=ctx)
+    try:
+        client.join(timeout=10)
+        notes = [m.text for m in client.core.events if m.kind == "system"]
+        assert any("refuses connections from this address for a few seconds" in n for n in notes)
+    finally:
+        client.close()

@@ -28,6 +28,7 @@ from zchat.client.transport import (
     close_monitor,
     connect,
     handshake_problem,
+    reconnect,
 )
 from zchat.errors import ClientClosed, NotDelivered
 from zchat.protocol import DEFAULT_HISTORY, check_room
@@ -256,6 +257,8 @@ class AsyncClient:
             if self._monitor is not None and self._monitor in ready:
                 event = parse_monitor_message(await self._monitor.recv_multipart())
                 self.core.on_handshake(handshake_problem(event["event"], event["value"]))
+            if self.core.take_reconnect(time.monotonic()):
+                reconnect(self._push, self._sub, self.endpoints)
             if time.monotonic() >= self.core.deadline():
                 self.core.tick(time.monotonic())
             if self.core.events or self.core.state is not State.JOINING:

@@ -36,6 +36,7 @@ from zchat.client.state import (
     JOIN_RETRY_SECONDS,
     LEAVE_WAIT_SECONDS,
     PING_SECONDS,
+    REFUSED_RETRY_SECONDS,
     State,
 )
 from zchat.errors import BrokerUnreachable, JoinRefused
@@ -60,6 +61,8 @@ class ClientCore(Requests, Arrivals):
         """The monotonic time by which ``tick`` must next run: always later than the
         last ``tick``, so a loop that waits for it never spins."""
         times = [self._last_tick + IDLE_SECONDS]
+        if self._reconnect_at is not None:
+            times.append(self._reconnect_at)
         if self._joined_once and not self._away:
             times.append(self._last_heard + AWAY_SECONDS)
         if self.state is State.JOINING:
@@ -84,15 +87,27 @@ class ClientCore(Requests, Arrivals):
         """The connection's handshake failed: ``problem`` is "key-refused",
         "wrong-mode" or "handshake-failed" (transport.handshake_problem). Fatal to a
         first join; reported once while rejoining."""
-        if not self.secure:  # no keys to be wrong: the broker wants them (the broker
-            problem = "wrong-mode"  # may hang up before its reason arrives)
+        if not self.secure:
+            # no keys to be wrong: refused, it is the broker's connection limits (it lets
+            # this address in again shortly); else the broker wants keys (it may hang up
+            # before its reason arrives)
+            problem = "refused-for-now" if problem == "key-refused" else "wrong-mode"
         text = handshake_text(problem, self._where or "the broker", self.secure, self.verb)
-        if self.state is State.JOINING and not self._joined_once:
+        if problem == "refused-for-now":  # libzmq does not try again: the client will
+            self._reconnect_at = self._last_tick + REFUSED_RETRY_SECONDS
+        if self.state is State.JOINING and not self._joined_once and problem != "refused-for-now":
             self.state = State.CLOSED
             self.failure = JoinRefused(problem, text)
         elif problem not in self._handshake_told and self.state is not State.CLOSED:
             self._handshake_told.add(problem)
             self._note(f"{text}; still trying")
+
+    def take_reconnect(self, now: float) -> bool:
+        """True once the connections refused for now are due to be made again."""
+        if self._reconnect_at is None or now < self._reconnect_at:
+            return False
+        self._reconnect_at = None
+        return True
 
     def tick(self, now: float) -> None:
         if now - self._last_tick > AWAY_SECONDS and self._last_tick:
@@ -158,6 +173,11 @@ def handshake_text(problem: str, where: str, secure: bool, verb: str = "join") -
             f"the broker at {where} refused your key (unknown to it, or banned): ask its "
             "operator; a new user gives them their public key file (NAME.key), to be put "
             "in the broker's keys/users folder"
+        )
+    if problem == "refused-for-now":
+        return (
+            f"the broker at {where} refuses connections from this address for a few "
+            'seconds: it cut one that went past its limits (SECURITY.md, "Limits")'
         )
     if problem == "wrong-mode" and secure:
         return f"the broker at {where} is not in secure mode: {verb} without --secure"

@@ -20,6 +20,8 @@ AWAY_SECONDS = 3.5  # no heartbeat for this long: the broker is unreachable
 ACK_SECONDS = 5.0  # a line not echoed within this long is reported as not delivered
 IDLE_SECONDS = 1.0  # tick runs at least this often, whatever else is due
 REJOIN_RETRY_SECONDS = 3.0  # after a refused rejoin (name briefly still held), try again
+# A connection the broker refused for now (its connection limits) is made again after this.
+REFUSED_RETRY_SECONDS = 2.0
 # A closing client waits this long for the broker's notice of its LEAVE, so that the
 # broker sees the LEAVE before the connection drops (which would read "connection lost").
 LEAVE_WAIT_SECONDS = 1.0
@@ -85,6 +87,7 @@ class CoreState:
         self._join_sent = 0.0
         self._join_deadline = 0.0
         self._last_tick = 0.0
+        self._reconnect_at: float | None = None  # see ClientCore.take_reconnect
         self._last_heard = 0.0
         self._last_ping = 0.0
         self._away = False

@@ -25,6 +25,7 @@ from zchat.client.transport import (
     close_monitor,
     connect,
     handshake_problem,
+    reconnect,
 )
 from zchat.errors import ClientClosed, NotDelivered
 from zchat.protocol import DEFAULT_HISTORY, check_room
@@ -255,6 +256,8 @@ class Client:
             event = recv_monitor_message(self._monitor)
             self.core.on_handshake(handshake_problem(event["event"], event["value"]))
         now = time.monotonic()
+        if self.core.take_reconnect(now):
+            reconnect(self._push, self._sub, self.endpoints)
         if now >= self.core.deadline():
             self.core.tick(now)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -104,6 +105,15 @@ def connect(push: S, sub: S, endpoints: Endpoints, core: ClientCore, keys: Keys 
     sub.connect(endpoints.sub)
     push.connect(endpoints.push)
     return monitor
+
+
+def reconnect(push: zmq.Socket, sub: zmq.Socket, endpoints: Endpoints) -> None:  # type: ignore[type-arg]
+    """Make both connections again: libzmq does not retry a connection the broker
+    refused at the handshake. The SUB socket subscribes again, in byte order."""
+    for sock, url in ((sub, endpoints.sub), (push, endpoints.push)):
+        with contextlib.suppress(zmq.ZMQError):  # already gone with the refusal
+            sock.disconnect(url)
+        sock.connect(url)
 
 
 def close_monitor(sub: zmq.Socket, monitor: zmq.Socket | None) -> None:  # type: ignore[type-arg]
