@@ -4,6 +4,7 @@ inboxes for their owner only; the operator's admin socket; kick and ban; flood c
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import subprocess
@@ -22,7 +23,7 @@ from zchat import protocol as p
 from zchat.broker.server import BrokerConfig, warn_if_exposed
 from zchat.client.listen import Listener
 from zchat.client.transport import Keys
-from zchat.errors import BrokerUnreachable, JoinRefused, NotDelivered
+from zchat.errors import BrokerUnreachable, ConfigError, JoinRefused, NotDelivered
 from zchat.keys import keygen
 
 MakeSecure = Callable[..., Client]
@@ -460,6 +461,41 @@ def drain(client: Client) -> list[Message]:
 
 
 # --- the command line ------------------------------------------------------------------
+
+
+def test_key_files_keygen_could_not_have_made_are_skipped_with_a_warning(
+    keys: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = tmp_path / "odd"
+    files = {"hidden": ".hidden.key", "dot": "..key", "spaced": "bad name.key"}
+    for name, file in files.items():
+        public, _ = keygen(name, odd)
+        public.rename(keys / "users" / file)
+    with caplog.at_level(logging.WARNING, logger="zchat.keys"):
+        running = RunningBroker(zmq.Context.instance(), keys=str(keys))
+    try:
+        for file in files.values():
+            [warning] = [r.getMessage() for r in caplog.records if file in r.getMessage()]
+            assert warning.startswith(f"{keys / 'users' / file} skipped: the file name must be")
+        for name, as_name in (("hidden", ".hidden"), ("dot", ".")):
+            client = Client(
+                as_name,
+                port=running.port,
+                keys=Keys.from_files(keys / "broker.key", odd / f"{name}.key_secret"),
+            )
+            with pytest.raises(JoinRefused) as refused:
+                client.join(timeout=5)
+            client.close()
+            assert refused.value.code == "key-refused"
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("name", [".hidden", ".", ".."])
+def test_keygen_makes_no_hidden_key_files(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=f"cannot name a key '{name}'.*starts with '.'"):
+        keygen(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_keygen_writes_a_private_secret_and_never_overwrites(tmp_path: Path) -> None:
