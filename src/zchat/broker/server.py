@@ -124,6 +124,7 @@ class Broker:
                 self._use_keys(keyring)
             self._configure()
             self.port = self._bind()
+            self.store.serving(self.port)  # for another broker refused the history file
             self.admin_path = self._bind_admin()
         except BaseException:
             self.close()
