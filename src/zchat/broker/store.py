@@ -16,6 +16,8 @@ Opening a file changes nothing in it until it has passed every check: it is a
 database, intact (``quick_check``), of this broker's mode, and no other broker holds
 it (lockfile.py). Then a write proves it can be written. A folder given for it must
 exist; only the default folder is made.
+
+A full disk does not stop the broker: writing.py says what happens instead.
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from zchat import protocol as p
 from zchat.broker.lockfile import HistoryLock
+from zchat.broker.writing import StorageFull, Writer
 from zchat.errors import ConfigError
+
+__all__ = ["DEFAULT_RETENTION", "Ban", "HistoryStore", "StorageFull", "default_path"]
 
 DEFAULT_RETENTION = 10_000  # events kept per room
 # Old events are deleted once a room has this many more than it keeps, in one statement.
@@ -95,6 +102,7 @@ class HistoryStore:
         mode: str = "open",
         *,
         port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         """``mode``: "open" or "secure", the broker's. A file keeps the history of one
         mode only: in open mode anyone may speak under any free name, so those lines
@@ -103,7 +111,6 @@ class HistoryStore:
         self.path = str(path)
         self.retention = retention
         self.mode = mode
-        self._dirty = False
         self._closed = False
         self._oldest: dict[str, int] = {}  # room -> its oldest seq kept
         self._lock: HistoryLock | None = None
@@ -115,6 +122,8 @@ class HistoryStore:
             if self._lock is not None:
                 self._lock.release()
             raise
+        self._writer = Writer(self._db, self.path, clock)
+        self._writer.undone = self._oldest.clear  # the prunes of an undone batch are undone
 
     def serving(self, port: int) -> None:
         """The broker's port, once it is bound (``port`` 0 at start picks one): another
@@ -201,7 +210,6 @@ class HistoryStore:
         if where != ":memory:" and mode.lower() != "wal":
             db.close()
             raise ConfigError(f"history database {where} cannot use WAL mode (got {mode})")
-        db.execute("BEGIN")
         return db
 
     # --- rooms ------------------------------------------------------------------------
@@ -212,12 +220,16 @@ class HistoryStore:
         return (row[0], row[1]) if row else (0, "")
 
     def set_topic(self, room: str, seq: int, topic: str) -> None:
-        self._save_room(room, seq, topic)
+        self._writer.write(lambda: self._save_room(room, seq, topic))
 
     # --- events -----------------------------------------------------------------------
 
     def append(self, event: p.RoomEvent, topic: str) -> None:
-        """Store one event, in the open transaction; ``commit`` makes it durable."""
+        """Store one event, in the open transaction; ``commit`` makes it durable.
+        StorageFull if it cannot be stored: then nothing of it is."""
+        self._writer.write(lambda: self._insert(event, topic), event)
+
+    def _insert(self, event: p.RoomEvent, topic: str) -> None:
         body = json.dumps(p.event_body(event), ensure_ascii=False)
         self._db.execute(
             "INSERT INTO events (room, seq, body) VALUES (?, ?, ?)", (event.room, event.seq, body)
@@ -230,7 +242,7 @@ class HistoryStore:
         if event.seq - oldest >= self.retention + PRUNE_SLACK:
             oldest = event.seq - self.retention + 1
             self._db.execute("DELETE FROM events WHERE room = ? AND seq < ?", (event.room, oldest))
-        self._oldest[event.room] = oldest
+        self._oldest[event.room] = oldest  # reached only if every statement succeeded
 
     def _save_room(self, room: str, seq: int, topic: str) -> None:
         self._db.execute(
@@ -238,7 +250,6 @@ class HistoryStore:
             "ON CONFLICT (room) DO UPDATE SET seq = excluded.seq, topic = excluded.topic",
             (room, seq, topic),
         )
-        self._dirty = True
 
     def history(
         self, room: str, after: int, before: int, limit: int
@@ -260,18 +271,20 @@ class HistoryStore:
     # --- bans -------------------------------------------------------------------------
 
     def ban(self, name: str, reason: str, by: str, ts: datetime) -> None:
-        self._db.execute(
-            "INSERT INTO bans (name, shown, reason, by, ts) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET shown = excluded.shown, "
-            "reason = excluded.reason, by = excluded.by, ts = excluded.ts",
-            (name.lower(), name, reason, by, p.format_ts(ts)),
+        self._writer.write(
+            lambda: self._db.execute(
+                "INSERT INTO bans (name, shown, reason, by, ts) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET shown = excluded.shown, "
+                "reason = excluded.reason, by = excluded.by, ts = excluded.ts",
+                (name.lower(), name, reason, by, p.format_ts(ts)),
+            )
         )
-        self._dirty = True
 
     def unban(self, name: str) -> bool:
         """Lift a ban; False if there was none."""
-        gone = self._db.execute("DELETE FROM bans WHERE name = ?", (name.lower(),)).rowcount
-        self._dirty = True
+        gone = self._writer.write(
+            lambda: self._db.execute("DELETE FROM bans WHERE name = ?", (name.lower(),)).rowcount
+        )
         return gone > 0
 
     def ban_of(self, name: str) -> Ban | None:
@@ -287,19 +300,15 @@ class HistoryStore:
     # --- transactions -----------------------------------------------------------------
 
     def commit(self) -> None:
-        if self._dirty:
-            self._db.execute("COMMIT")
-            self._db.execute("BEGIN")
-            self._dirty = False
+        """Make the batch durable; StorageFull if it could not be (writing.py)."""
+        self._writer.commit()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            self.commit()
-            self._db.execute("COMMIT")
-            self._db.close()
+            self._writer.close()
         finally:
             if self._lock is not None:
                 self._lock.release()
