@@ -151,8 +151,9 @@ class RulesState:
             if name in self._busy:
                 self._busy[name] = (self._busy[name][0], seq)
         for event in full.lost:
-            sender = self.presence.holder(event.sender)
-            if isinstance(event, p.Chat | p.TopicChanged) and sender is not None:
+            if not isinstance(event, p.Chat | p.TopicChanged):
+                continue  # a notice of who came or went: left out, the change stands
+            if (sender := self.presence.holder(event.sender)) is not None:
                 error = p.Error(full.code, full.text, getattr(event, "id", ""))
                 self._to_inbox(sender.inbox, error, kept)
         return kept
