@@ -11,8 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO
+
+import pytest
 
 from zchat import Client, Message
 
@@ -160,3 +163,24 @@ def speak_until_heard(
             continue
         return
     raise AssertionError(f"{[p.argv for p in waiting]} never showed {pattern!r}")
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """Make a file or folder that this process cannot write, whoever it runs as: root
+    writes through permission bits, not through the immutable attribute."""
+    if os.getuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"root cannot make {path} read-only here (chattr +i: {made.stderr!r})")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -13,8 +14,9 @@ import click
 import pytest
 
 from conftest import RunningBroker
-from support import Proc, child_env, expect_message, start_broker, zchat_command
+from support import Proc, child_env, expect_message, read_only, start_broker, zchat_command
 from zchat import Client
+from zchat.broker.store import HistoryStore
 from zchat.cli import main
 
 MakeClient = Callable[..., Client]
@@ -311,6 +313,67 @@ def test_a_damaged_history_file_stops_the_broker_and_is_kept(tmp_path: Path) -> 
     assert line.startswith(f"zchat: history database {db} cannot be used (")
     assert "nothing was changed" in line
     assert db.read_bytes() == b"this is not a database" * 100
+
+
+def test_a_second_broker_on_a_history_file_in_use_is_refused(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    db = tmp_path / "history.db"
+    first, port = start_broker(db=str(db))
+    procs.append(first)
+    second = run("broker", "--port", "0", "--db", str(db))
+    assert second.returncode == 2
+    [line] = second.stderr.splitlines()
+    assert line.startswith(
+        f"zchat: history database {db} is in use by another broker "
+        f"(pid {first.popen.pid}, port {port}): "
+    )
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    again, _ = start_broker(db=str(db))  # free again once its broker stopped
+    procs.append(again)
+
+
+def test_each_port_has_its_own_default_history_file(procs: list[Proc]) -> None:
+    """The README's advice for a port in use: another broker on another --port, with
+    no --db, runs beside the first instead of sharing its file."""
+    data = Path(os.environ["XDG_DATA_HOME"]) / "zchat"
+    first = Proc(zchat_command("broker", "--port", "0"), stdin=subprocess.DEVNULL)
+    procs.append(first)
+    found = first.expect(r"listening: in tcp://[^ ]+:(\d+) .*history in ([^;]+);", "stderr")
+    port, db = int(found.group(1)), found.group(2)
+    assert db == str(data / "history-0.db")
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    moved = Proc(zchat_command("broker", "--port", str(port)), stdin=subprocess.DEVNULL)
+    procs.append(moved)
+    moved.expect(rf"history in {re.escape(str(data / f'history-{port}.db'))};", "stderr")
+    beside = Proc(zchat_command("broker", "--port", "0"), stdin=subprocess.DEVNULL)
+    procs.append(beside)
+    beside.expect(rf"history in {re.escape(str(data / 'history-0.db'))};", "stderr")
+    assert moved.popen.poll() is None
+
+
+def test_a_history_that_cannot_be_written_stops_the_broker(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    HistoryStore(db).close()
+    with read_only(db):
+        result = run("broker", "--port", "0", "--db", str(db))
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"zchat: history database {db} cannot be written (")
+    assert "check the permissions of the file and of its folder" in line
+
+
+def test_a_history_folder_that_does_not_exist_is_not_made(tmp_path: Path) -> None:
+    db = tmp_path / "nonexistent" / "dir" / "x.db"
+    result = run("broker", "--port", "0", "--db", str(db))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"zchat: history database {db} cannot be made: {db.parent} does not exist. Make "
+        f"the folder first (mkdir -p {db.parent}), or pass --db with another path\n"
+    )
+    assert not (tmp_path / "nonexistent").exists()
 
 
 def test_an_unusable_history_path_stops_the_broker(tmp_path: Path) -> None:

@@ -165,6 +165,34 @@ def test_a_long_gap_a_tail_reveals_is_filled_in_turns_oldest_first(core: ClientC
     assert shown[1:] == [f"l{seq}" for seq in range(11, 2501)]
 
 
+def test_a_rejoin_fills_in_turns_what_its_history_could_not_hold(core: ClientCore) -> None:
+    """Away from line 0 to line 2,500: the rejoin's history brings the newest 1,000; the
+    1,500 before them are asked for, oldest first, and none is reported lost."""
+
+    def history(events: range, lost: int = 0, id_: str = "") -> list[bytes]:
+        lines = tuple(p.Chat("general", seq, TS, "Bob", f"l{seq}") for seq in events)
+        return p.encode_server(p.inbox_topic(core.inbox), p.History("general", lines, lost, id_))
+
+    core.on_publish(beat("e2"), 1.0)
+    [join] = [m for m in sent(core) if isinstance(m, p.Join)]
+    assert join.since["general"] == 0
+    states = {"general": p.RoomState(2500, ("Alice",)), "dev": p.RoomState(0, ("Alice",))}
+    welcome = p.Welcome("Alice", "e2", states)
+    core.on_publish(p.encode_server(p.inbox_topic(core.inbox), welcome), 1.1)
+    core.on_publish(history(range(1501, 2501), lost=1500), 1.2)  # what one answer holds
+    [first] = requests(core)
+    assert (first.after, first.before) == (0, 1001)
+    core.on_publish(history(range(1, 1001), id_=first.id), 1.3)
+    [second] = requests(core)
+    assert (second.after, second.before) == (1000, 1501)
+    core.on_publish(history(range(1001, 1501), id_=second.id), 1.4)
+    assert requests(core) == []
+    assert [m.text for m in core.events if m.kind == "message"] == [
+        f"l{seq}" for seq in range(1, 2501)
+    ]
+    assert not [m for m in texts(core) if "recovered" in m]
+
+
 def test_a_nick_to_ones_own_name_is_not_sent(core: ClientCore) -> None:
     with pytest.raises(InvalidInput, match="you are already known as Alice"):
         core.nick("Alice")

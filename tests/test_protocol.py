@@ -197,10 +197,28 @@ def test_text_limits_name_the_value_and_the_limit() -> None:
         ("tab\there", "tab here"),
         ("c1\x9bcontrol", "c1\ufffdcontrol"),
         ("evil\u202etxt.exe", "evil\ufffdtxt.exe"),
+        ("forged\u2028<Bob> hi", "forged\ufffd<Bob> hi"),
+        ("forged\u2029<Bob> hi", "forged\ufffd<Bob> hi"),
+        ("nel\x85vt\x0bff\x0c", "nel\ufffdvt\ufffdff\ufffd"),
+        ("fs\x1cgs\x1drs\x1e", "fs\ufffdgs\ufffdrs\ufffd"),
     ],
 )
 def test_control_characters_never_reach_a_terminal(text: str, clean: str) -> None:
     assert p.clean_text(text) == clean
+
+
+def test_a_cleaned_text_never_splits_into_two_lines() -> None:
+    # every character that str.splitlines() breaks a line at, found by asking it
+    breaks = [
+        chr(c)
+        for c in range(0x110000)
+        if not 0xD800 <= c <= 0xDFFF and len(f"a{chr(c)}b".splitlines()) > 1
+    ]
+    assert "\u2028" in breaks and "\x85" in breaks  # the search works
+    for ch in breaks:
+        text = f"topic{ch}<Bob> forged"
+        assert p.clean_text(text).splitlines() == ["topic\ufffd<Bob> forged"], repr(ch)
+        assert p.check_topic(text).splitlines() == ["topic\ufffd<Bob> forged"], repr(ch)
 
 
 def test_room_names_are_canonical_and_topics_never_prefix_each_other() -> None:

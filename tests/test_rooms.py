@@ -251,6 +251,45 @@ def test_history_and_sequence_survive_a_broker_restart(
         second.stop()
 
 
+def test_a_rejoin_after_more_lines_than_one_answer_holds_shows_every_line_once(
+    ctx: zmq.Context[zmq.Socket[bytes]], tmp_path: Path
+) -> None:
+    """A client away while 1,123 lines are said (more than the 1,000 one history answer
+    holds) gets all of them when it joins again: the newest with its WELCOME, the
+    older ones asked for in turns, oldest first; none reported lost."""
+    db, total = str(tmp_path / "history.db"), p.MAX_HISTORY + 123
+    first = RunningBroker(ctx, db=db, rate=0)
+    port = first.port
+    away = Client("Away", port=port, context=ctx)
+    away.join()
+    away.send("before")
+    expect_message(away, chat("Away", "before"))
+    first.stop()  # Away's client sits idle (no call into it) until the end
+    # the lines are said on another port, where Away's sockets cannot hear them live
+    elsewhere = RunningBroker(ctx, db=db, rate=0)
+    try:
+        with Client("Writer", port=elsewhere.port, context=ctx) as writer:
+            for i in range(total):
+                writer.send(f"line {i:04d}")
+                if i % 100 == 99 or i == total - 1:  # keep the queues short
+                    expect_message(writer, chat("Writer", f"line {i:04d}"))
+    finally:
+        elsewhere.stop()
+    back = RunningBroker(ctx, db=db, port=port, rate=0)
+    try:
+        seen = drain(away, chat("Writer", f"line {total - 1:04d}"), timeout=15)
+        assert [m for m in seen if m.kind == "system" and "joined again" in m.text]
+        lines = [m.text for m in seen if m.kind == "message" and m.sender == "Writer"]
+        assert lines == [f"line {i:04d}" for i in range(total)]  # once each, in order
+        seqs = [m.seq for m in seen if m.seq is not None]
+        assert seqs == sorted(set(seqs))
+        assert not [m for m in seen if "could not be recovered" in m.text]
+        assert away.core.gaps > 0  # the older lines came as a gap filled in turns
+        away.close()
+    finally:
+        back.stop()
+
+
 def test_a_slow_reader_ends_with_every_line_in_order(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
     """The broker drops lines for a reader whose queue is full (PUB semantics); the
     reader, drained later, sees the gaps and fills them from history, in order."""

@@ -3,6 +3,7 @@ inboxes for their owner only; the operator's admin socket; kick and ban; flood c
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -21,7 +22,7 @@ from zchat import protocol as p
 from zchat.broker.server import BrokerConfig, warn_if_exposed
 from zchat.client.listen import Listener
 from zchat.client.transport import Keys
-from zchat.errors import JoinRefused, NotDelivered
+from zchat.errors import ConfigError, JoinRefused, NotDelivered
 from zchat.keys import keygen
 
 MakeSecure = Callable[..., Client]
@@ -281,6 +282,53 @@ def test_the_admin_socket_is_for_its_owner_only(broker: RunningBroker) -> None:
     assert path.parent.stat().st_uid == os.getuid()
 
 
+def start_with_admin_socket(path: Path) -> subprocess.CompletedProcess[str]:
+    argv = zchat_command("broker", "--port", "0", "--db", ":memory:", "--admin-socket", str(path))
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=child_env(), timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o775], ids=["0777", "1777", "0775"])
+def test_the_admin_socket_is_never_put_where_others_can_write(tmp_path: Path, mode: int) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)  # world-writable, sticky like /tmp, group-writable
+    result = start_with_admin_socket(shared / "admin.sock")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"zchat: {shared} can be written by other users (mode {mode:o}): ")
+    assert "chmod go-w" in line
+    assert stat.S_IMODE(shared.stat().st_mode) == mode  # the folder is left as it was
+    assert list(shared.iterdir()) == []
+
+
+def test_the_admin_socket_is_never_put_where_others_can_rename_its_folder(
+    tmp_path: Path,
+) -> None:
+    above = tmp_path / "open"
+    (above / "mine").mkdir(parents=True, mode=0o700)
+    above.chmod(0o777)  # not sticky: anyone may rename "mine" and put another in its place
+    result = start_with_admin_socket(above / "mine" / "admin.sock")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"zchat: {above} can be written by other users (mode 777) and is ")
+    assert f"could rename {above / 'mine'} " in line
+
+
+def test_the_admin_socket_may_go_in_a_folder_only_its_user_writes(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    readable = tmp_path / "run"
+    readable.mkdir()
+    readable.chmod(0o755)  # others may look, not write: the socket file itself is 0600
+    broker, _ = start_broker("--admin-socket", str(readable / "admin.sock"))
+    procs.append(broker)
+    assert admin_cli(readable / "admin.sock", "who").returncode == 0
+    assert stat.S_IMODE(readable.stat().st_mode) == 0o755
+    assert stat.S_IMODE((readable / "admin.sock").stat().st_mode) == 0o600
+
+
 def test_the_operator_kicks_a_user_who_is_told_why(
     broker: RunningBroker, make_client: Callable[..., Client]
 ) -> None:
@@ -459,6 +507,41 @@ def drain(client: Client) -> list[Message]:
 
 
 # --- the command line ------------------------------------------------------------------
+
+
+def test_key_files_keygen_could_not_have_made_are_skipped_with_a_warning(
+    keys: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = tmp_path / "odd"
+    files = {"hidden": ".hidden.key", "dot": "..key", "spaced": "bad name.key"}
+    for name, file in files.items():
+        public, _ = keygen(name, odd)
+        public.rename(keys / "users" / file)
+    with caplog.at_level(logging.WARNING, logger="zchat.keys"):
+        running = RunningBroker(zmq.Context.instance(), keys=str(keys))
+    try:
+        for file in files.values():
+            [warning] = [r.getMessage() for r in caplog.records if file in r.getMessage()]
+            assert warning.startswith(f"{keys / 'users' / file} skipped: the file name must be")
+        for name, as_name in (("hidden", ".hidden"), ("dot", ".")):
+            client = Client(
+                as_name,
+                port=running.port,
+                keys=Keys.from_files(keys / "broker.key", odd / f"{name}.key_secret"),
+            )
+            with pytest.raises(JoinRefused) as refused:
+                client.join(timeout=5)
+            client.close()
+            assert refused.value.code == "key-refused"
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("name", [".hidden", ".", ".."])
+def test_keygen_makes_no_hidden_key_files(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=f"cannot name a key '{name}'.*starts with '.'"):
+        keygen(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_keygen_writes_a_private_secret_and_never_overwrites(tmp_path: Path) -> None:

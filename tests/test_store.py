@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from support import read_only
 from zchat import protocol as p
 from zchat.broker.store import PRUNE_SLACK, HistoryStore, default_path
 from zchat.errors import ConfigError
@@ -118,7 +121,7 @@ def test_retention_still_applies_after_reopening(tmp_path: Path) -> None:
 
 
 def test_sequence_topic_and_events_survive_close_and_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "dir" / "history.db"  # missing parents are created
+    path = tmp_path / "history.db"
     store = HistoryStore(path)
     fill(store, 3, topic="Rapat")
     store.commit()
@@ -168,6 +171,125 @@ def test_secure_brokers_keep_their_history_beside_open_ones(
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert default_path() == tmp_path / "zchat" / "history.db"
     assert default_path(secure=True) == tmp_path / "zchat" / "secure-history.db"
+
+
+def test_each_port_has_its_own_default_file_and_5005_keeps_the_old_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_path(port=5005) == tmp_path / "zchat" / "history.db"
+    assert default_path(port=6000) == tmp_path / "zchat" / "history-6000.db"
+    assert default_path(True, 6000) == tmp_path / "zchat" / "secure-history-6000.db"
+
+
+def test_only_the_default_folder_is_made(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    HistoryStore(default_path(port=6000)).close()  # data/zchat did not exist
+    assert (tmp_path / "data" / "zchat" / "history-6000.db").is_file()
+    typo = tmp_path / "no" / "such" / "history.db"
+    with pytest.raises(ConfigError) as refused:
+        HistoryStore(typo)
+    folder = tmp_path / "no" / "such"
+    assert str(refused.value) == (
+        f"history database {typo} cannot be made: {folder} does not exist. Make the folder "
+        f"first (mkdir -p {folder}), or pass --db with another path"
+    )
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_second_store_on_a_file_in_use_is_refused_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.db"
+    first = HistoryStore(path, port=6000)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            HistoryStore(path, port=7000)
+        assert str(refused.value).startswith(
+            f"history database {path} is in use by another broker (pid {os.getpid()}, port 6000): "
+        )
+        assert "--db PATH" in str(refused.value)
+    finally:
+        first.close()
+    assert sorted(tmp_path.iterdir()) == [path]  # the lock file goes with its holder
+    HistoryStore(path, port=7000).close()
+
+
+HOLDER = """
+import sys
+from zchat.broker.store import HistoryStore
+store = HistoryStore(sys.argv[1], port=6000)
+print("holding", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_a_lock_left_by_a_killed_broker_does_not_block(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "holding\n"
+        with pytest.raises(
+            ConfigError, match=rf"in use by another broker \(pid {holder.pid}, port 6000\)"
+        ):
+            HistoryStore(path)
+    finally:
+        holder.kill()
+        holder.wait(10)
+        for stream in (holder.stdin, holder.stdout):
+            if stream is not None:
+                stream.close()
+    assert (tmp_path / "history.db.lock").exists()  # what kill -9 leaves
+    HistoryStore(path).close()  # the kernel let go of its lock with the process
+
+
+def damaged_rollback_journal_file(path: Path) -> bytes:
+    """A SQLite file in rollback-journal mode (not zchat's WAL) whose pages after the
+    first are garbage: readable enough to open, damaged for any check."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+        db.executemany("INSERT INTO notes VALUES (?)", [("x" * 500,)] * 40)
+        db.commit()
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    data[page:] = b"\xa5" * (len(data) - page)
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_a_damaged_file_is_refused_before_anything_in_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    before = damaged_rollback_journal_file(path)
+    with pytest.raises(ConfigError, match="nothing was changed"):
+        HistoryStore(path)
+    assert path.read_bytes() == before  # not switched to WAL, no table added
+    assert sorted(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("locked", ["file", "folder"])
+def test_a_history_that_cannot_be_written_is_refused_at_start(tmp_path: Path, locked: str) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "history.db"
+    store = HistoryStore(path)
+    fill(store, 2)
+    store.close()
+    with read_only(path if locked == "file" else folder), pytest.raises(ConfigError) as refused:
+        HistoryStore(path)
+    assert str(refused.value).startswith(f"history database {path} cannot be written (")
+    assert "check the permissions of" in str(refused.value)
+    again = HistoryStore(path)  # and the file is as it was
+    try:
+        assert again.room_state("general") == (2, "")
+    finally:
+        again.close()
 
 
 def test_uncommitted_events_are_invisible_to_other_readers(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from zchat.errors import ConfigError, ZchatError
 OPS = ("kick", "ban", "unban", "who", "bans", "stats", "reload")
 REPLY_SECONDS = 5.0
 MAX_REQUEST_BYTES = 4096
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH  # a folder others may put files in
 
 
 class AdminError(ZchatError):
@@ -43,17 +44,39 @@ def default_path(port: int) -> Path:
 
 
 def private_folder(path: Path) -> None:
-    """Make the socket's folder, or check it: owned by us, no one else may enter."""
+    """Make the socket's folder, or check it. A folder made for zchat (missing, or named
+    zchat...: the default's) must be ours and is made private (0700). Any other folder
+    is left as it is, but refused if other users may write to it. And no folder above
+    may let others rename it (written by others, and not sticky as /tmp is). Either
+    would let another user put their own socket in the broker's place, for `zchat
+    admin` to talk to."""
     folder = path.parent
     ours = not folder.exists() or folder.name.startswith("zchat")  # made by us, or default
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = folder.lstat()
-    if not stat.S_ISDIR(info.st_mode) or (ours and info.st_uid != os.getuid()):
+    owner_ok = info.st_uid == os.getuid() or (not ours and info.st_uid == 0)
+    if not stat.S_ISDIR(info.st_mode) or not owner_ok:
         raise ConfigError(
             f"{folder} is not a folder of this user's: refusing to put the admin socket there"
         )
     if ours and info.st_mode & 0o077:
-        folder.chmod(0o700)  # another folder (say /tmp, for --admin-socket) is left alone
+        folder.chmod(0o700)
+    elif not ours and info.st_mode & _OTHERS_WRITE:
+        raise ConfigError(
+            f"{folder} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}): "
+            "one of them could put their own socket in place of the broker's admin socket. "
+            f"Give --admin-socket a path in a folder only you can write to (chmod go-w "
+            f"{folder}, or make one with mkdir -m 700 DIR), or leave --admin-socket out"
+        )
+    for above in folder.absolute().parents:
+        mode = above.stat().st_mode
+        if mode & _OTHERS_WRITE and not mode & stat.S_ISVTX:
+            raise ConfigError(
+                f"{above} can be written by other users (mode {stat.S_IMODE(mode):o}) and is "
+                f"not sticky: one of them could rename {folder} and put their own admin "
+                "socket in its place. Give --admin-socket a path under folders only you can "
+                "write to, or leave --admin-socket out"
+            )
 
 
 def request(

@@ -9,11 +9,16 @@ halves and is readable by its owner only. The broker's folder looks like this::
       users/alice.key       one public key per allowed user; the file name is the name
       admins                optional: names of the users who may /kick, /ban, /unban
 
+A key's name is a user name that does not start with '.' (``check_key_name``):
+``zchat keygen`` makes no other, and the broker skips, with a warning naming it, any
+file in ``users/`` whose name it could not have made (``.hidden.key``, ``..key``).
+
 Reading keys never imports zmq at module level, so ``zchat --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,22 @@ from zchat.values import check_name
 BROKER_KEY = "broker"  # the broker's key pair: broker.key and broker.key_secret
 USERS_DIR = "users"
 ADMINS_FILE = "admins"
+PUBLIC_SUFFIX = ".key"
+
+log = logging.getLogger(__name__)
+
+
+def check_key_name(name: str) -> str:
+    """Return ``name`` if a key may be named so, else raise InvalidInput: a user name
+    (values.check_name) that does not start with '.', so that no key file is hidden
+    and none is named after a folder ('.', '..')."""
+    name = check_name(name)
+    if name.startswith("."):
+        raise InvalidInput(
+            f"name {name!r} starts with '.': its key files would be hidden; start it "
+            "with a letter, a digit, '_' or '-'"
+        )
+    return name
 
 
 def keygen(name: str, directory: str | Path = ".") -> tuple[Path, Path]:
@@ -32,11 +53,11 @@ def keygen(name: str, directory: str | Path = ".") -> tuple[Path, Path]:
     import zmq.auth
 
     try:
-        name = check_name(name)
+        name = check_key_name(name)
     except InvalidInput as exc:
         raise ConfigError(f"cannot name a key {name!r}: {exc}") from None
     folder = Path(directory)
-    public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
+    public, secret = folder / f"{name}{PUBLIC_SUFFIX}", folder / f"{name}.key_secret"
     for path in (public, secret):
         if path.exists():
             raise ConfigError(f"{path} exists already: move it away first, or pick another name")
@@ -97,7 +118,8 @@ class KeyRing:
 
 def load_keyring(folder: str | Path) -> KeyRing:
     """Read a keys folder (see the module docstring); every problem is a ConfigError
-    that names the file."""
+    that names the file, but a user key file whose name no key could have, which is
+    skipped with a warning."""
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(
@@ -107,11 +129,17 @@ def load_keyring(folder: str | Path) -> KeyRing:
     users: dict[bytes, str] = {}
     names: dict[str, Path] = {}
     user_dir = root / USERS_DIR
-    for path in sorted(user_dir.glob("*.key")) if user_dir.is_dir() else []:
+    for path in sorted(user_dir.glob(f"*{PUBLIC_SUFFIX}")) if user_dir.is_dir() else []:
         try:
-            name = check_name(path.stem)
+            name = check_key_name(path.name.removesuffix(PUBLIC_SUFFIX))
         except InvalidInput as exc:
-            raise ConfigError(f"{path}: the file name must be the user's name: {exc}") from None
+            log.warning(
+                "%s skipped: the file name must be its user's name, as `zchat keygen NAME` "
+                "makes it (%s); rename it to NAME.key",
+                path,
+                exc,
+            )
+            continue
         key = load_public(path)
         if key in users:
             raise ConfigError(f"{path} and {names[users[key].lower()]} hold the same key")

@@ -20,6 +20,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 # Bidirectional overrides and isolates can make a line read differently from what
 # it says; they are replaced like control characters.
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# The line and paragraph separators are no control characters, but str.splitlines()
+# (and some terminals and editors) break a line at them: a forged line in a log.
+_LINE_SEPARATORS = frozenset("\u2028\u2029")
 _ALLOWED = "use only letters, digits, '_', '-' and '.'"
 
 
@@ -60,15 +63,15 @@ def _without_surrogates(text: str) -> str:
 
 def clean_text(text: str) -> str:
     """Replace what could steer a terminal (control characters, escape sequences,
-    bidirectional overrides) or break encoding (lone surrogates) with U+FFFD; a tab
-    becomes a space."""
+    bidirectional overrides), break a line (U+2028, U+2029) or break encoding (lone
+    surrogates) with U+FFFD; a tab becomes a space."""
     if text.isprintable():
         return text
     out = []
     for ch in _without_surrogates(text):
         if ch == "\t":
             out.append(" ")
-        elif ch in _BIDI or unicodedata.category(ch) == "Cc":
+        elif ch in _BIDI or ch in _LINE_SEPARATORS or unicodedata.category(ch) == "Cc":
             out.append("\ufffd")
         else:
             out.append(ch)

@@ -31,7 +31,7 @@ from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, RateLimit
 from zchat.broker.policy import SecurePolicy
 from zchat.broker.rules import Actions, Answer, BrokerRules
 from zchat.broker.security import KeyAuthenticator, OpenGate
-from zchat.broker.store import DEFAULT_RETENTION, HistoryStore
+from zchat.broker.store import DEFAULT_RETENTION, HistoryStore, StorageFull
 from zchat.errors import ConfigError
 from zchat.keys import KeyRing, load_keyring
 
@@ -146,6 +146,7 @@ class Broker:
                 sock.get_monitor_socket(MONITOR_EVENTS) for sock in (self._in, self._out)
             ]
             self.port = self._bind()
+            self.store.serving(self.port)  # for another broker refused the history file
             self.admin_path = self._bind_admin()
         except BaseException:
             self.close()
@@ -456,7 +457,12 @@ class Broker:
             self._out.subscribe(topic)
         for topic in actions.unsubscribe:
             self._out.unsubscribe(topic)
-        self.store.commit()  # what clients see is stored first: nothing seen is ever lost
+        try:
+            self.store.commit()  # what clients see is stored first: nothing seen is ever lost
+        except StorageFull as full:  # the disk is full: the batch's room events are gone
+            actions = self.rules.unstored(full, actions)
+            if self._auth is not None:
+                self._auth.banned = self._banned()  # a ban in the batch is gone too
         for frames in actions.publish:
             self._send(frames)
 

@@ -15,7 +15,7 @@ from zchat.broker.actions import Actions, Answer, fails
 from zchat.broker.limits import Bucket, RateLimit, RuleLimits
 from zchat.broker.policy import OpenPolicy, Policy, SecurePolicy
 from zchat.broker.presence import Presence, Room, Session
-from zchat.broker.store import HistoryStore
+from zchat.broker.store import HistoryStore, StorageFull
 
 log = logging.getLogger("zchat.broker")
 
@@ -149,13 +149,44 @@ class RulesState:
         return room
 
     def _publish(self, event: p.RoomEvent, actions: Actions) -> None:
-        """Number, store and publish one room event (``seq`` 0 in ``event`` is replaced)."""
+        """Number, store and publish one room event (``seq`` 0 in ``event`` is replaced).
+        What the store refuses (its disk is full) takes no number and is not published:
+        a line or a topic is refused to its sender (StorageFull is an Answer); a notice
+        of who came, went or was renamed is left out, and the change itself stands."""
         room = self._room(event.room)
-        room.seq += 1
-        numbered = dataclasses.replace(event, seq=room.seq)
-        self.store.append(numbered, room.topic)
+        numbered = dataclasses.replace(event, seq=room.seq + 1)
+        try:
+            self.store.append(numbered, room.topic)
+        except StorageFull:
+            if isinstance(event, p.TopicChanged):
+                room.topic = self.store.room_state(event.room)[1]  # the refused one goes
+            if isinstance(event, p.Chat | p.TopicChanged):
+                raise
+            return
+        room.seq = numbered.seq
         self._busy[event.room] = (self._now, room.seq)
         actions.publish.append(p.encode_server(p.room_topic(event.room), numbered))
+
+    def unstored(self, full: StorageFull, actions: Actions) -> Actions:
+        """The store's commit failed (its disk is full) and undid room events of this
+        batch (``full.lost``): publish none of them, give their rooms back the numbers
+        and topics that are stored, and tell the sender of each line or topic why it
+        was not said."""
+        gone = {tuple(p.encode_server(p.room_topic(e.room), e)) for e in full.lost}
+        kept = Actions(publish=[f for f in actions.publish if tuple(f) not in gone])
+        for name in {event.room for event in full.lost}:
+            seq, topic = self.store.room_state(name)
+            if (room := self.presence.rooms.get(name)) is not None:
+                room.seq, room.topic = seq, topic
+            if name in self._busy:
+                self._busy[name] = (self._busy[name][0], seq)
+        for event in full.lost:
+            if not isinstance(event, p.Chat | p.TopicChanged):
+                continue  # a notice of who came or went: left out, the change stands
+            if (sender := self.presence.holder(event.sender)) is not None:
+                error = p.Error(full.code, full.text, getattr(event, "id", ""))
+                self._to_inbox(sender.inbox, error, kept)
+        return kept
 
     def _send_history(
         self,

@@ -11,6 +11,13 @@ Bans are kept here too, so they outlast a restart.
 Private messages are never stored: in open mode a name is not an identity (whoever
 takes "bob" tomorrow is not today's Bob), so no stored DM could be kept readable by its
 two parties alone.
+
+Opening a file changes nothing in it until it has passed every check: it is a
+database, intact (``quick_check``), of this broker's mode, and no other broker holds
+it (lockfile.py). Then a write proves it can be written. A folder given for it must
+exist; only the default folder is made.
+
+A full disk does not stop the broker: writing.py says what happens instead.
 """
 
 from __future__ import annotations
@@ -18,16 +25,26 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from zchat import protocol as p
+from zchat.broker.lockfile import HistoryLock
+from zchat.broker.writing import StorageFull, Writer
 from zchat.errors import ConfigError
+
+__all__ = ["DEFAULT_RETENTION", "Ban", "HistoryStore", "StorageFull", "default_path"]
 
 DEFAULT_RETENTION = 10_000  # events kept per room
 # Old events are deleted once a room has this many more than it keeps, in one statement.
 PRUNE_SLACK = 500
+# The broker on this port keeps the history file name it always had (history.db); one
+# on any other port has its own (history-PORT.db), so that two brokers started with
+# their defaults never share a file.
+DEFAULT_PORT = 5005
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (
@@ -63,71 +80,136 @@ class Ban:
     ts: datetime
 
 
-def default_path(secure: bool = False) -> Path:
-    """$XDG_DATA_HOME/zchat/history.db, or ~/.local/share/zchat/history.db; a secure
-    broker's is secure-history.db beside it (the two modes never share a history)."""
+def default_folder() -> Path:
+    """$XDG_DATA_HOME/zchat, or ~/.local/share/zchat: the one folder made if missing."""
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "zchat" / ("secure-history.db" if secure else "history.db")
+    return Path(base) / "zchat"
+
+
+def default_path(secure: bool = False, port: int = DEFAULT_PORT) -> Path:
+    """history.db in default_folder() for the broker on the default port, history-PORT.db
+    for one on another port; a secure broker's is secure-history.db (secure-history-PORT.db)
+    beside it (the two modes never share a history)."""
+    name = "secure-history" if secure else "history"
+    return default_folder() / (f"{name}.db" if port == DEFAULT_PORT else f"{name}-{port}.db")
 
 
 class HistoryStore:
     def __init__(
-        self, path: str | Path = ":memory:", retention: int = DEFAULT_RETENTION, mode: str = "open"
+        self,
+        path: str | Path = ":memory:",
+        retention: int = DEFAULT_RETENTION,
+        mode: str = "open",
+        *,
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         """``mode``: "open" or "secure", the broker's. A file keeps the history of one
         mode only: in open mode anyone may speak under any free name, so those lines
-        must never be shown among lines whose names keys vouch for."""
+        must never be shown among lines whose names keys vouch for. ``port``: the
+        broker's, for another broker refused the file to be told whose it is."""
         self.path = str(path)
         self.retention = retention
         self.mode = mode
-        self._dirty = False
         self._closed = False
-        self._oldest: dict[str, int] = {}
-        self._db = self._open()
+        self._oldest: dict[str, int] = {}  # room -> its oldest seq kept
+        self._lock: HistoryLock | None = None
+        if self.path != ":memory:":
+            self._lock = HistoryLock(self._folder_ready(Path(self.path)), port)
+        try:
+            self._db = self._open()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+        self._writer = Writer(self._db, self.path, clock)
+        self._writer.undone = self._oldest.clear  # the prunes of an undone batch are undone
+
+    def serving(self, port: int) -> None:
+        """The broker's port, once it is bound (``port`` 0 at start picks one): another
+        broker refused this file is told it."""
+        if self._lock is not None:
+            self._lock.owner(port)
+
+    def _folder_ready(self, path: Path) -> Path:
+        """``path``, once its folder exists: the default folder is made, any other must
+        be there already (a mistyped --db must not make folders from the root down)."""
+        folder = path.parent
+        if folder.is_dir():
+            return path
+        if folder.absolute() == default_folder().absolute():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"history database {path} cannot be made: no folder {folder}, and "
+                    f"making it failed ({exc.strerror or exc}); pass --db PATH"
+                ) from None
+            return path
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(
+            f"history database {path} cannot be made: {folder} {what}. Make the folder "
+            f"first (mkdir -p {folder}), or pass --db with another path"
+        )
 
     def _open(self) -> sqlite3.Connection:
         where = self.path
         db: sqlite3.Connection | None = None
+        unusable = (
+            f"history database {where} cannot be used ({{}}); nothing was changed. "
+            "Move the file away to start with an empty history, or pass --db PATH"
+        )
         try:
-            if where != ":memory:":
-                Path(where).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            # read only, until the file has passed every check: a damaged file or
+            # another mode's stays exactly as it was
             check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise ConfigError(
+                    f"history database {where} is damaged ({check}); nothing was changed. "
+                    "Move the file away to start with an empty history, or pass --db PATH"
+                )
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+            used = "rooms" in tables and db.execute("SELECT 1 FROM rooms LIMIT 1").fetchone()
+            kept = (
+                db.execute("SELECT value FROM meta WHERE key = 'mode'").fetchone()
+                if "meta" in tables
+                else None
+            )
+            # a new file, or one from before modes were kept (open mode's)
+            kept_mode = kept[0] if kept else ("open" if used else self.mode)
+            if kept_mode != self.mode:
+                raise ConfigError(
+                    f"history database {where} holds the history of a broker in {kept_mode} "
+                    f"mode; a broker in {self.mode} mode keeps its own: pass --db with "
+                    "another file"
+                )
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
-            raise ConfigError(
-                f"history database {where} cannot be used ({exc}); nothing was changed. "
-                "Move the file away to start with an empty history, or pass --db PATH"
-            ) from None
-        except OSError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _damaged(exc):
+                raise ConfigError(_unwritable(where, exc)) from None  # a locked folder, say
+            raise ConfigError(unusable.format(exc)) from None
+        except ConfigError:
             if db is not None:
                 db.close()
-            raise ConfigError(f"history database {where} cannot be opened: {exc}") from None
-        if check != "ok":
-            db.close()
-            raise ConfigError(
-                f"history database {where} is damaged ({check}); nothing was changed. "
-                "Move the file away to start with an empty history, or pass --db PATH"
+            raise
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            # a write (the mode, kept or new) proves at once that the file can be written
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('mode', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (self.mode,),
             )
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise ConfigError(_unwritable(where, exc)) from None
         if where != ":memory:" and mode.lower() != "wal":
             db.close()
             raise ConfigError(f"history database {where} cannot use WAL mode (got {mode})")
-        kept = db.execute("SELECT value FROM meta WHERE key = 'mode'").fetchone()
-        if kept is None:  # a new file, or one from before modes were kept: open mode's
-            used = db.execute("SELECT 1 FROM rooms LIMIT 1").fetchone() is not None
-            kept = ("open" if used else self.mode,)
-            db.execute("INSERT INTO meta (key, value) VALUES ('mode', ?)", kept)
-        if kept[0] != self.mode:
-            db.close()
-            raise ConfigError(
-                f"history database {where} holds the history of a broker in {kept[0]} mode; "
-                f"a broker in {self.mode} mode keeps its own: pass --db with another file"
-            )
-        db.execute("BEGIN")
         return db
 
     # --- rooms ------------------------------------------------------------------------
@@ -138,12 +220,16 @@ class HistoryStore:
         return (row[0], row[1]) if row else (0, "")
 
     def set_topic(self, room: str, seq: int, topic: str) -> None:
-        self._save_room(room, seq, topic)
+        self._writer.write(lambda: self._save_room(room, seq, topic))
 
     # --- events -----------------------------------------------------------------------
 
     def append(self, event: p.RoomEvent, topic: str) -> None:
-        """Store one event, in the open transaction; ``commit`` makes it durable."""
+        """Store one event, in the open transaction; ``commit`` makes it durable.
+        StorageFull if it cannot be stored: then nothing of it is."""
+        self._writer.write(lambda: self._insert(event, topic), event)
+
+    def _insert(self, event: p.RoomEvent, topic: str) -> None:
         body = json.dumps(p.event_body(event), ensure_ascii=False)
         self._db.execute(
             "INSERT INTO events (room, seq, body) VALUES (?, ?, ?)", (event.room, event.seq, body)
@@ -152,13 +238,11 @@ class HistoryStore:
         oldest = self._oldest.get(event.room)
         if oldest is None:
             row = self._db.execute("SELECT MIN(seq) FROM events WHERE room = ?", (event.room,))
-            oldest = self._oldest[event.room] = row.fetchone()[0] or event.seq
+            oldest = row.fetchone()[0] or event.seq
         if event.seq - oldest >= self.retention + PRUNE_SLACK:
-            first_kept = event.seq - self.retention + 1
-            self._db.execute(
-                "DELETE FROM events WHERE room = ? AND seq < ?", (event.room, first_kept)
-            )
-            self._oldest[event.room] = first_kept
+            oldest = event.seq - self.retention + 1
+            self._db.execute("DELETE FROM events WHERE room = ? AND seq < ?", (event.room, oldest))
+        self._oldest[event.room] = oldest  # reached only if every statement succeeded
 
     def _save_room(self, room: str, seq: int, topic: str) -> None:
         self._db.execute(
@@ -166,7 +250,6 @@ class HistoryStore:
             "ON CONFLICT (room) DO UPDATE SET seq = excluded.seq, topic = excluded.topic",
             (room, seq, topic),
         )
-        self._dirty = True
 
     def history(
         self, room: str, after: int, before: int, limit: int
@@ -188,18 +271,20 @@ class HistoryStore:
     # --- bans -------------------------------------------------------------------------
 
     def ban(self, name: str, reason: str, by: str, ts: datetime) -> None:
-        self._db.execute(
-            "INSERT INTO bans (name, shown, reason, by, ts) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET shown = excluded.shown, "
-            "reason = excluded.reason, by = excluded.by, ts = excluded.ts",
-            (name.lower(), name, reason, by, p.format_ts(ts)),
+        self._writer.write(
+            lambda: self._db.execute(
+                "INSERT INTO bans (name, shown, reason, by, ts) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET shown = excluded.shown, "
+                "reason = excluded.reason, by = excluded.by, ts = excluded.ts",
+                (name.lower(), name, reason, by, p.format_ts(ts)),
+            )
         )
-        self._dirty = True
 
     def unban(self, name: str) -> bool:
         """Lift a ban; False if there was none."""
-        gone = self._db.execute("DELETE FROM bans WHERE name = ?", (name.lower(),)).rowcount
-        self._dirty = True
+        gone = self._writer.write(
+            lambda: self._db.execute("DELETE FROM bans WHERE name = ?", (name.lower(),)).rowcount
+        )
         return gone > 0
 
     def ban_of(self, name: str) -> Ban | None:
@@ -215,15 +300,28 @@ class HistoryStore:
     # --- transactions -----------------------------------------------------------------
 
     def commit(self) -> None:
-        if self._dirty:
-            self._db.execute("COMMIT")
-            self._db.execute("BEGIN")
-            self._dirty = False
+        """Make the batch durable; StorageFull if it could not be (writing.py)."""
+        self._writer.commit()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self.commit()
-        self._db.execute("COMMIT")
-        self._db.close()
+        try:
+            self._writer.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """The file is not a database, or a damaged one (not a file we may not open)."""
+    code: int = getattr(exc, "sqlite_errorcode", 0)
+    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _unwritable(where: str, exc: sqlite3.DatabaseError) -> str:
+    return (
+        f"history database {where} cannot be written ({exc}): check the permissions of "
+        "the file and of its folder, or pass --db PATH"
+    )

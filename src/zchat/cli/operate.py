@@ -25,9 +25,10 @@ from zchat.cli.options import LOG_LEVELS, Failure, StartFailure, host_option, po
 @click.option(
     "--db",
     envvar="ZCHAT_DB",
-    help="History database file (env ZCHAT_DB); ':memory:' keeps none. "
-    "Default: $XDG_DATA_HOME/zchat/history.db (~/.local/share/zchat/history.db); "
-    "in secure mode secure-history.db beside it. A file keeps one mode's history.",
+    help="History database file (env ZCHAT_DB); ':memory:' keeps none; its folder must "
+    "exist. Default: $XDG_DATA_HOME/zchat/history.db (~/.local/share/zchat/history.db) "
+    "on port 5005, history-PORT.db on another port; in secure mode secure-history.db "
+    "(secure-history-PORT.db) beside it. A file keeps one mode's history, for one broker.",
 )
 @click.option(
     "--retention",
@@ -177,7 +178,7 @@ def broker(
         config = BrokerConfig(
             host=host,
             port=port,
-            db=db or str(default_path(secure)),
+            db=db or str(default_path(secure, port)),
             retention=retention,
             rate=rate,
             burst=burst,

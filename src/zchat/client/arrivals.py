@@ -106,17 +106,18 @@ class Arrivals(CoreState):
             self.events.extend(from_room_event(e, replayed=True) for e in history.events)
         elif view is not None and view.fill is not None and history.id == view.fill.id:
             self._show_filled(history.room, view, history.events, history.lost, now)
-        elif view is not None and not history.id:  # sent on (re)join or enter: all new to us
-            # older lines on a first join; what was missed while away on a rejoin
-            self._show(history.events, replayed=not view.rejoined)
+        elif view is not None and view.rejoined and not history.id:  # missed while away
+            # the newest of what was missed, 1,000 at most: through the view like live
+            # lines, so that what came before them is asked for as a gap, in turns,
+            # oldest first, and only what history no longer holds is reported lost
+            for event in history.events:
+                self._on_live(event, now)
+            if view.fill is None and (before := view.gap()) is not None:
+                self._ask_fill(history.room, view, before, now)
+        elif view is not None and not history.id:  # sent on a first join or an enter
+            self._show(history.events, replayed=True)  # older lines, for context
             lost, room = history.lost, history.room
-            if lost and view.rejoined:
-                self._note(
-                    f"{lost} line{'s' * (lost != 1)} of #{room} missed while away "
-                    "could not be recovered",
-                    room,
-                )
-            elif lost:
+            if lost:
                 self._note(
                     f"{lost} earlier line{'s' * (lost != 1)} of #{room} are no longer kept", room
                 )
@@ -144,9 +145,13 @@ class Arrivals(CoreState):
         self._join_markers.clear()
         for room, state in welcome.rooms.items():
             view = self.views.get(room)
-            if view is not None and state.seq < view.shown:
+            if view is None:
+                self.views[room] = RoomView(state.seq, state.topic)
+            elif state.seq < view.shown:
                 self._note(f"the broker's history of #{room} starts again at {state.seq}", room)
-            self.views[room] = RoomView(state.seq, state.topic, rejoined=view is not None)
+                self.views[room] = RoomView(state.seq, state.topic, rejoined=True)
+            else:  # a rejoin: what was missed comes next, from after the last line shown
+                self.views[room] = RoomView(view.shown, state.topic, True, known=state.seq)
             self._describe(room, state)
         if self._joined_once:
             self._note(f"joined again as {self.name}")

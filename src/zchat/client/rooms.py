@@ -34,7 +34,8 @@ class Fill:
 class RoomView:
     shown: int  # the highest sequence number shown
     topic: str = ""
-    rejoined: bool = False  # the view survived a rejoin: its history is what was missed
+    rejoined: bool = False  # the view survived a rejoin: its history is what was missed,
+    # and goes through ``live`` (a gap before it is filled, in turns)
     fill: Fill | None = None  # the gap request waiting for its answer
     known: int = 0  # the highest sequence number the broker said it has (a Tail's)
     held: dict[int, p.RoomEvent] = field(default_factory=dict)  # live events held meanwhile
