@@ -320,3 +320,13 @@ def test_an_unusable_history_path_stops_the_broker(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"zchat: history database {blocker / 'history.db'} cannot be")
     assert "Traceback" not in result.stderr
+
+
+def test_admin_takes_its_options_after_the_subcommand_too(procs: list[Proc]) -> None:
+    broker, port = start_broker()  # the admin socket is named after the port
+    procs.append(broker)
+    for argv in (("--port", str(port), "who"), ("who", "--port", str(port))):
+        result = run("admin", *argv)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "nobody is here\n", "")
+    wrong = run("admin", "--port", "1", "who", "--port", str(port))  # the later one wins
+    assert (wrong.returncode, wrong.stdout) == (0, "nobody is here\n"), wrong.stderr
