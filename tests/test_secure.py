@@ -408,6 +408,23 @@ def test_admins_kick_and_ban_in_chat_others_may_not(make_secure: MakeSecure) -> 
     expect_message(alice, note("Carol is no longer banned"))
 
 
+def test_an_admin_cannot_kick_or_ban_themselves(make_secure: MakeSecure) -> None:
+    alice, bob = make_secure("Alice"), make_secure("Bob")  # Alice is the only admin
+    alice.ban("alice", "oops")
+    refused = expect_message(alice, note("yourself"))
+    assert refused.text == (
+        "error: you cannot ban yourself: you would be locked out (another admin, or "
+        "the operator with `zchat admin`, may)"
+    )
+    alice.kick("ALICE")
+    refused = expect_message(alice, note("yourself"))
+    assert refused.text == "error: you cannot kick yourself: /quit leaves"
+    alice.send("still here")  # neither kicked nor banned
+    expect_message(bob, chat("Alice", "still here"))
+    alice.ban("Bob")  # others still can be
+    expect_message(alice, note("Bob is banned, and was kicked"))
+
+
 def test_kick_in_chat_needs_secure_mode(make_client: Callable[..., Client]) -> None:
     alice, _ = make_client("Alice"), make_client("Bob")
     alice.kick("Bob")

@@ -16,6 +16,12 @@ from zchat.broker.state import (
 log = logging.getLogger("zchat.broker")
 
 OPERATOR = "the operator"  # who kicks and bans through `zchat admin`
+# An admin may not end their own session this way (a ban would lock them out for good,
+# with nobody in the chat to lift it); what they are told instead.
+SELF_REFUSALS = {
+    "kick": "/quit leaves",
+    "ban": "you would be locked out (another admin, or the operator with `zchat admin`, may)",
+}
 
 
 class Policing(RulesState):
@@ -70,6 +76,8 @@ class Policing(RulesState):
         Raises Answer when it cannot be done."""
         actions = Actions()
         name = fails("invalid-name", p.check_name, name)
+        if op in SELF_REFUSALS and name.lower() == by.lower():  # an admin, in the chat
+            raise Answer("not-yourself", f"you cannot {op} yourself: {SELF_REFUSALS[op]}")
         reason = p.clean_text(reason[: p.MAX_REASON_CHARS])
         session = self.presence.holder(name)
         match op:
