@@ -330,3 +330,22 @@ def test_admin_takes_its_options_after_the_subcommand_too(procs: list[Proc]) -> 
         assert (result.returncode, result.stdout, result.stderr) == (0, "nobody is here\n", "")
     wrong = run("admin", "--port", "1", "who", "--port", str(port))  # the later one wins
     assert (wrong.returncode, wrong.stdout) == (0, "nobody is here\n"), wrong.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("join", "--name", "Alice", "--connect-timeout", "20"),
+        ("listen", "--connect-timeout", "20"),
+        ("send", "--name", "Alice", "--timeout", "20", "hello"),
+    ],
+    ids=["join", "listen", "send"],
+)
+def test_a_host_name_that_does_not_resolve_is_said_at_once(argv: tuple[str, ...]) -> None:
+    # .invalid never resolves (RFC 2606); a wait for the broker would end in "no answer"
+    result = run(*argv, "--host", "nowhere.invalid")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("zchat: the host name 'nowhere.invalid' does not resolve (")
+    assert lines[0].endswith("): check --host or ZCHAT_HOST")

@@ -11,6 +11,7 @@ import click
 
 from zchat.cli.options import (
     Failure,
+    check_host,
     connect_timeout_option,
     host_option,
     load_keys,
@@ -75,6 +76,7 @@ def join(
     from zchat.protocol import check_name, check_room
 
     interactive = sys.stdin.isatty()
+    check_host(host)
     name = name_from_key(name, secure, key)
     asked = name is None
     if name is None:
@@ -134,6 +136,7 @@ def listen(
         checked = [check_room(room) for room in rooms]
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
+    check_host(host)
     keys = load_keys(secure, server_key, key, None)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shown = 0
@@ -204,6 +207,7 @@ def send(
         except InvalidInput as exc:
             where = f"line {number}: " if text is None else ""
             raise Failure(f"nothing sent: {where}{exc}") from None
+    check_host(host)
     try:
         client = Client(name, host, port, rooms=[room], history=0, keys=keys)
     except InvalidInput as exc:
