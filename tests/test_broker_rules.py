@@ -241,7 +241,7 @@ def test_join_with_a_bad_room_is_refused_with_the_reason(rules: BrokerRules) -> 
     [(_, refusal)] = joined(rules, Peer("Alice", 1, ("general", "no way")))
     assert refusal == p.Refused(
         "invalid-room",
-        "room name 'no way' is not allowed: use only letters, digits, '_', '-' and '.'",
+        "room name 'no way' is not allowed: use only ASCII letters, digits, '_', '-' and '.'",
     )
 
 

@@ -111,7 +111,8 @@ def test_taken_name_exits_1_with_one_clear_line(
     [
         (
             "bad name",
-            "zchat: name 'bad name' is not allowed: use only letters, digits, '_', '-' and '.'",
+            "zchat: name 'bad name' is not allowed: "
+            "use only ASCII letters, digits, '_', '-' and '.'",
         ),
         ("x" * 33, "zchat: name is 33 characters long, the limit is 32"),
     ],
@@ -197,8 +198,20 @@ def test_quit_command_with_reason(broker: RunningBroker, make_client: MakeClient
 
 def test_unknown_command_and_help(broker: RunningBroker) -> None:
     result = run("join", "--name", "Alice", "--port", str(broker.port), stdin="/help\n/foo bar\n")
-    assert "  /quit [reason]      leave the chat (Ctrl-D or Ctrl-C also leave)" in result.stdout
+    assert "  /quit [reason]        leave the chat (Ctrl-D or Ctrl-C also leave)" in result.stdout
     assert "*** unknown command /foo, try /help" in result.stdout
+    lines = result.stdout.splitlines()
+    table = lines[lines.index("commands:") + 1 : lines.index(HELP_END)]
+    assert len(table) == 15
+    # two columns: each usage, at least two spaces, then its description, in one column
+    rows = [re.fullmatch(r"  (/\S.*?\S)  +(\S.*)", line) for line in table]
+    assert all(rows), table
+    assert (
+        len({line.index(row.group(2)) for line, row in zip(table, rows, strict=True) if row}) == 1
+    ), table
+
+
+HELP_END = "anything else is sent to the current room"
 
 
 def test_too_long_line_is_refused_with_the_limit(broker: RunningBroker) -> None:
@@ -300,6 +313,24 @@ def test_room_commands_through_the_real_command(
         assert found, f"{pattern!r} not found after line {position} in:\n{out}"
         position = found[0] + 1
     assert expect_message(bob, lambda m: m.kind == "private").text == "psst"
+
+
+def test_a_refused_command_reads_the_same_whoever_refuses_it(
+    broker: RunningBroker, make_client: MakeClient
+) -> None:
+    make_client("Bob")
+    script = "/nick Bob\n/nick bad name!\n/who #a!b\nx" + "x" * 5000 + "\n"
+    result = run("join", "--name", "Alice", "--port", str(broker.port), stdin=script)
+    shown = [re.sub(TIME_LINE, "", line) for line in result.stdout.splitlines()]
+    for note in [
+        "*** error: name 'bob' is taken",  # the broker's refusal
+        "*** error: name 'bad name!' is not allowed: "  # this client's own
+        "use only ASCII letters, digits, '_', '-' and '.'",
+        "*** error: room name '#a!b' is not allowed: use only ASCII letters, digits, '_', "
+        "'-' and '.'",
+        "*** not sent: message is 5001 bytes long, the limit is 4096",  # a line, not a command
+    ]:
+        assert note in shown, result.stdout
 
 
 def test_a_damaged_history_file_stops_the_broker_and_is_kept(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 # Bidirectional overrides and isolates can make a line read differently from what
 # it says; they are replaced like control characters.
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_ALLOWED = "use only letters, digits, '_', '-' and '.'"
+_ALLOWED = "use only ASCII letters, digits, '_', '-' and '.'"
 
 
 def check_name(name: str) -> str:

@@ -24,24 +24,32 @@ from zchat.client.transport import Keys
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
 from zchat.protocol import MAX_HISTORY, check_reason, check_room
 
-HELP = """\
-commands:
-  /join #room         enter a room and make it the current one
-  /part [#room] [why] leave a room (default: the current one)
-  /rooms              list the rooms and how many are in each
-  /who [#room]        who is in a room
-  /msg NAME text      a private line, seen by NAME and you only
-  /me text            an action: "* Alice waves"
-  /nick NAME          change your name, if it is free
-  /topic [text]       show the current room's topic, or set it
-  /history [#room] [N] a room's last N lines (default: this room, 20)
-  /kick NAME [why]    admins (secure mode): end NAME's session
-  /ban NAME [why]     admins (secure mode): kick NAME and keep them out
-  /unban NAME         admins (secure mode): let NAME back in
-  /help               show this list
-  /quit [reason]      leave the chat (Ctrl-D or Ctrl-C also leave)
-  //text              send a line that starts with "/"
-anything else is sent to the current room"""
+COMMANDS = (
+    ("/join #room", "enter a room and make it the current one"),
+    ("/part [#room] [why]", "leave a room (default: the current one)"),
+    ("/rooms", "list the rooms and how many are in each"),
+    ("/who [#room]", "who is in a room"),
+    ("/msg NAME text", "a private line, seen by NAME and you only"),
+    ("/me text", 'an action: "* Alice waves"'),
+    ("/nick NAME", "change your name, if it is free"),
+    ("/topic [text]", "show the current room's topic, or set it"),
+    ("/history [#room] [N]", "a room's last N lines (default: this room, 20)"),
+    ("/kick NAME [why]", "admins (secure mode): end NAME's session"),
+    ("/ban NAME [why]", "admins (secure mode): kick NAME and keep them out"),
+    ("/unban NAME", "admins (secure mode): let NAME back in"),
+    ("/help", "show this list"),
+    ("/quit [reason]", "leave the chat (Ctrl-D or Ctrl-C also leave)"),
+    ("//text", 'send a line that starts with "/"'),
+)
+_WIDTH = max(len(usage) for usage, _ in COMMANDS) + 2  # one column, two spaces after
+USAGE = {usage.split()[0][1:]: usage for usage, _ in COMMANDS}  # "msg": "/msg NAME text"
+HELP = "\n".join(
+    [
+        "commands:",
+        *(f"  {usage:<{_WIDTH}}{what}" for usage, what in COMMANDS),
+        "anything else is sent to the current room",
+    ]
+)
 HISTORY_DEFAULT = 20
 
 
@@ -203,11 +211,12 @@ class _Chat:
         return True
 
     async def _attempt(self, request: Awaitable[object], text: str = "") -> bool:
-        """Run one request; say so if it could not be sent. True if it went out."""
+        """Run one request; say so if it could not be sent. True if it went out.
+        ``text``: the line typed, for a line (said, /me, /msg); "" for other commands."""
         try:
             await request
-        except InvalidInput as exc:
-            self.note(f"not sent: {exc}")
+        except InvalidInput as exc:  # worded as the broker words its refusals
+            self.note(f"not sent: {exc}" if text else f"error: {exc}")
         except NotDelivered as exc:
             self.note(f"not sent ({exc.reason}): {text}" if text else str(exc))
         else:
@@ -294,17 +303,6 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-USAGE = {
-    "join": "/join #room",
-    "msg": "/msg NAME text",
-    "me": "/me text",
-    "nick": "/nick NAME",
-    "kick": "/kick NAME [reason]",
-    "ban": "/ban NAME [reason]",
-    "unban": "/unban NAME",
-}
 
 
 def _count(text: str, default: int) -> int | None:
