@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO
 
+import zmq
+
 from zchat import Client, Message
 
 
@@ -160,3 +162,17 @@ def speak_until_heard(
             continue
         return
     raise AssertionError(f"{[p.argv for p in waiting]} never showed {pattern!r}")
+
+
+def frames_until(sock: zmq.Socket[bytes], marker: bytes, timeout: float = 5.0) -> list[bytes]:
+    """Every message ``sock`` receives (its frames joined by |) up to and including the
+    first that contains ``marker``. One connection delivers in the order published, so
+    whatever was published to it before the marker has arrived by then."""
+    seen: list[bytes] = []
+    end = time.monotonic() + timeout
+    while not seen or marker not in seen[-1]:
+        left = end - time.monotonic()
+        if left <= 0 or not sock.poll(left * 1000):
+            raise AssertionError(f"no {marker!r} within {timeout} s; saw {seen}")
+        seen.append(b"|".join(sock.recv_multipart()))
+    return seen
