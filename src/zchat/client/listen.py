@@ -4,7 +4,8 @@ It is invisible in /who and cannot ask the broker for anything, so it cannot fil
 gaps: lines dropped on the way (a full queue, a reconnect) are reported by count,
 from the jump in sequence numbers or from the room's tail, never skipped in silence.
 It notices the broker's absence and return from the heartbeat, like a joined client,
-and a refused handshake (secure mode) like one too.
+a room whose numbers start again (the broker came back with another history, or none),
+and a refused handshake (secure mode) like a joined client too.
 """
 
 from __future__ import annotations
@@ -89,12 +90,14 @@ class ListenCore:
             self._note("broker reachable again")
         match msg:
             case p.Chat() | p.Joined() | p.Left() | p.Renamed() | p.TopicChanged():
-                if self._missed(msg.room, msg.seq - 1):
-                    self.events.append(from_room_event(msg))
-                self.shown[msg.room] = max(self.shown.get(msg.room, 0), msg.seq)
+                self._renumbered(msg.room, msg.seq - 1)
+                self._missed(msg.room, msg.seq - 1)
+                self.events.append(from_room_event(msg))
+                self.shown[msg.room] = msg.seq
             case p.Tail(room, seq):
-                if self._missed(room, seq):
-                    self.shown[room] = seq
+                self._renumbered(room, seq)
+                self._missed(room, seq)
+                self.shown[room] = seq
             case p.Heartbeat(epoch):
                 if self._epoch is not None and epoch != self._epoch:
                     self._note("the broker restarted")
@@ -103,18 +106,23 @@ class ListenCore:
                 self._note(f"broker shut down ({text}); waiting for it to come back…")
                 self._away = True
 
-    def _missed(self, room: str, upto: int) -> bool:
-        """Report lines before ``upto`` that never came; False if ``upto`` is old news."""
+    def _renumbered(self, room: str, before: int) -> None:
+        """``before``: the room's last seq before this news (an event's seq - 1, a tail's
+        seq). Lower than what was shown, the numbering has started again: a broker came
+        back with another history, or none (--db :memory:). One connection delivers a
+        room's events in order, so nothing else can go back."""
         last = self.shown.get(room)
-        if last is None:  # the first line heard from this room: nothing to compare with
-            return True
-        if upto < last:
-            return False
-        if upto > last:
+        if last is not None and before < last:
+            self._note(f"the broker's history of #{room} starts again at {before}", room)
+            self.shown[room] = before
+
+    def _missed(self, room: str, upto: int) -> None:
+        """Report the lines up to ``upto`` (included) that never came."""
+        last = self.shown.get(room)
+        if last is not None and upto > last:  # nothing to compare a first line with
             count = upto - last
             were = "were" if count != 1 else "was"
             self._note(f"{count} line{'s' * (count != 1)} of #{room} {were} missed", room)
-        return True
 
     def on_handshake(self, problem: str) -> None:
         """As ClientCore.on_handshake: fatal before the broker was first heard from,
