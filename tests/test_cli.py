@@ -245,9 +245,13 @@ def test_log_level_warning_keeps_the_broker_quiet(broker: RunningBroker, procs: 
         stdin=subprocess.DEVNULL,
     )
     procs.append(quiet)
-    with Client("Alice", port=port) as alice:
+    alice = Client("Alice", port=port)
+    try:
+        alice.join(timeout=30)  # it says nothing once listening: the join waits for it
         alice.send("hi")
         expect_message(alice, lambda m: m.kind == "message")
+    finally:
+        alice.close()
     quiet.signal(signal.SIGTERM)
     assert quiet.wait() == 0
     quiet.collect()
