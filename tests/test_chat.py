@@ -110,6 +110,7 @@ def test_silent_client_times_out_and_comes_back_by_itself(
     carol = Proc(zchat_command("join", "--name", "Carol", "--port", str(broker.port)))
     procs.append(carol)
     expect_message(alice, lambda m: m.kind == "join" and m.sender == "Carol")
+    carol.expect(r"\] Carol joined$")  # her own client has taken the welcome, too
     carol.signal(signal.SIGSTOP)  # alive, but silent: no FIN, no heartbeat answers
     left = expect_message(alice, lambda m: m.kind == "leave" and m.sender == "Carol", timeout=15)
     assert left.text == "timed out"
