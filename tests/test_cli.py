@@ -384,3 +384,34 @@ def test_a_host_name_that_does_not_resolve_is_said_at_once(argv: tuple[str, ...]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("zchat: the host name 'nowhere.invalid' does not resolve (")
     assert lines[0].endswith("): check --host or ZCHAT_HOST")
+
+
+def test_a_piped_join_keeps_to_the_flood_limit_and_delivers_every_line_in_order(
+    broker: RunningBroker, make_client: MakeClient
+) -> None:
+    alice = make_client("Alice")
+    lines = [str(i) for i in range(1, 71)]  # `seq 1 70`: past the default burst of 50
+    args = ("join", "--name", "f", "--port", str(broker.port), "--history", "0")
+    result = run(*args, stdin="\n".join(lines) + "\n")
+    assert (result.returncode, result.stderr) == (0, "")
+    heard = [expect_message(alice, lambda m: m.sender == "f" and m.kind == "message").text]
+    while len(heard) < len(lines):
+        heard.append(expect_message(alice, lambda m: m.sender == "f").text)
+    assert heard == lines  # each once, in order
+    notes = [line for line in result.stdout.splitlines() if "***" in line]
+    assert [re.sub(TIME_LINE, "", note) for note in notes] == [
+        "*** in #general: Alice",
+        "*** the broker's flood limit holds the lines back (at most 20 a second, 50 at "
+        "once): they go at its pace",
+    ]
+
+
+def test_a_piped_join_exits_1_when_a_line_is_not_delivered(broker: RunningBroker) -> None:
+    script = "fine\n/msg Nobody are you there?\nalso fine\n"
+    result = run("join", "--name", "Alice", "--port", str(broker.port), stdin=script)
+    assert result.returncode == 1
+    assert "*** not sent: no user named 'Nobody' is here" in result.stdout
+    assert re.search(TIME_LINE + "Alice: also fine$", result.stdout, re.M)
+    too_long = run("join", "--name", "Alice", "--port", str(broker.port), stdin="x" * 5000)
+    assert too_long.returncode == 1
+    assert "*** not sent: message is 5000 bytes long" in too_long.stdout

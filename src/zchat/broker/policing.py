@@ -62,9 +62,16 @@ class Policing(RulesState):
                 f"slow down: at most {self.limit.describe()}; "
                 "this line and the next ones are dropped until you do"
             )
-            self._to_inbox(
-                session.inbox, p.Error("rate-limited", text, getattr(msg, "id", "")), actions
+            # the numbers too, for programs: when to say it again, and the limit
+            refusal = p.Error(
+                "rate-limited",
+                text,
+                getattr(msg, "id", ""),
+                retry_after=bucket.wait(self.limit),
+                rate=self.limit.rate,
+                burst=self.limit.burst,
             )
+            self._to_inbox(session.inbox, refusal, actions)
         return False
 
     # --- moderation (admins in chat, the operator through `zchat admin`) -----------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from typing import Any
@@ -21,11 +20,6 @@ from zchat.cli.options import (
     secure_options,
     time_format_option,
 )
-
-# zchat send, past the broker's flood limit: "not sent: slow down: at most R lines a
-# second, …" says when the next line may go (1/R s), give or take the margin
-RATE_IN_REFUSAL = re.compile(r"^not sent: slow down: at most ([0-9.]+) lines a second")
-PAUSE_MARGIN_SECONDS = 0.02
 
 
 def _ask_name() -> str:
@@ -189,6 +183,7 @@ def send(
 
     Joins under --name for the time it takes, so the name must be free. Exit code 0
     when every line was confirmed, 1 otherwise, with the reason on stderr."""
+    from zchat.client.pacing import Pacer
     from zchat.client.sync import Client
     from zchat.errors import InvalidInput, ZchatError
     from zchat.protocol import check_text
@@ -213,10 +208,12 @@ def send(
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
     client.core.verb = "send"  # "the broker … is in secure mode: send with --secure …"
+    client.core.says_again = True  # a line refused for flooding is said again
+    pacer = Pacer()
     try:
         client.join(timeout=timeout)
         for number, line in enumerate(lines, 1):
-            problem = _say_paced(client, line, room, timeout)
+            problem = _say_paced(client, pacer, line, room, timeout)
             if problem is not None:
                 where = f"line {number} of {len(lines)}: " if len(lines) > 1 else ""
                 raise Failure(f"{where}{problem} (the lines before it were delivered)")
@@ -226,30 +223,33 @@ def send(
         client.close()
 
 
-def _say_paced(client: Any, line: str, room: str, timeout: float) -> str | None:
+def _say_paced(client: Any, pacer: Any, line: str, room: str, timeout: float) -> str | None:
     """Say ``line`` and wait for its confirmation; None once confirmed, else why not.
-    Past the broker's flood limit the line is refused, once: wait until the limit lets
-    one more through (its rate is in the refusal) and say it again, within ``timeout``.
-    One line in flight at a time, so a refusal concerns that line only."""
+    Past the broker's flood limit the line is refused: wait until the limit lets one more
+    through (the refusal says when; ``pacer`` keeps to the limit from then on) and say it
+    again, within ``timeout``. One line in flight at a time, so a refusal concerns that
+    line only."""
     end = time.monotonic() + timeout
     while True:
-        refused = len(client.core.undelivered)
+        _serve_until(client, pacer.ready_at())
+        refused, flood = len(client.core.undelivered), client.core.flood
+        pacer.spent(time.monotonic())
         client.send(line, room)
         if not client.flush(timeout=max(0.1, end - time.monotonic())):
             return f"not confirmed by the broker within {timeout:g} s (it may have arrived): {line}"
-        if len(client.core.undelivered) == refused:
+        if len(client.core.undelivered) > refused:  # refused, not for flooding
+            notes = [m.text for m in client.core.events if m.kind == "system"]
+            client.core.events.clear()
+            return notes[-1] if notes else "not delivered"
+        if client.core.flood is flood or client.core.flood.line is None:
             return None  # echoed: delivered
-        notes = [m.text for m in client.core.events if m.kind == "system"]
-        client.core.events.clear()
-        why = notes[-1] if notes else "not delivered"
-        rate = RATE_IN_REFUSAL.search(why)
-        if rate is None:
-            return why
-        # one token comes back every 1/rate s; a line said before it would be dropped
-        # without a word (the broker tells a flooding sender once)
-        until = time.monotonic() + 1.0 / float(rate.group(1)) + PAUSE_MARGIN_SECONDS
-        if until > end:
-            return why
-        while (left := until - time.monotonic()) > 0:
-            client.receive(timeout=left)  # keeps the connection served; lines ignored
-        client.core.events.clear()
+        pacer.learn(client.core.flood)
+        if pacer.ready_at() > end:
+            return f"not sent: {client.core.flood.text}"
+
+
+def _serve_until(client: Any, until: float) -> None:
+    """Wait until ``until`` (monotonic), keeping the connection served; lines ignored."""
+    while (left := until - time.monotonic()) > 0:
+        client.receive(timeout=left)
+    client.core.events.clear()

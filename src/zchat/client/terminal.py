@@ -11,14 +11,16 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from zchat.client.aio import AsyncClient
-from zchat.client.core import ACK_SECONDS
+from zchat.client.core import ACK_SECONDS, FloodRefusal
 from zchat.client.message import Message
+from zchat.client.pacing import Pacer
 from zchat.client.render import render
 from zchat.client.transport import Keys
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
@@ -98,7 +100,10 @@ async def _main(config: TerminalConfig, interactive: bool) -> int:
             await chat.lines()
     finally:
         await client.close(chat.reason)
-    return 0 if client.core.ended is None else 1  # kicked or banned
+    if client.core.ended is not None:  # kicked or banned
+        return 1
+    # a script is told, by the exit code too, that a line it gave was not delivered
+    return 0 if interactive or not (chat.not_sent or client.core.undelivered) else 1
 
 
 class _Chat:
@@ -112,6 +117,7 @@ class _Chat:
         self.out: Callable[[str], None] = print
         self.retype = ""  # a line that could not be sent, offered again at the prompt
         self.entering: str | None = None  # the room a /join is entering
+        self.not_sent = 0  # lines typed that could not be sent (too long, no broker)
 
     @property
     def room(self) -> str | None:
@@ -221,6 +227,7 @@ class _Chat:
             self.note(f"not sent ({exc.reason}): {text}" if text else str(exc))
         else:
             return True
+        self.not_sent += bool(text)
         self.retype = text  # what was typed is not lost: it is back at the prompt
         return False
 
@@ -265,6 +272,8 @@ class _Chat:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         printer = loop.create_task(self._print_events())
+        self.client.core.says_again = True  # what the flood limit refuses, _paced says again
+        pacer = Pacer()
         try:
             while not stop.is_set():
                 getter = loop.create_task(inbox.get())
@@ -276,17 +285,62 @@ class _Chat:
                     getter.cancel()
                     break
                 line = getter.result()
-                if line is None or not await self.handle(line):
+                if line is None or not await self._paced(line, pacer, stop):
                     break
             # what was typed before the end must be confirmed (or reported), and every
             # answer shown, before leaving
             # (a line unanswered for ACK_SECONDS is looked for in history, then reported)
             await self.client.flush(2 * ACK_SECONDS + 1)
-            await self.client.settle()
+            if await _wait_until(pacer.ready_at(), stop):  # settling costs a request too
+                pacer.spent(time.monotonic())
+                await self.client.settle()
         finally:
             await _cancel(printer)
             while self.client.core.events:
                 self.show(self.client.core.events.popleft())
+
+    async def _paced(self, line: str, pacer: Pacer, stop: asyncio.Event) -> bool:
+        """One line of a script, at the broker's pace: a line said waits for its echo
+        before the next goes, so the order holds; one the flood limit refused is said
+        again once the limit lets it through, and from then on every request waits for
+        the limit (``pacer``). False: leave."""
+        core = self.client.core
+        while True:
+            if not await _wait_until(pacer.ready_at(), stop):
+                return False
+            flood = core.flood
+            pacer.spent(time.monotonic())
+            if not await self.handle(line):
+                return False
+            if core.unacknowledged:  # a line said: its echo, or its refusal
+                await self.client.flush(2 * ACK_SECONDS + 1)
+            refusal = core.flood
+            if refusal is None or refusal is flood:
+                return True
+            if flood is None:  # the first time: say why the script slows down
+                self.note(_flood_note(refusal))
+            pacer.learn(refusal)
+            if refusal.line is None:  # a command (reported by the client), not a line
+                return True
+
+
+def _flood_note(refusal: FloodRefusal) -> str:
+    if refusal.rate is None:  # an older broker: only its words
+        return f"{refusal.text}; the lines it refuses are said again when it allows"
+    return (
+        f"the broker's flood limit holds the lines back (at most {refusal.rate:g} a "
+        f"second, {refusal.burst} at once): they go at its pace"
+    )
+
+
+async def _wait_until(when: float, stop: asyncio.Event) -> bool:
+    """Wait until ``when`` (monotonic); False if ``stop`` is set first."""
+    if when <= time.monotonic() or stop.is_set():
+        return not stop.is_set()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, when - time.monotonic())):
+            await stop.wait()
+    return not stop.is_set()
 
 
 async def _ask(session: Any, prompt: Callable[[], str], typed: str = "") -> str | None:
