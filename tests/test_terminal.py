@@ -262,6 +262,25 @@ def test_a_name_asked_for_is_asked_again_if_taken(
         child.terminate(force=True)
 
 
+def test_ctrl_c_at_a_username_prompt_asked_again_stops_at_once(
+    broker: Any, make_client: Callable[..., Client]
+) -> None:
+    make_client("Bob")
+    argv = zchat_command("join", "--port", str(broker.port))
+    child = pexpect.spawn(argv[0], argv[1:], env=child_env(TERM="dumb"), timeout=WAIT)
+    try:
+        child.expect_exact("Username: ")
+        child.sendline("Bob")
+        child.expect_exact("zchat: name 'bob' is taken")
+        child.expect_exact("Username: ")
+        child.sendintr()  # Ctrl-C, once
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 1
+    finally:
+        child.terminate(force=True)
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

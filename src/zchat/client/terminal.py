@@ -69,29 +69,31 @@ class TerminalConfig:
 
 
 def run(config: TerminalConfig, interactive: bool) -> int:
-    """Join, chat until the user leaves, return the exit code."""
-    return asyncio.run(_main(config, interactive))
+    """Join, chat until the user leaves, return the exit code. A name asked for and
+    taken is asked for again, outside the event loop: inside it, asyncio's own handler
+    would take the first Ctrl-C at the prompt and leave it waiting for input."""
+    while (code := asyncio.run(_main(config, interactive))) is None:
+        assert config.ask_name is not None
+        config = replace(config, name=config.ask_name())
+    return code
 
 
-async def _main(config: TerminalConfig, interactive: bool) -> int:
-    while True:
-        client = AsyncClient(
-            config.name,
-            config.host,
-            config.port,
-            config.rooms,
-            history=config.history,
-            keys=config.keys,
-        )
-        try:
-            await client.join(timeout=config.connect_timeout)
-            break
-        except (JoinRefused, BrokerUnreachable) as exc:
-            print(f"zchat: {exc}", file=sys.stderr)
-            taken = isinstance(exc, JoinRefused) and exc.code == "name-taken"
-            if not (taken and config.ask_name):
-                return 1
-            config = replace(config, name=config.ask_name())  # a name typed at the prompt
+async def _main(config: TerminalConfig, interactive: bool) -> int | None:
+    """The exit code; None if the name was taken and may be asked for again."""
+    client = AsyncClient(
+        config.name,
+        config.host,
+        config.port,
+        config.rooms,
+        history=config.history,
+        keys=config.keys,
+    )
+    try:
+        await client.join(timeout=config.connect_timeout)
+    except (JoinRefused, BrokerUnreachable) as exc:
+        print(f"zchat: {exc}", file=sys.stderr)
+        taken = isinstance(exc, JoinRefused) and exc.code == "name-taken"
+        return None if taken and config.ask_name else 1
     chat = _Chat(client, config)
     try:
         if interactive:
