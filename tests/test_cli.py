@@ -415,3 +415,22 @@ def test_a_piped_join_exits_1_when_a_line_is_not_delivered(broker: RunningBroker
     too_long = run("join", "--name", "Alice", "--port", str(broker.port), stdin="x" * 5000)
     assert too_long.returncode == 1
     assert "*** not sent: message is 5000 bytes long" in too_long.stdout
+
+
+def test_a_piped_join_shows_no_history_unless_asked(
+    broker: RunningBroker, make_client: MakeClient
+) -> None:
+    alice = make_client("Alice")
+    for i in range(3):
+        alice.send(f"earlier {i}")
+    assert alice.flush()
+    args = ("join", "--name", "Bob", "--port", str(broker.port), "--time-format", "none")
+    told = run(*args, "--history", "2", stdin="")
+    assert [line for line in told.stdout.splitlines() if "earlier" in line] == [
+        "Alice: earlier 1",
+        "Alice: earlier 2",
+    ]
+    quiet = run(*args, stdin="")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "earlier" not in quiet.stdout
+    assert "Bob left" not in quiet.stdout  # nor the first Bob's visit

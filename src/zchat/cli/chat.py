@@ -34,6 +34,18 @@ def _ask_name() -> str:
             click.echo(f"zchat: {exc}", err=True)
 
 
+def _reach(host: str, port: int, timeout: float) -> None:
+    """Wait to hear from the broker, or fail as joining would."""
+    from zchat.client.listen import Listener
+    from zchat.errors import BrokerUnreachable, JoinRefused
+
+    try:
+        with Listener(host, port, connect_timeout=timeout) as ears:
+            ears.wait_heard()
+    except (BrokerUnreachable, JoinRefused) as exc:
+        raise Failure(str(exc)) from None
+
+
 @click.command()
 @click.option("--name", envvar="ZCHAT_NAME", help="Your name in the chat (env ZCHAT_NAME).")
 @host_option("Broker address (env ZCHAT_HOST).")
@@ -42,9 +54,8 @@ def _ask_name() -> str:
 @click.option(
     "--history",
     type=click.IntRange(0, 1000),
-    default=50,
-    show_default=True,
-    help="Lines of each room's history to show on joining.",
+    help="Lines of each room's history to show on joining. "
+    "Default: 50 in a terminal, 0 when stdin is not one (a script).",
 )
 @time_format_option
 @connect_timeout_option("Seconds to wait for the broker before giving up.", 0.1)
@@ -54,7 +65,7 @@ def join(
     host: str,
     port: int,
     rooms: tuple[str, ...],
-    history: int,
+    history: int | None,
     time_format: str,
     connect_timeout: float,
     secure: bool,
@@ -67,15 +78,21 @@ def join(
     is printed as one plain line; the end of input leaves the chat."""
     from zchat.client.terminal import TerminalConfig, run
     from zchat.errors import InvalidInput
-    from zchat.protocol import check_name, check_room
+    from zchat.protocol import DEFAULT_HISTORY, check_name, check_room
 
     interactive = sys.stdin.isatty()
     check_host(host)
+    if history is None:  # a script wants what is said from now on, not the backlog
+        history = DEFAULT_HISTORY if interactive else 0
     name = name_from_key(name, secure, key)
     asked = name is None
+    if name is None and not interactive:
+        raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
+    if interactive:  # a person waits: say for what
+        click.echo(f"connecting to the broker at {host}:{port}…", err=True)
     if name is None:
-        if not interactive:
-            raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
+        if not secure:  # (in secure mode the name finds the key to connect with)
+            _reach(host, port, connect_timeout)  # before asking a name, not after
         name = _ask_name()
     try:
         name = check_name(name)

@@ -65,6 +65,11 @@ class ListenCore:
     def subscriptions(self) -> list[bytes]:
         return [*(p.room_topic(room) for room in self.rooms), p.SYS_TOPIC]
 
+    @property
+    def heard(self) -> bool:
+        """The broker has been heard from (anything it published)."""
+        return self._heard
+
     def deadline(self) -> float:
         """When ``tick`` must next run: always later than the last one."""
         due = self._last_heard + AWAY_SECONDS if not self._away else self._last_tick + 1.0
@@ -213,6 +218,13 @@ class Listener:
                 self.close()
                 raise self.core.failure
         return self.core.events.popleft()
+
+    def wait_heard(self) -> None:
+        """Return once the broker is heard from (its heartbeat comes every second);
+        raises as ``receive`` does. Give the Listener a ``connect_timeout``, or this may
+        wait for ever. What arrives meanwhile is dropped."""
+        while not self.core.heard:
+            self.receive(timeout=1.0)
 
     def __iter__(self) -> Iterator[Message]:
         while not self._sub.closed:
