@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+import zmq
 
 from zchat import Client, Message
 
@@ -184,3 +185,17 @@ def read_only(path: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def frames_until(sock: zmq.Socket[bytes], marker: bytes, timeout: float = 5.0) -> list[bytes]:
+    """Every message ``sock`` receives (its frames joined by |) up to and including the
+    first that contains ``marker``. One connection delivers in the order published, so
+    whatever was published to it before the marker has arrived by then."""
+    seen: list[bytes] = []
+    end = time.monotonic() + timeout
+    while not seen or marker not in seen[-1]:
+        left = end - time.monotonic()
+        if left <= 0 or not sock.poll(left * 1000):
+            raise AssertionError(f"no {marker!r} within {timeout} s; saw {seen}")
+        seen.append(b"|".join(sock.recv_multipart()))
+    return seen

@@ -140,6 +140,39 @@ def test_listen_follows_a_broker_restart(procs: list[Proc], tmp_path: Path) -> N
         speak_until_heard(bob, [ears], r"Bob: after", "after")
 
 
+def test_listen_goes_on_when_a_restarted_broker_numbers_from_0(
+    procs: list[Proc], tmp_path: Path
+) -> None:
+    broker, port = start_broker(db=str(tmp_path / "r1.db"))
+    procs.append(broker)
+    ears = Proc(zchat_command("listen", "--port", str(port), "--time-format", "none"))
+    procs.append(ears)
+    with Client("Alice", port=port) as alice:
+        speak_until_heard(alice, [ears], r"Alice: ping", "ping")
+        for i in range(1, 6):
+            alice.send(f"before restart {i}")
+        ears.expect(r"^Alice: before restart 5$")  # #general is past 7 now
+    broker.signal(signal.SIGTERM)
+    assert broker.wait() == 0
+    ears.expect(r"\*\*\* broker shut down")
+    again, _ = start_broker(port=port)  # --db :memory:: every room starts again at 0
+    procs.append(again)
+    # heard on sys/, which sorts after room/ in the subscriptions sent on reconnecting:
+    # the room's subscription is in place
+    ears.expect(r"\*\*\* broker reachable again")
+    with Client("Bob", port=port) as bob:
+        for i in range(1, 7):
+            bob.send(f"after restart {i}")
+        ears.expect(r"^Bob: after restart 6$")
+    shown = ears.lines["stdout"]
+    after = shown[shown.index("*** broker reachable again") + 1 :]
+    assert [line for line in after if line != "*** the broker restarted"] == [
+        "*** the broker's history of #general starts again at 0",
+        "Bob joined",
+        *(f"Bob: after restart {i}" for i in range(1, 7)),
+    ]
+
+
 def test_listen_gives_up_on_a_broker_it_never_hears(broker: RunningBroker) -> None:
     port = str(broker.port)
     broker.stop()  # nothing listens there any more

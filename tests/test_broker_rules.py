@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from zchat import protocol as p
-from zchat.broker.limits import RateLimit
+from zchat.broker.limits import Bucket, RateLimit
 from zchat.broker.rules import SILENT_SECONDS, Actions, BrokerRules
 
 TS = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
@@ -241,7 +241,7 @@ def test_join_with_a_bad_room_is_refused_with_the_reason(rules: BrokerRules) -> 
     [(_, refusal)] = joined(rules, Peer("Alice", 1, ("general", "no way")))
     assert refusal == p.Refused(
         "invalid-room",
-        "room name 'no way' is not allowed: use only letters, digits, '_', '-' and '.'",
+        "room name 'no way' is not allowed: use only ASCII letters, digits, '_', '-' and '.'",
     )
 
 
@@ -321,12 +321,22 @@ def test_a_flood_is_cut_to_the_bucket_told_once_and_ends_when_it_refills() -> No
         "slow down: at most 2 lines a second, 3 at once; "
         "this line and the next ones are dropped until you do",
         "m3",
+        retry_after=0.5,  # no token left: one is back in 1/rate s
+        rate=2.0,
+        burst=3,
     )
     assert rules.dropped["rate-limited"] == 3
     # half a second later one token is back: the next line passes, the burst is over
     [(_, line)] = published(rules.on_inbound(alice.say("back", id_="m9"), "x", 0.5))
     assert isinstance(line, p.Chat) and line.text == "back"
     assert not rules._flooding
+
+
+@pytest.mark.parametrize(
+    ("tokens", "wait"), [(0.0, 0.5), (0.4, 0.3), (0.9999, 0.001), (1.0, 0.0), (3.0, 0.0)]
+)
+def test_a_bucket_says_when_its_next_token_is_back(tokens: float, wait: float) -> None:
+    assert Bucket(tokens, 0.0).wait(RateLimit(rate=2, burst=3)) == wait
 
 
 def test_leaving_is_never_rate_limited() -> None:

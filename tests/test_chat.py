@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from conftest import RunningBroker
-from support import Proc, expect_message, start_broker, zchat_command
+from support import Proc, expect_message, frames_until, start_broker, zchat_command
 from zchat import Client, Message
 from zchat import protocol as p
 from zchat.errors import JoinRefused, NotDelivered
@@ -110,6 +110,7 @@ def test_silent_client_times_out_and_comes_back_by_itself(
     carol = Proc(zchat_command("join", "--name", "Carol", "--port", str(broker.port)))
     procs.append(carol)
     expect_message(alice, lambda m: m.kind == "join" and m.sender == "Carol")
+    carol.expect(r"\] Carol joined$")  # her own client has taken the welcome, too
     carol.signal(signal.SIGSTOP)  # alive, but silent: no FIN, no heartbeat answers
     left = expect_message(alice, lambda m: m.kind == "leave" and m.sender == "Carol", timeout=15)
     assert left.text == "timed out"
@@ -235,26 +236,46 @@ def test_garbage_on_the_in_socket_is_dropped_counted_and_logged_sparingly(
 def test_a_raw_subscriber_to_everything_never_sees_an_inbox(
     broker: RunningBroker, make_client: MakeClient, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
-    spies = []
-    for prefix in (b"", b"t", b"to/", b"to/0"):
+    endpoint = f"tcp://127.0.0.1:{broker.port + 1}"
+    everything = ctx.socket(zmq.SUB)
+    everything.setsockopt(zmq.LINGER, 0)
+    everything.subscribe(b"")
+    everything.connect(endpoint)
+    # the broker's heartbeat reaching it proves its subscription is in place
+    assert everything.poll(5000)
+    spies = [everything]
+    for prefix in (b"t", b"to/", b"to/0"):
         spy = ctx.socket(zmq.SUB)
         spy.setsockopt(zmq.LINGER, 0)
+        spy.subscribe(p.SYS_TOPIC)
+        spy.connect(endpoint)
+        assert spy.poll(5000)  # connected: what it subscribes now goes out in this order
         spy.subscribe(prefix)
-        spy.connect(f"tcp://127.0.0.1:{broker.port + 1}")
+        spy.subscribe(p.room_topic("general"))
         spies.append(spy)
-    # the broker's heartbeat reaching the "" spy proves its subscription is in place
-    assert spies[0].poll(5000)
+    # a line of #general reaching a spy proves the broker has seen (and refused) its prefix
+    warm, waiting = make_client("Warm"), spies[1:]
+    for attempt in range(50):
+        warm.send(f"warm-up {attempt}")
+        waiting = [spy for spy in waiting if not _heard(spy, b"warm-up", 0.2)]
+        if not waiting:
+            break
+    assert not waiting, "a spy never heard #general"
     alice = make_client("Alice")
     with pytest.raises(JoinRefused):
         make_client("alice")  # a refusal travels on the newcomer's inbox
     alice.send("public line")
-    expect_message(alice, is_chat("Alice", "public line"))
-    seen: list[bytes] = []
-    for spy in spies:
-        while spy.poll(200):
-            seen.append(spy.recv_multipart()[0])
+    seen = [frame.split(b"|")[0] for spy in spies for frame in frames_until(spy, b"public line")]
     assert b"room/general/" in seen and b"sys/" in seen
     assert not [topic for topic in seen if topic.startswith(b"to/")]
+
+
+def _heard(sock: zmq.Socket[bytes], marker: bytes, timeout: float) -> bool:
+    try:
+        frames_until(sock, marker, timeout)
+    except AssertionError:
+        return False
+    return True
 
 
 def test_send_checks_the_text_before_it_leaves(make_client: MakeClient) -> None:

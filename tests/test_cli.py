@@ -113,7 +113,8 @@ def test_taken_name_exits_1_with_one_clear_line(
     [
         (
             "bad name",
-            "zchat: name 'bad name' is not allowed: use only letters, digits, '_', '-' and '.'",
+            "zchat: name 'bad name' is not allowed: "
+            "use only ASCII letters, digits, '_', '-' and '.'",
         ),
         ("x" * 33, "zchat: name is 33 characters long, the limit is 32"),
     ],
@@ -199,8 +200,20 @@ def test_quit_command_with_reason(broker: RunningBroker, make_client: MakeClient
 
 def test_unknown_command_and_help(broker: RunningBroker) -> None:
     result = run("join", "--name", "Alice", "--port", str(broker.port), stdin="/help\n/foo bar\n")
-    assert "  /quit [reason]      leave the chat (Ctrl-D or Ctrl-C also leave)" in result.stdout
+    assert "  /quit [reason]        leave the chat (Ctrl-D or Ctrl-C also leave)" in result.stdout
     assert "*** unknown command /foo, try /help" in result.stdout
+    lines = result.stdout.splitlines()
+    table = lines[lines.index("commands:") + 1 : lines.index(HELP_END)]
+    assert len(table) == 15
+    # two columns: each usage, at least two spaces, then its description, in one column
+    rows = [re.fullmatch(r"  (/\S.*?\S)  +(\S.*)", line) for line in table]
+    assert all(rows), table
+    assert (
+        len({line.index(row.group(2)) for line, row in zip(table, rows, strict=True) if row}) == 1
+    ), table
+
+
+HELP_END = "anything else is sent to the current room"
 
 
 def test_too_long_line_is_refused_with_the_limit(broker: RunningBroker) -> None:
@@ -234,9 +247,13 @@ def test_log_level_warning_keeps_the_broker_quiet(broker: RunningBroker, procs: 
         stdin=subprocess.DEVNULL,
     )
     procs.append(quiet)
-    with Client("Alice", port=port) as alice:
+    alice = Client("Alice", port=port)
+    try:
+        alice.join(timeout=30)  # it says nothing once listening: the join waits for it
         alice.send("hi")
         expect_message(alice, lambda m: m.kind == "message")
+    finally:
+        alice.close()
     quiet.signal(signal.SIGTERM)
     assert quiet.wait() == 0
     quiet.collect()
@@ -302,6 +319,24 @@ def test_room_commands_through_the_real_command(
         assert found, f"{pattern!r} not found after line {position} in:\n{out}"
         position = found[0] + 1
     assert expect_message(bob, lambda m: m.kind == "private").text == "psst"
+
+
+def test_a_refused_command_reads_the_same_whoever_refuses_it(
+    broker: RunningBroker, make_client: MakeClient
+) -> None:
+    make_client("Bob")
+    script = "/nick Bob\n/nick bad name!\n/who #a!b\nx" + "x" * 5000 + "\n"
+    result = run("join", "--name", "Alice", "--port", str(broker.port), stdin=script)
+    shown = [re.sub(TIME_LINE, "", line) for line in result.stdout.splitlines()]
+    for note in [
+        "*** error: name 'bob' is taken",  # the broker's refusal
+        "*** error: name 'bad name!' is not allowed: "  # this client's own
+        "use only ASCII letters, digits, '_', '-' and '.'",
+        "*** error: room name '#a!b' is not allowed: use only ASCII letters, digits, '_', "
+        "'-' and '.'",
+        "*** not sent: message is 5001 bytes long, the limit is 4096",  # a line, not a command
+    ]:
+        assert note in shown, result.stdout
 
 
 def test_a_damaged_history_file_stops_the_broker_and_is_kept(tmp_path: Path) -> None:
@@ -383,3 +418,82 @@ def test_an_unusable_history_path_stops_the_broker(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"zchat: history database {blocker / 'history.db'} cannot be")
     assert "Traceback" not in result.stderr
+
+
+def test_admin_takes_its_options_after_the_subcommand_too(procs: list[Proc]) -> None:
+    broker, port = start_broker()  # the admin socket is named after the port
+    procs.append(broker)
+    for argv in (("--port", str(port), "who"), ("who", "--port", str(port))):
+        result = run("admin", *argv)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "nobody is here\n", "")
+    wrong = run("admin", "--port", "1", "who", "--port", str(port))  # the later one wins
+    assert (wrong.returncode, wrong.stdout) == (0, "nobody is here\n"), wrong.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("join", "--name", "Alice", "--connect-timeout", "20"),
+        ("listen", "--connect-timeout", "20"),
+        ("send", "--name", "Alice", "--timeout", "20", "hello"),
+    ],
+    ids=["join", "listen", "send"],
+)
+def test_a_host_name_that_does_not_resolve_is_said_at_once(argv: tuple[str, ...]) -> None:
+    # .invalid never resolves (RFC 2606); a wait for the broker would end in "no answer"
+    result = run(*argv, "--host", "nowhere.invalid")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("zchat: the host name 'nowhere.invalid' does not resolve (")
+    assert lines[0].endswith("): check --host or ZCHAT_HOST")
+
+
+def test_a_piped_join_keeps_to_the_flood_limit_and_delivers_every_line_in_order(
+    broker: RunningBroker, make_client: MakeClient
+) -> None:
+    alice = make_client("Alice")
+    lines = [str(i) for i in range(1, 71)]  # `seq 1 70`: past the default burst of 50
+    args = ("join", "--name", "f", "--port", str(broker.port), "--history", "0")
+    result = run(*args, stdin="\n".join(lines) + "\n")
+    assert (result.returncode, result.stderr) == (0, "")
+    heard = [expect_message(alice, lambda m: m.sender == "f" and m.kind == "message").text]
+    while len(heard) < len(lines):
+        heard.append(expect_message(alice, lambda m: m.sender == "f").text)
+    assert heard == lines  # each once, in order
+    notes = [line for line in result.stdout.splitlines() if "***" in line]
+    assert [re.sub(TIME_LINE, "", note) for note in notes] == [
+        "*** in #general: Alice",
+        "*** the broker's flood limit holds the lines back (at most 20 a second, 50 at "
+        "once): they go at its pace",
+    ]
+
+
+def test_a_piped_join_exits_1_when_a_line_is_not_delivered(broker: RunningBroker) -> None:
+    script = "fine\n/msg Nobody are you there?\nalso fine\n"
+    result = run("join", "--name", "Alice", "--port", str(broker.port), stdin=script)
+    assert result.returncode == 1
+    assert "*** not sent: no user named 'Nobody' is here" in result.stdout
+    assert re.search(TIME_LINE + "Alice: also fine$", result.stdout, re.M)
+    too_long = run("join", "--name", "Alice", "--port", str(broker.port), stdin="x" * 5000)
+    assert too_long.returncode == 1
+    assert "*** not sent: message is 5000 bytes long" in too_long.stdout
+
+
+def test_a_piped_join_shows_no_history_unless_asked(
+    broker: RunningBroker, make_client: MakeClient
+) -> None:
+    alice = make_client("Alice")
+    for i in range(3):
+        alice.send(f"earlier {i}")
+    assert alice.flush()
+    args = ("join", "--name", "Bob", "--port", str(broker.port), "--time-format", "none")
+    told = run(*args, "--history", "2", stdin="")
+    assert [line for line in told.stdout.splitlines() if "earlier" in line] == [
+        "Alice: earlier 1",
+        "Alice: earlier 2",
+    ]
+    quiet = run(*args, stdin="")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "earlier" not in quiet.stdout
+    assert "Bob left" not in quiet.stdout  # nor the first Bob's visit

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from zchat import protocol as p
-from zchat.client.core import ACK_SECONDS, AWAY_SECONDS, JOIN_RETRY_SECONDS, ClientCore
+from zchat.client.core import (
+    ACK_SECONDS,
+    AWAY_SECONDS,
+    FALLBACK_RETRY_SECONDS,
+    JOIN_RETRY_SECONDS,
+    ClientCore,
+    FloodRefusal,
+)
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
 
 TS = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
@@ -331,3 +338,34 @@ def test_a_gap_never_answered_is_reported_lost_not_skipped(core: ClientCore) -> 
         core.tick(1.1 + second)
     assert len([m for m in texts(core) if "could not be recovered" in m]) == 1
     assert core.views["general"].shown == 4
+
+
+# --- the flood limit -----------------------------------------------------------------
+
+
+def limited(core: ClientCore, id_: str, **limit: float) -> list[bytes]:
+    error = p.Error("rate-limited", "slow down", id_, **limit)  # type: ignore[arg-type]
+    return p.encode_server(p.inbox_topic(core.inbox), error)
+
+
+def test_a_refusal_for_flooding_is_noted_with_when_and_the_limit(
+    core: ClientCore,
+) -> None:
+    id_, _ = core.say("hello", None, 1.0)
+    core.on_publish(limited(core, id_, retry_after=0.25, rate=20.0, burst=50), 2.0)
+    assert core.flood == FloodRefusal(id_, 2.25, 20.0, 50, "slow down", "hello")
+    assert core.undelivered == ["hello"]  # a bot is told, as before
+    assert texts(core) == ["not sent: slow down"]
+    core.on_publish(limited(core, ""), 3.0)  # an older broker says no more
+    assert core.flood == FloodRefusal("", 3.0 + FALLBACK_RETRY_SECONDS, None, None,
+                                      "slow down", None)  # fmt: skip
+
+
+def test_a_program_that_says_again_is_not_told_the_line_was_lost(
+    core: ClientCore,
+) -> None:
+    core.says_again = True
+    id_, _ = core.say("hello", None, 1.0)
+    core.on_publish(limited(core, id_, retry_after=0.25, rate=20.0, burst=50), 2.0)
+    assert core.flood is not None and core.flood.line == "hello"
+    assert (core.unacknowledged, core.undelivered, texts(core)) == (0, [], [])

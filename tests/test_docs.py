@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import shlex
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RunningBroker
-from support import Proc, speak_until_heard
+from support import Proc, speak_until_heard, zchat_command
 from zchat import Client
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -66,3 +69,30 @@ def test_raw_bot_is_refused_a_taken_name(
         assert bot.wait() == 1
     finally:
         bot.stop()
+
+
+README = DOC.parent.parent / "README.md"
+
+
+def test_the_readme_jq_example_prints_only_what_is_said(
+    broker: RunningBroker, make_client: Callable[..., Client], procs: list[Proc]
+) -> None:
+    [line] = [ln for ln in README.read_text().splitlines() if "zchat listen --json | jq" in ln]
+    jq_argv = shlex.split(line.split("|", 1)[1].split("#", 1)[0])
+    listen = Proc(zchat_command("listen", "--json", "--port", str(broker.port)))
+    procs.append(listen)
+    alice = make_client("Alice")
+    speak_until_heard(alice, [listen], r'"text": "are you there')
+    alice.act("waves")
+    make_client("Bob").send("hello from Bob")  # and Bob joined, with an empty text
+    alice.send("the end")
+    listen.expect(r'"text": "the end"')
+    listen.signal(signal.SIGTERM)
+    assert listen.wait() == 0
+    listen.collect()
+    shown = subprocess.run(
+        jq_argv, input="\n".join(listen.lines["stdout"]), capture_output=True, text=True,
+        timeout=30, check=True,
+    )  # fmt: skip
+    said = [text for text in shown.stdout.splitlines() if not text.startswith("are you there")]
+    assert said == ["hello from Bob", "the end"]

@@ -26,6 +26,7 @@ from zchat import Client
 from zchat import protocol as p
 from zchat.admin import default_path, request
 from zchat.broker.guard import ConnectionLimits
+from zchat.client.listen import Listener
 from zchat.client.transport import Keys
 from zchat.keys import keygen
 
@@ -367,9 +368,21 @@ def test_a_client_refused_for_a_while_is_told_so_and_gets_in_after(
     wait_for(lambda: broker.broker.guard.cuts["junk"] == 1, "the junk sender was cut")
     xsub.close()
     client = Client("Hana", port=broker.port, context=ctx)
+    listener = Listener(port=broker.port, context=ctx, connect_timeout=10)
     try:
         client.join(timeout=10)
         notes = [m.text for m in client.core.events if m.kind == "system"]
         assert any("refuses connections from this address for a few seconds" in n for n in notes)
+        listener.wait_heard()  # it too was refused, and connects again by itself
+        client.send("heard by the listener")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            said = listener.receive(timeout=deadline - time.monotonic())
+            if said is not None and said.text == "heard by the listener":
+                break
+        else:
+            raise AssertionError("the listener refused for a while never got in")
+        assert said.sender == "Hana"
     finally:
         client.close()
+        listener.close()

@@ -57,6 +57,7 @@ ROOMS = st.from_regex(r"[a-z0-9_.\-]{1,32}", fullmatch=True)  # canonical, as ch
 IDS = st.just("") | st.from_regex(r"[A-Za-z0-9_.\-]{1,64}", fullmatch=True)
 MARKS = st.from_regex(p.MARK_RE, fullmatch=True)
 COUNTS = st.integers(0, MAX_COUNT)
+SECONDS = st.floats(0, 1e9)  # retry_after, rate: numbers of 0 or more
 STAMPS = st.datetimes(timezones=st.just(UTC))
 TEXTS = st.text(max_size=40)  # encodable: hypothesis makes no lone surrogates here
 CLEAN = TEXTS.map(p.clean_text)  # what the decoders make of a text from the broker
@@ -116,7 +117,9 @@ SERVER_RECORDS: dict[type, st.SearchStrategy[Any]] = {
     p.Tail: st.builds(p.Tail, ROOMS, COUNTS),
     p.Welcome: st.builds(p.Welcome, NAMES, TEXTS, st.dictionaries(ROOMS, STATES, max_size=3)),
     p.Refused: st.builds(p.Refused, TEXTS, CLEAN),
-    p.Error: st.builds(p.Error, TEXTS, CLEAN, IDS),
+    p.Error: st.builds(
+        p.Error, TEXTS, CLEAN, IDS, st.none() | SECONDS, st.none() | SECONDS, st.none() | COUNTS
+    ),
     p.Entered: st.builds(p.Entered, ROOMS, STATES),
     p.Parted: st.builds(p.Parted, ROOMS),
     p.History: st.builds(p.History, ROOMS, _tuples(st.one_of(*ROOM_EVENTS.values())), COUNTS, IDS),
@@ -283,7 +286,10 @@ def _check_value(value: Any, kind: Any, name: str, server: bool) -> None:
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if isinstance(kind, types.UnionType):
         assert isinstance(value, args), (name, value)
-        check_record(value, server)
+        if value is None:  # an optional field, absent
+            return
+        [present] = [arg for arg in args if isinstance(value, arg)]
+        _check_value(value, present, name, server)
     elif dataclasses.is_dataclass(kind):
         assert isinstance(value, kind), (name, value)
         check_record(value, server)
@@ -300,6 +306,8 @@ def _check_value(value: Any, kind: Any, name: str, server: bool) -> None:
         assert isinstance(value, datetime) and value.utcoffset() == timedelta(0), (name, value)
     elif kind is bool or kind is int:
         assert type(value) is kind and 0 <= value <= MAX_COUNT, (name, value)
+    elif kind is float:
+        assert type(value) is float and 0 <= value < float("inf"), (name, value)
     else:
         assert kind is str and type(value) is str, (name, value)
         _check_text(value, name, server)

@@ -87,6 +87,19 @@ SERVER_CASES = [
         p.Error("bad-text", "too long", "m2"),
         {"type": "error", "code": "bad-text", "text": "too long", "id": "m2"},
     ),
+    (
+        b"to/x/",
+        p.Error("rate-limited", "slow down", "m9", retry_after=0.05, rate=20.0, burst=50),
+        {
+            "type": "error",
+            "code": "rate-limited",
+            "text": "slow down",
+            "id": "m9",
+            "retry_after": 0.05,
+            "rate": 20.0,
+            "burst": 50,
+        },
+    ),
     (b"sys/", p.Heartbeat("e1", TS), {"type": "heartbeat", "epoch": "e1", "ts": TS_WIRE}),
     (
         b"sys/",
@@ -243,6 +256,16 @@ def test_server_decoder_cleans_texts_from_a_hostile_broker() -> None:
     _, chat = p.decode_server(frames)
     assert isinstance(chat, p.Chat)
     assert "\x1b" not in chat.text and "\x07" not in chat.text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"retry_after": "soon"}, {"retry_after": -1}, {"rate": True}, {"burst": 2.5}],
+)
+def test_a_rate_limited_error_with_a_bad_limit_is_refused(fields: dict[str, object]) -> None:
+    frame = _frame(type="error", code="rate-limited", text="slow down", id="m1", **fields)
+    with pytest.raises(ProtocolError):
+        p.decode_server([b"to/x/", frame])
 
 
 def test_server_decoder_checks_frames_and_timestamps() -> None:

@@ -17,7 +17,7 @@ from zchat.broker.store import HistoryStore
 UNLIMITED = RateLimit(rate=0)  # these tests send far more than a person would
 
 TS = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
-ALLOWED = "use only letters, digits, '_', '-' and '.'"
+ALLOWED = "use only ASCII letters, digits, '_', '-' and '.'"
 
 Out = list[tuple[bytes, p.ServerMessage]]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 import zmq
 
 from conftest import RunningBroker
-from support import Proc, expect_message, zchat_command
+from support import Proc, expect_message, frames_until, zchat_command
 from zchat import Client, Message
 from zchat import protocol as p
 from zchat.errors import InvalidInput
@@ -57,16 +59,15 @@ def test_room_gen_never_hears_room_general(
     gen.setsockopt(zmq.LINGER, 0)
     gen.subscribe(p.room_topic("gen"))
     gen.connect(f"tcp://127.0.0.1:{broker.port + 1}")
-    make_client("Alice", rooms=["gen"])  # our SUB's subscription is in place once we see this
-    listener = make_client("Listener", rooms=["gen"])
     speaker = make_client("Speaker", rooms=["general", "gen"])
+    for attempt in range(50):  # until our subscription is in place: nothing says when
+        speaker.send(f"warm-up {attempt}", room="gen")
+        if gen.poll(200):
+            break
     speaker.send("in general")
     speaker.send("in gen", room="gen")
-    expect_message(listener, chat("Speaker", "in gen"))
-    topics = []
-    while gen.poll(300):
-        topics.append(gen.recv_multipart()[0])
-    assert topics and set(topics) == {b"room/gen/"}
+    topics = [frame.split(b"|")[0] for frame in frames_until(gen, b'"text": "in gen"')]
+    assert set(topics) == {b"room/gen/"}
     gen.close()
 
 
@@ -146,10 +147,7 @@ def test_private_messages_reach_the_two_parties_only(
     alice.send("a public line")
     seen = drain(carol, chat("Alice", "a public line"))
     assert not [m for m in seen if "swordfish" in m.text]
-    frames = []
-    while spy.poll(300):
-        frames.append(b"|".join(spy.recv_multipart()))
-    assert any(b"a public line" in f for f in frames)
+    frames = frames_until(spy, b"a public line")  # and what was published before it
     assert not [f for f in frames if b"swordfish" in f or alice.core.secret.encode() in f]
     spy.close()
 
@@ -290,35 +288,68 @@ def test_a_rejoin_after_more_lines_than_one_answer_holds_shows_every_line_once(
         back.stop()
 
 
-def test_a_slow_reader_ends_with_every_line_in_order(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+# The slow reader: a Client in a child process, so that SIGSTOP can stop it reading.
+# Its kernel receive buffer is fixed small (SO_RCVBUF), so what it can hold is bounded.
+SLOW_READER = """
+import sys
+import zmq
+from zchat import Client
+
+slow = Client("Slow", port=int(sys.argv[1]), history=0)
+slow._sub.setsockopt(zmq.RCVBUF, 4096)  # fixed: the kernel does not grow it
+slow.join()
+print("joined", flush=True)
+for msg in slow:
+    if msg.kind == "message":
+        print(msg.text[:9], flush=True)
+        if msg.text == "done":
+            break
+    elif "could not be recovered" in msg.text:
+        print(msg.text, flush=True)
+print(f"gaps {slow.core.gaps}", flush=True)
+slow.close()
+"""
+SLOW_QUEUE = 20  # the broker's send queue for each reader, in messages
+SLOW_LINE = 1000  # bytes of text in each line
+# What can wait for the stopped reader, at most: the broker's queue, then the kernel's
+# buffers on both sides (SO_SNDBUF and SO_RCVBUF of 4 KiB, doubled by Linux) and
+# libzmq's 8 KiB batches. A generous bound: far more must pass it by, so lines are dropped.
+SLOW_HELD_BYTES = SLOW_QUEUE * (SLOW_LINE + 200) + 4 * 64 * 1024
+SLOW_LINES = 3 * SLOW_HELD_BYTES // SLOW_LINE
+
+
+def test_a_slow_reader_ends_with_every_line_in_order(
+    ctx: zmq.Context[zmq.Socket[bytes]], procs: list[Proc]
+) -> None:
     """The broker drops lines for a reader whose queue is full (PUB semantics); the
-    reader, drained later, sees the gaps and fills them from history, in order."""
-    running = RunningBroker(ctx, sndhwm=20, rate=0)
+    reader, running again, sees the gaps and fills them from history, in order."""
+    # the broker's kernel buffer small and fixed; the stopped reader answers no ZMTP
+    # heartbeat: keep it connected meanwhile
+    running = RunningBroker(ctx, sndhwm=SLOW_QUEUE, sndbuf=4096, rate=0, zmtp_heartbeat_timeout=60)
     try:
-        slow = Client("Slow", port=running.port, context=ctx)
-        slow._sub.setsockopt(zmq.RCVHWM, 20)  # small queues, so that lines are dropped
-        slow._sub.setsockopt(zmq.RCVBUF, 4096)
-        slow.join()
+        slow = Proc([sys.executable, "-c", SLOW_READER, str(running.port)])
+        procs.append(slow)
+        slow.expect("^joined$")
         writer = Client("Writer", port=running.port, context=ctx)
         writer.join()
-        # a raw PUSH with the writer's session: blocking sends, so the broker sets the pace
-        push = ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.connect(f"tcp://127.0.0.1:{running.port}")
-        total = 3000
-        for i in range(total):
-            say = p.Say(writer.core.secret, "general", f"line {i:04d} " + "x" * 80, f"w{i}")
-            push.send_multipart(p.encode_client(say))
-        lines = drain(slow, lambda m: m.text.startswith(f"line {total - 1:04d}"), timeout=15)
-        texts = [m.text[:9] for m in lines if m.kind == "message"]
-        assert texts == [f"line {i:04d}" for i in range(total)]
-        seqs = [m.seq for m in lines if m.room == "general" and m.kind != "system"]
-        assert seqs == sorted(set(seqs))
-        assert slow.core.gaps > 0, "no line was dropped: the test did not test gap filling"
-        assert not [m for m in lines if "could not be recovered" in m.text]
-        push.close()
+        slow.signal(signal.SIGSTOP)
+        _, status = os.waitpid(slow.popen.pid, os.WUNTRACED)  # returns once it is stopped
+        assert os.WIFSTOPPED(status)
+        for i in range(SLOW_LINES):
+            writer.send(f"line {i:04d} " + "x" * (SLOW_LINE - 10))
+        # every line echoed to the writer: the broker has published them all, past the
+        # stopped reader's bounded buffers
+        assert writer.flush(timeout=30), "the broker did not confirm every line"
+        slow.signal(signal.SIGCONT)
+        writer.send("done")
+        slow.expect("^gaps ", timeout=30)
+        shown = [line for line in slow.lines["stdout"] if line.startswith("line ")]
+        assert shown == [f"line {i:04d}" for i in range(SLOW_LINES)]
+        gaps = int(slow.lines["stdout"][-1].split()[1])
+        assert gaps > 0, "no line was dropped: the test did not test gap filling"
+        assert not [line for line in slow.lines["stdout"] if "could not be recovered" in line]
+        assert slow.wait() == 0
         writer.close()
-        slow.close()
     finally:
         running.stop()
 

@@ -100,8 +100,8 @@ def test_an_unknown_key_is_refused_at_the_handshake_and_told_so(make_secure: Mak
     mallory = make_secure("Mallory", join=False)
     started = time.monotonic()
     with pytest.raises(JoinRefused) as refused:
-        mallory.join(timeout=5)
-    assert time.monotonic() - started < 2  # told at once, not after the join's timeout
+        mallory.join(timeout=30)
+    assert time.monotonic() - started < 10  # told at once, not after the join's timeout
     assert refused.value.code == "key-refused"
     assert "refused your key" in str(refused.value)
     assert "keys/users" in str(refused.value)
@@ -427,8 +427,8 @@ def test_a_banned_key_cannot_connect_to_read_or_to_join(
     expect_message(bob, note("you were banned by the operator: rude"))
     started = time.monotonic()
     with pytest.raises(JoinRefused) as refused:
-        make_secure("Bob", join=False).join(timeout=5)
-    assert time.monotonic() - started < 2  # told at the handshake
+        make_secure("Bob", join=False).join(timeout=30)
+    assert time.monotonic() - started < 10  # told at the handshake, not after the timeout
     assert refused.value.code == "key-refused"
     assert "refused your key (unknown to it, or banned)" in str(refused.value)
     ears = Listener(port=secure_broker.port, keys=keys_of(keys, "Bob"))
@@ -455,6 +455,23 @@ def test_admins_kick_and_ban_in_chat_others_may_not(make_secure: MakeSecure) -> 
     expect_message(alice, note("Carol is no longer banned"))
 
 
+def test_an_admin_cannot_kick_or_ban_themselves(make_secure: MakeSecure) -> None:
+    alice, bob = make_secure("Alice"), make_secure("Bob")  # Alice is the only admin
+    alice.ban("alice", "oops")
+    refused = expect_message(alice, note("yourself"))
+    assert refused.text == (
+        "error: you cannot ban yourself: you would be locked out (another admin, or "
+        "the operator with `zchat admin`, may)"
+    )
+    alice.kick("ALICE")
+    refused = expect_message(alice, note("yourself"))
+    assert refused.text == "error: you cannot kick yourself: /quit leaves"
+    alice.send("still here")  # neither kicked nor banned
+    expect_message(bob, chat("Alice", "still here"))
+    alice.ban("Bob")  # others still can be
+    expect_message(alice, note("Bob is banned, and was kicked"))
+
+
 def test_kick_in_chat_needs_secure_mode(make_client: Callable[..., Client]) -> None:
     alice, _ = make_client("Alice"), make_client("Bob")
     alice.kick("Bob")
@@ -479,22 +496,21 @@ def test_a_withdrawn_key_ends_the_session_on_reload(
 # --- floods ----------------------------------------------------------------------------
 
 
-@pytest.mark.broker(rate=5, burst=10)
+# one token back every 100 s: however slowly the broker gets through the flood, only the
+# burst passes
+@pytest.mark.broker(rate=0.01, burst=10)
 def test_a_flood_is_cut_to_the_bucket_and_told_once(
     make_client: Callable[..., Client],
 ) -> None:
     alice, bob = make_client("Alice"), make_client("Bob")
-    started = time.monotonic()
     for i in range(100):
         alice.send(f"flood {i}")
-    elapsed = time.monotonic() - started
     alice.flush(timeout=15)  # every line is confirmed or reported
     notes = [m for m in drain(alice) if m.kind == "system"]
     told = [m for m in notes if "slow down" in m.text]
     assert len(told) == 1, notes  # once per burst
-    assert "at most 5 lines a second, 10 at once" in told[0].text
-    delivered = 100 - len(alice.core.undelivered)
-    assert 10 <= delivered <= 10 + 5 * elapsed + 1
+    assert "at most 0.01 lines a second, 10 at once" in told[0].text
+    assert alice.core.undelivered == [f"flood {i}" for i in range(10, 100)]
     bob.send("I can still talk")
     expect_message(alice, chat("Bob", "I can still talk"))
 

@@ -262,6 +262,53 @@ def test_a_name_asked_for_is_asked_again_if_taken(
         child.terminate(force=True)
 
 
+def test_ctrl_c_at_a_username_prompt_asked_again_stops_at_once(
+    broker: Any, make_client: Callable[..., Client]
+) -> None:
+    make_client("Bob")
+    argv = zchat_command("join", "--port", str(broker.port))
+    child = pexpect.spawn(argv[0], argv[1:], env=child_env(TERM="dumb"), timeout=WAIT)
+    try:
+        child.expect_exact("Username: ")
+        child.sendline("Bob")
+        child.expect_exact("zchat: name 'bob' is taken")
+        child.expect_exact("Username: ")
+        child.sendintr()  # Ctrl-C, once
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 1
+    finally:
+        child.terminate(force=True)
+
+
+def test_no_name_is_asked_for_before_the_broker_answers(broker: Any) -> None:
+    port = broker.port
+    broker.stop()  # nothing listens there any more
+    argv = zchat_command("join", "--port", str(port), "--connect-timeout", "1")
+    child = pexpect.spawn(argv[0], argv[1:], env=child_env(TERM="dumb"), timeout=WAIT)
+    try:
+        child.expect_exact(f"connecting to the broker at 127.0.0.1:{port}…".encode())
+        child.expect_exact(f"zchat: no answer from the broker at 127.0.0.1:{port} within 1 s")
+        child.expect(pexpect.EOF)
+        assert b"Username" not in (child.before or b"")
+        child.close()
+        assert child.exitstatus == 1
+    finally:
+        child.terminate(force=True)
+
+
+def test_connecting_is_said_then_the_name_is_asked(broker: Any) -> None:
+    argv = zchat_command("join", "--port", str(broker.port))
+    child = pexpect.spawn(argv[0], argv[1:], env=child_env(TERM="dumb"), timeout=WAIT)
+    try:
+        child.expect_exact(f"connecting to the broker at 127.0.0.1:{broker.port}…".encode())
+        child.expect_exact("Username: ")
+        child.sendline("Carol")
+        child.expect("Carol joined")
+    finally:
+        child.terminate(force=True)
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -23,7 +23,7 @@ _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # The line and paragraph separators are no control characters, but str.splitlines()
 # (and some terminals and editors) break a line at them: a forged line in a log.
 _LINE_SEPARATORS = frozenset("\u2028\u2029")
-_ALLOWED = "use only letters, digits, '_', '-' and '.'"
+_ALLOWED = "use only ASCII letters, digits, '_', '-' and '.'"
 
 
 def check_name(name: str) -> str:

@@ -7,6 +7,7 @@ through resets that). Pings and leaves are never limited.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DEFAULT_RATE = 20.0  # requests a second, sustained
@@ -69,6 +70,13 @@ class Bucket:
             return True
         self.dropped += 1
         return False
+
+    def wait(self, limit: RateLimit) -> float:
+        """Seconds until one token is back (as of the last ``take``), rounded up to the
+        millisecond: when the next request gets through."""
+        if limit.unlimited or self.tokens >= 1.0:
+            return 0.0
+        return math.ceil((1.0 - self.tokens) / limit.rate * 1000) / 1000
 
     def end_burst(self) -> int:
         """A line got through after drops: the burst is over. Returns how many were

@@ -16,6 +16,12 @@ from zchat.broker.state import (
 log = logging.getLogger("zchat.broker")
 
 OPERATOR = "the operator"  # who kicks and bans through `zchat admin`
+# An admin may not end their own session this way (a ban would lock them out for good,
+# with nobody in the chat to lift it); what they are told instead.
+SELF_REFUSALS = {
+    "kick": "/quit leaves",
+    "ban": "you would be locked out (another admin, or the operator with `zchat admin`, may)",
+}
 
 
 class Policing(RulesState):
@@ -56,9 +62,16 @@ class Policing(RulesState):
                 f"slow down: at most {self.limit.describe()}; "
                 "this line and the next ones are dropped until you do"
             )
-            self._to_inbox(
-                session.inbox, p.Error("rate-limited", text, getattr(msg, "id", "")), actions
+            # the numbers too, for programs: when to say it again, and the limit
+            refusal = p.Error(
+                "rate-limited",
+                text,
+                getattr(msg, "id", ""),
+                retry_after=bucket.wait(self.limit),
+                rate=self.limit.rate,
+                burst=self.limit.burst,
             )
+            self._to_inbox(session.inbox, refusal, actions)
         return False
 
     # --- moderation (admins in chat, the operator through `zchat admin`) -----------------
@@ -70,6 +83,8 @@ class Policing(RulesState):
         Raises Answer when it cannot be done."""
         actions = Actions()
         name = fails("invalid-name", p.check_name, name)
+        if op in SELF_REFUSALS and name.lower() == by.lower():  # an admin, in the chat
+            raise Answer("not-yourself", f"you cannot {op} yourself: {SELF_REFUSALS[op]}")
         reason = p.clean_text(reason[: p.MAX_REASON_CHARS])
         session = self.presence.holder(name)
         match op:

@@ -72,6 +72,7 @@ class BrokerConfig:
     zmtp_heartbeat_timeout: float = 5.0  # a peer silent this long is disconnected
     linger: float = 1.0  # seconds to flush the shutdown notice on close
     sndhwm: int = 10_000  # per-subscriber queue on the out-socket
+    sndbuf: int = 0  # the kernel's send buffer per out-connection, bytes; 0: the system's
     db: str = ":memory:"  # the history database; ":memory:" keeps nothing
     retention: int = DEFAULT_RETENTION  # events kept per room
     rate: float = DEFAULT_RATE  # requests a second per session (0: no limit)
@@ -195,6 +196,8 @@ class Broker:
         longest = MAX_SUBSCRIPTION_BYTES if self._auth else MAX_OPEN_SUBSCRIPTION_BYTES
         self._out.setsockopt(zmq.MAXMSGSIZE, longest)
         self._out.setsockopt(zmq.SNDHWM, self.config.sndhwm)
+        if self.config.sndbuf:
+            self._out.setsockopt(zmq.SNDBUF, self.config.sndbuf)
         self._out.setsockopt(zmq.RCVHWM, SUBSCRIPTION_QUEUE)
 
     def _bind(self) -> int:

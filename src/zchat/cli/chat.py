@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from typing import Any
@@ -11,6 +10,7 @@ import click
 
 from zchat.cli.options import (
     Failure,
+    check_host,
     connect_timeout_option,
     host_option,
     load_keys,
@@ -20,11 +20,6 @@ from zchat.cli.options import (
     secure_options,
     time_format_option,
 )
-
-# zchat send, past the broker's flood limit: "not sent: slow down: at most R lines a
-# second, …" says when the next line may go (1/R s), give or take the margin
-RATE_IN_REFUSAL = re.compile(r"^not sent: slow down: at most ([0-9.]+) lines a second")
-PAUSE_MARGIN_SECONDS = 0.02
 
 
 def _ask_name() -> str:
@@ -39,6 +34,18 @@ def _ask_name() -> str:
             click.echo(f"zchat: {exc}", err=True)
 
 
+def _reach(host: str, port: int, timeout: float) -> None:
+    """Wait to hear from the broker, or fail as joining would."""
+    from zchat.client.listen import Listener
+    from zchat.errors import BrokerUnreachable, JoinRefused
+
+    try:
+        with Listener(host, port, connect_timeout=timeout) as ears:
+            ears.wait_heard()
+    except (BrokerUnreachable, JoinRefused) as exc:
+        raise Failure(str(exc)) from None
+
+
 @click.command()
 @click.option("--name", envvar="ZCHAT_NAME", help="Your name in the chat (env ZCHAT_NAME).")
 @host_option("Broker address (env ZCHAT_HOST).")
@@ -47,9 +54,8 @@ def _ask_name() -> str:
 @click.option(
     "--history",
     type=click.IntRange(0, 1000),
-    default=50,
-    show_default=True,
-    help="Lines of each room's history to show on joining.",
+    help="Lines of each room's history to show on joining. "
+    "Default: 50 in a terminal, 0 when stdin is not one (a script).",
 )
 @time_format_option
 @connect_timeout_option("Seconds to wait for the broker before giving up.", 0.1)
@@ -59,7 +65,7 @@ def join(
     host: str,
     port: int,
     rooms: tuple[str, ...],
-    history: int,
+    history: int | None,
     time_format: str,
     connect_timeout: float,
     secure: bool,
@@ -72,14 +78,21 @@ def join(
     is printed as one plain line; the end of input leaves the chat."""
     from zchat.client.terminal import TerminalConfig, run
     from zchat.errors import InvalidInput
-    from zchat.protocol import check_name, check_room
+    from zchat.protocol import DEFAULT_HISTORY, check_name, check_room
 
     interactive = sys.stdin.isatty()
+    check_host(host)
+    if history is None:  # a script wants what is said from now on, not the backlog
+        history = DEFAULT_HISTORY if interactive else 0
     name = name_from_key(name, secure, key)
     asked = name is None
+    if name is None and not interactive:
+        raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
+    if interactive:  # a person waits: say for what
+        click.echo(f"connecting to the broker at {host}:{port}…", err=True)
     if name is None:
-        if not interactive:
-            raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
+        if not secure:  # (in secure mode the name finds the key to connect with)
+            _reach(host, port, connect_timeout)  # before asking a name, not after
         name = _ask_name()
     try:
         name = check_name(name)
@@ -134,6 +147,7 @@ def listen(
         checked = [check_room(room) for room in rooms]
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
+    check_host(host)
     keys = load_keys(secure, server_key, key, None)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shown = 0
@@ -186,6 +200,7 @@ def send(
 
     Joins under --name for the time it takes, so the name must be free. Exit code 0
     when every line was confirmed, 1 otherwise, with the reason on stderr."""
+    from zchat.client.pacing import Pacer
     from zchat.client.sync import Client
     from zchat.errors import InvalidInput, ZchatError
     from zchat.protocol import check_text
@@ -204,15 +219,18 @@ def send(
         except InvalidInput as exc:
             where = f"line {number}: " if text is None else ""
             raise Failure(f"nothing sent: {where}{exc}") from None
+    check_host(host)
     try:
         client = Client(name, host, port, rooms=[room], history=0, keys=keys)
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
     client.core.verb = "send"  # "the broker … is in secure mode: send with --secure …"
+    client.core.says_again = True  # a line refused for flooding is said again
+    pacer = Pacer()
     try:
         client.join(timeout=timeout)
         for number, line in enumerate(lines, 1):
-            problem = _say_paced(client, line, room, timeout)
+            problem = _say_paced(client, pacer, line, room, timeout)
             if problem is not None:
                 where = f"line {number} of {len(lines)}: " if len(lines) > 1 else ""
                 raise Failure(f"{where}{problem} (the lines before it were delivered)")
@@ -222,30 +240,33 @@ def send(
         client.close()
 
 
-def _say_paced(client: Any, line: str, room: str, timeout: float) -> str | None:
+def _say_paced(client: Any, pacer: Any, line: str, room: str, timeout: float) -> str | None:
     """Say ``line`` and wait for its confirmation; None once confirmed, else why not.
-    Past the broker's flood limit the line is refused, once: wait until the limit lets
-    one more through (its rate is in the refusal) and say it again, within ``timeout``.
-    One line in flight at a time, so a refusal concerns that line only."""
+    Past the broker's flood limit the line is refused: wait until the limit lets one more
+    through (the refusal says when; ``pacer`` keeps to the limit from then on) and say it
+    again, within ``timeout``. One line in flight at a time, so a refusal concerns that
+    line only."""
     end = time.monotonic() + timeout
     while True:
-        refused = len(client.core.undelivered)
+        _serve_until(client, pacer.ready_at())
+        refused, flood = len(client.core.undelivered), client.core.flood
+        pacer.spent(time.monotonic())
         client.send(line, room)
         if not client.flush(timeout=max(0.1, end - time.monotonic())):
             return f"not confirmed by the broker within {timeout:g} s (it may have arrived): {line}"
-        if len(client.core.undelivered) == refused:
+        if len(client.core.undelivered) > refused:  # refused, not for flooding
+            notes = [m.text for m in client.core.events if m.kind == "system"]
+            client.core.events.clear()
+            return notes[-1] if notes else "not delivered"
+        if client.core.flood is flood or client.core.flood.line is None:
             return None  # echoed: delivered
-        notes = [m.text for m in client.core.events if m.kind == "system"]
-        client.core.events.clear()
-        why = notes[-1] if notes else "not delivered"
-        rate = RATE_IN_REFUSAL.search(why)
-        if rate is None:
-            return why
-        # one token comes back every 1/rate s; a line said before it would be dropped
-        # without a word (the broker tells a flooding sender once)
-        until = time.monotonic() + 1.0 / float(rate.group(1)) + PAUSE_MARGIN_SECONDS
-        if until > end:
-            return why
-        while (left := until - time.monotonic()) > 0:
-            client.receive(timeout=left)  # keeps the connection served; lines ignored
-        client.core.events.clear()
+        pacer.learn(client.core.flood)
+        if pacer.ready_at() > end:
+            return f"not sent: {client.core.flood.text}"
+
+
+def _serve_until(client: Any, until: float) -> None:
+    """Wait until ``until`` (monotonic), keeping the connection served; lines ignored."""
+    while (left := until - time.monotonic()) > 0:
+        client.receive(timeout=left)
+    client.core.events.clear()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,7 +19,13 @@ from zchat.broker.guard import (
     DEFAULT_SUBSCRIPTION_BURST,
     DEFAULT_SUBSCRIPTION_RATE,
 )
-from zchat.cli.options import LOG_LEVELS, Failure, StartFailure, host_option, port_option
+from zchat.cli.options import (
+    LOG_LEVELS,
+    Failure,
+    StartFailure,
+    host_option,
+    port_option,
+)
 
 
 @click.command()
@@ -232,24 +241,54 @@ def keygen(name: str, directory: str) -> None:
     click.echo(f"wrote {public} (public: give it out) and {secret} (secret: keep it)")
 
 
+ADMIN_PORT_HELP = "The broker's port (env ZCHAT_PORT): it names the admin socket."
+ADMIN_SOCKET_HELP = "The broker's admin socket file, if it was given one."
+
+
+@dataclass(frozen=True)
+class AdminTarget:
+    """Which broker `zchat admin` talks to: its port, or its socket file."""
+
+    port: int
+    admin_socket: str | None
+
+    def path(self) -> Path:
+        from zchat.admin import default_path
+
+        return Path(self.admin_socket) if self.admin_socket else default_path(self.port)
+
+
+def admin_target(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--port and --admin-socket after the subcommand too (`zchat admin who --port 6000`):
+    given there, they win over the ones before it."""
+    f = click.option("--admin-socket", "admin_socket", help=ADMIN_SOCKET_HELP)(f)
+    f = click.option("--port", type=click.IntRange(1, 65534), help=ADMIN_PORT_HELP)(f)
+    return click.pass_context(f)
+
+
 @click.group()
-@port_option("The broker's port (env ZCHAT_PORT): it names the admin socket.", 1)
-@click.option("--admin-socket", help="The broker's admin socket file, if it was given one.")
+@port_option(ADMIN_PORT_HELP, 1)
+@click.option("--admin-socket", help=ADMIN_SOCKET_HELP)
 @click.pass_context
 def admin(ctx: click.Context, port: int, admin_socket: str | None) -> None:
-    """Kick, ban and list users of a broker running on this machine, as its owner."""
-    from pathlib import Path
+    """Kick, ban and list users of a broker running on this machine, as its owner.
 
-    from zchat.admin import default_path
-
-    ctx.obj = Path(admin_socket) if admin_socket else default_path(port)
+    --port and --admin-socket may come before or after the subcommand."""
+    ctx.obj = AdminTarget(port, admin_socket)
 
 
-def _admin(ctx: click.Context, op: str, **args: str) -> dict[str, Any]:
+def _admin(
+    ctx: click.Context, port: int | None, admin_socket: str | None, op: str, **args: str
+) -> dict[str, Any]:
     from zchat.admin import AdminError, request
 
+    before: AdminTarget = ctx.obj
+    target = AdminTarget(
+        before.port if port is None else port,
+        before.admin_socket if admin_socket is None else admin_socket,
+    )
     try:
-        return request(ctx.obj, op, args)
+        return request(target.path(), op, args)
     except AdminError as exc:
         raise Failure(str(exc)) from None
 
@@ -257,34 +296,38 @@ def _admin(ctx: click.Context, op: str, **args: str) -> dict[str, Any]:
 @admin.command("kick")
 @click.argument("name")
 @click.argument("reason", required=False, default="")
-@click.pass_context
-def admin_kick(ctx: click.Context, name: str, reason: str) -> None:
+@admin_target
+def admin_kick(
+    ctx: click.Context, port: int | None, admin_socket: str | None, name: str, reason: str
+) -> None:
     """End NAME's session, telling them REASON. They may join again."""
-    click.echo(_admin(ctx, "kick", name=name, reason=reason)["text"])
+    click.echo(_admin(ctx, port, admin_socket, "kick", name=name, reason=reason)["text"])
 
 
 @admin.command("ban")
 @click.argument("name")
 @click.argument("reason", required=False, default="")
-@click.pass_context
-def admin_ban(ctx: click.Context, name: str, reason: str) -> None:
+@admin_target
+def admin_ban(
+    ctx: click.Context, port: int | None, admin_socket: str | None, name: str, reason: str
+) -> None:
     """Kick NAME and refuse them until unbanned (kept across restarts)."""
-    click.echo(_admin(ctx, "ban", name=name, reason=reason)["text"])
+    click.echo(_admin(ctx, port, admin_socket, "ban", name=name, reason=reason)["text"])
 
 
 @admin.command("unban")
 @click.argument("name")
-@click.pass_context
-def admin_unban(ctx: click.Context, name: str) -> None:
+@admin_target
+def admin_unban(ctx: click.Context, port: int | None, admin_socket: str | None, name: str) -> None:
     """Let NAME join again."""
-    click.echo(_admin(ctx, "unban", name=name)["text"])
+    click.echo(_admin(ctx, port, admin_socket, "unban", name=name)["text"])
 
 
 @admin.command("who")
-@click.pass_context
-def admin_who(ctx: click.Context) -> None:
+@admin_target
+def admin_who(ctx: click.Context, port: int | None, admin_socket: str | None) -> None:
     """Everyone connected: name, rooms, address, time connected."""
-    users = _admin(ctx, "who")["data"]
+    users = _admin(ctx, port, admin_socket, "who")["data"]
     if not users:
         click.echo("nobody is here")
     for user in users:
@@ -296,10 +339,10 @@ def admin_who(ctx: click.Context) -> None:
 
 
 @admin.command("bans")
-@click.pass_context
-def admin_bans(ctx: click.Context) -> None:
+@admin_target
+def admin_bans(ctx: click.Context, port: int | None, admin_socket: str | None) -> None:
     """The banned names, who banned them, when and why."""
-    bans = _admin(ctx, "bans")["data"]
+    bans = _admin(ctx, port, admin_socket, "bans")["data"]
     if not bans:
         click.echo("nobody is banned")
     for ban in bans:
@@ -308,16 +351,16 @@ def admin_bans(ctx: click.Context) -> None:
 
 
 @admin.command("stats")
-@click.pass_context
-def admin_stats(ctx: click.Context) -> None:
+@admin_target
+def admin_stats(ctx: click.Context, port: int | None, admin_socket: str | None) -> None:
     """Sessions, rooms, and frames dropped by kind, as JSON."""
     import json
 
-    click.echo(json.dumps(_admin(ctx, "stats")["data"], sort_keys=True))
+    click.echo(json.dumps(_admin(ctx, port, admin_socket, "stats")["data"], sort_keys=True))
 
 
 @admin.command("reload")
-@click.pass_context
-def admin_reload(ctx: click.Context) -> None:
+@admin_target
+def admin_reload(ctx: click.Context, port: int | None, admin_socket: str | None) -> None:
     """Secure mode: read the keys folder again (new, replaced, withdrawn keys, admins)."""
-    click.echo(_admin(ctx, "reload")["text"])
+    click.echo(_admin(ctx, port, admin_socket, "reload")["text"])

@@ -21,9 +21,24 @@ class Failure(click.ClickException):
 
 
 class StartFailure(Failure):
-    """The broker cannot start as configured: exit code 2."""
+    """Nothing can start as configured (the broker's port is taken, the broker's host name
+    does not resolve): exit code 2."""
 
     exit_code = 2
+
+
+def check_host(host: str) -> None:
+    """Fail at once (StartFailure) if ``host`` does not resolve: libzmq would retry for
+    ever in silence, and the wait would end as "no answer from the broker"."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartFailure(
+            f"the host name {host!r} does not resolve ({why}): check --host or ZCHAT_HOST"
+        ) from None
 
 
 def host_option(help: str) -> Callable[[F], F]:

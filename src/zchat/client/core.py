@@ -16,7 +16,9 @@ Rules it keeps (with state.py, requests.py and arrivals.py):
   (rooms.RoomView).
 * A line is either acknowledged (its own echo, matched by ``id``), refused at once
   (``NotDelivered``), or reported as not delivered after ``ACK_SECONDS``. Never lost
-  without a word.
+  without a word. A request the flood limit refused is noted in ``flood`` (when the
+  broker takes requests again, and its limit); a program that sets ``says_again`` says
+  such lines again itself, and they are not reported.
 * The broker's heartbeat (every second on sys/) is the sign of life. Silence for
   ``AWAY_SECONDS`` is reported once; a heartbeat from a new epoch (the broker
   restarted) or an "unknown-session" answer to a ping makes the client join again
@@ -37,16 +39,22 @@ from zchat.client.state import (
     LEAVE_WAIT_SECONDS,
     PING_SECONDS,
     REFUSED_RETRY_SECONDS,
+    FloodRefusal,
     State,
 )
-from zchat.errors import BrokerUnreachable, JoinRefused
+from zchat.errors import BrokerUnreachable, JoinRefused, ProtocolError
+
+# A broker that says no more than "rate-limited" (older ones): try again after this long.
+FALLBACK_RETRY_SECONDS = 1.0
 
 __all__ = [
     "ACK_SECONDS",
     "AWAY_SECONDS",
     "JOIN_RETRY_SECONDS",
     "LEAVE_WAIT_SECONDS",
+    "REFUSED_RETRY_SECONDS",
     "ClientCore",
+    "FloodRefusal",
     "State",
     "handshake_text",
 ]
@@ -56,6 +64,32 @@ class ClientCore(Requests, Arrivals):
     """The client's rules. Its parts: state.py (what it knows, and the common moves),
     requests.py (what the program asks), arrivals.py (what the broker publishes); here,
     the timers and the handshake."""
+
+    def on_publish(self, frames: list[bytes], now: float) -> None:
+        if len(frames) == 2 and b'"rate-limited"' in frames[1]:  # cheap: rarely decoded
+            self._heed_flood(frames, now)
+        super().on_publish(frames, now)
+
+    def _heed_flood(self, frames: list[bytes], now: float) -> None:
+        """Note a refusal for flooding: when the broker takes requests again, its limit."""
+        try:
+            topic, msg = p.decode_server(frames)
+        except ProtocolError:
+            return
+        if topic != p.inbox_topic(self.inbox) or not isinstance(msg, p.Error):
+            return
+        if msg.code != "rate-limited":
+            return
+        pending = self._pending.get(msg.id) if msg.id else None
+        wait = FALLBACK_RETRY_SECONDS if msg.retry_after is None else msg.retry_after
+        line = pending.text if pending is not None else None
+        self.flood = FloodRefusal(msg.id, now + wait, msg.rate, msg.burst, msg.text, line)
+
+    def _on_error(self, code: str, text: str, id_: str, now: float) -> None:
+        if code == "rate-limited" and self.says_again and id_ and id_ in self._pending:
+            del self._pending[id_]  # the program says it again (self.flood says when)
+            return
+        super()._on_error(code, text, id_, now)
 
     def deadline(self) -> float:
         """The monotonic time by which ``tick`` must next run: always later than the

@@ -4,11 +4,13 @@ It is invisible in /who and cannot ask the broker for anything, so it cannot fil
 gaps: lines dropped on the way (a full queue, a reconnect) are reported by count,
 from the jump in sequence numbers or from the room's tail, never skipped in silence.
 It notices the broker's absence and return from the heartbeat, like a joined client,
-and a refused handshake (secure mode) like one too.
+a room whose numbers start again (the broker came back with another history, or none),
+and a refused handshake (secure mode) like a joined client too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +21,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zchat import protocol as p
-from zchat.client.core import AWAY_SECONDS, handshake_text, unreachable
+from zchat.client.core import AWAY_SECONDS, REFUSED_RETRY_SECONDS, handshake_text, unreachable
 from zchat.client.message import Message, from_room_event
 from zchat.client.transport import (
     DEFAULT_HOST,
@@ -60,13 +62,21 @@ class ListenCore:
         self._last_tick = 0.0
         self._away = False
         self._handshake_told: set[str] = set()
+        self._reconnect_at: float | None = None  # see take_reconnect
 
     def subscriptions(self) -> list[bytes]:
         return [*(p.room_topic(room) for room in self.rooms), p.SYS_TOPIC]
 
+    @property
+    def heard(self) -> bool:
+        """The broker has been heard from (anything it published)."""
+        return self._heard
+
     def deadline(self) -> float:
         """When ``tick`` must next run: always later than the last one."""
         due = self._last_heard + AWAY_SECONDS if not self._away else self._last_tick + 1.0
+        if self._reconnect_at is not None:
+            due = min(due, max(self._reconnect_at, self._last_tick + 0.001))
         if self._timeout is None or self._heard:
             return due
         return min(due, self._started + self._timeout)
@@ -89,12 +99,14 @@ class ListenCore:
             self._note("broker reachable again")
         match msg:
             case p.Chat() | p.Joined() | p.Left() | p.Renamed() | p.TopicChanged():
-                if self._missed(msg.room, msg.seq - 1):
-                    self.events.append(from_room_event(msg))
-                self.shown[msg.room] = max(self.shown.get(msg.room, 0), msg.seq)
+                self._renumbered(msg.room, msg.seq - 1)
+                self._missed(msg.room, msg.seq - 1)
+                self.events.append(from_room_event(msg))
+                self.shown[msg.room] = msg.seq
             case p.Tail(room, seq):
-                if self._missed(room, seq):
-                    self.shown[room] = seq
+                self._renumbered(room, seq)
+                self._missed(room, seq)
+                self.shown[room] = seq
             case p.Heartbeat(epoch):
                 if self._epoch is not None and epoch != self._epoch:
                     self._note("the broker restarted")
@@ -103,30 +115,44 @@ class ListenCore:
                 self._note(f"broker shut down ({text}); waiting for it to come back…")
                 self._away = True
 
-    def _missed(self, room: str, upto: int) -> bool:
-        """Report lines before ``upto`` that never came; False if ``upto`` is old news."""
+    def _renumbered(self, room: str, before: int) -> None:
+        """``before``: the room's last seq before this news (an event's seq - 1, a tail's
+        seq). Lower than what was shown, the numbering has started again: a broker came
+        back with another history, or none (--db :memory:). One connection delivers a
+        room's events in order, so nothing else can go back."""
         last = self.shown.get(room)
-        if last is None:  # the first line heard from this room: nothing to compare with
-            return True
-        if upto < last:
-            return False
-        if upto > last:
+        if last is not None and before < last:
+            self._note(f"the broker's history of #{room} starts again at {before}", room)
+            self.shown[room] = before
+
+    def _missed(self, room: str, upto: int) -> None:
+        """Report the lines up to ``upto`` (included) that never came."""
+        last = self.shown.get(room)
+        if last is not None and upto > last:  # nothing to compare a first line with
             count = upto - last
             were = "were" if count != 1 else "was"
             self._note(f"{count} line{'s' * (count != 1)} of #{room} {were} missed", room)
-        return True
 
     def on_handshake(self, problem: str) -> None:
         """As ClientCore.on_handshake: fatal before the broker was first heard from,
         reported once after."""
-        if not self.secure:
-            problem = "wrong-mode"
+        if not self.secure:  # as ClientCore: refused for now, or the broker wants keys
+            problem = "refused-for-now" if problem == "key-refused" else "wrong-mode"
         text = handshake_text(problem, self.where, self.secure, verb="listen")
-        if not self._heard:
+        if problem == "refused-for-now":  # libzmq does not try again: the Listener will
+            self._reconnect_at = max(self._last_tick, self._started) + REFUSED_RETRY_SECONDS
+        if not self._heard and problem != "refused-for-now":
             self.failure = JoinRefused(problem, text)
         elif problem not in self._handshake_told:
             self._handshake_told.add(problem)
             self._note(f"{text}; still trying")
+
+    def take_reconnect(self, now: float) -> bool:
+        """True once the connection refused for now is due to be made again."""
+        if self._reconnect_at is None or now < self._reconnect_at:
+            return False
+        self._reconnect_at = None
+        return True
 
     def tick(self, now: float) -> None:
         self._last_tick = now
@@ -200,11 +226,22 @@ class Listener:
             if self._monitor in ready:
                 event = recv_monitor_message(self._monitor)
                 self.core.on_handshake(handshake_problem(event["event"], event["value"]))
+            if self.core.take_reconnect(time.monotonic()):
+                with contextlib.suppress(zmq.ZMQError):  # already gone with the refusal
+                    self._sub.disconnect(self.endpoints.sub)
+                self._sub.connect(self.endpoints.sub)
             self.core.tick(time.monotonic())
             if self.core.failure is not None:
                 self.close()
                 raise self.core.failure
         return self.core.events.popleft()
+
+    def wait_heard(self) -> None:
+        """Return once the broker is heard from (its heartbeat comes every second);
+        raises as ``receive`` does. Give the Listener a ``connect_timeout``, or this may
+        wait for ever. What arrives meanwhile is dropped."""
+        while not self.core.heard:
+            self.receive(timeout=1.0)
 
     def __iter__(self) -> Iterator[Message]:
         while not self._sub.closed:

@@ -38,6 +38,19 @@ class State(Enum):
     CLOSED = "closed"
 
 
+@dataclass(frozen=True)
+class FloodRefusal:
+    """The broker's flood limit dropped one of this session's requests ("rate-limited");
+    it drops the ones after it too, until ``retry_at``."""
+
+    id: str  # the refused request's id ("" if it had none)
+    retry_at: float  # monotonic: when the broker takes a request again
+    rate: float | None  # the limit (requests a second, at once), if the broker said:
+    burst: int | None  # an older one does not
+    text: str  # the broker's words
+    line: str | None  # the refused line's text, if it was a line waiting for its echo
+
+
 @dataclass
 class PendingLine:
     """A line said, waiting for its echo."""
@@ -96,6 +109,10 @@ class CoreState:
         self._handshake_told: set[str] = set()
         self.ended: str | None = None  # why the session ended for good (kicked, banned)
         self.verb = "join"  # what the person is doing, as messages name it ("send")
+        self.flood: FloodRefusal | None = None  # the last request refused for flooding
+        # the program says again the lines the flood limit refused (zchat send, a piped
+        # zchat join): they are neither reported nor counted as undelivered
+        self.says_again = False
 
     # --- what the adapters ask -----------------------------------------------------------
 

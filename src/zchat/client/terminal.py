@@ -11,37 +11,47 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from zchat.client.aio import AsyncClient
-from zchat.client.core import ACK_SECONDS
+from zchat.client.core import ACK_SECONDS, FloodRefusal
 from zchat.client.message import Message
+from zchat.client.pacing import Pacer
 from zchat.client.render import render
 from zchat.client.transport import Keys
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
 from zchat.protocol import MAX_HISTORY, check_reason, check_room
 
-HELP = """\
-commands:
-  /join #room         enter a room and make it the current one
-  /part [#room] [why] leave a room (default: the current one)
-  /rooms              list the rooms and how many are in each
-  /who [#room]        who is in a room
-  /msg NAME text      a private line, seen by NAME and you only
-  /me text            an action: "* Alice waves"
-  /nick NAME          change your name, if it is free
-  /topic [text]       show the current room's topic, or set it
-  /history [#room] [N] a room's last N lines (default: this room, 20)
-  /kick NAME [why]    admins (secure mode): end NAME's session
-  /ban NAME [why]     admins (secure mode): kick NAME and keep them out
-  /unban NAME         admins (secure mode): let NAME back in
-  /help               show this list
-  /quit [reason]      leave the chat (Ctrl-D or Ctrl-C also leave)
-  //text              send a line that starts with "/"
-anything else is sent to the current room"""
+COMMANDS = (
+    ("/join #room", "enter a room and make it the current one"),
+    ("/part [#room] [why]", "leave a room (default: the current one)"),
+    ("/rooms", "list the rooms and how many are in each"),
+    ("/who [#room]", "who is in a room"),
+    ("/msg NAME text", "a private line, seen by NAME and you only"),
+    ("/me text", 'an action: "* Alice waves"'),
+    ("/nick NAME", "change your name, if it is free"),
+    ("/topic [text]", "show the current room's topic, or set it"),
+    ("/history [#room] [N]", "a room's last N lines (default: this room, 20)"),
+    ("/kick NAME [why]", "admins (secure mode): end NAME's session"),
+    ("/ban NAME [why]", "admins (secure mode): kick NAME and keep them out"),
+    ("/unban NAME", "admins (secure mode): let NAME back in"),
+    ("/help", "show this list"),
+    ("/quit [reason]", "leave the chat (Ctrl-D or Ctrl-C also leave)"),
+    ("//text", 'send a line that starts with "/"'),
+)
+_WIDTH = max(len(usage) for usage, _ in COMMANDS) + 2  # one column, two spaces after
+USAGE = {usage.split()[0][1:]: usage for usage, _ in COMMANDS}  # "msg": "/msg NAME text"
+HELP = "\n".join(
+    [
+        "commands:",
+        *(f"  {usage:<{_WIDTH}}{what}" for usage, what in COMMANDS),
+        "anything else is sent to the current room",
+    ]
+)
 HISTORY_DEFAULT = 20
 
 
@@ -59,29 +69,31 @@ class TerminalConfig:
 
 
 def run(config: TerminalConfig, interactive: bool) -> int:
-    """Join, chat until the user leaves, return the exit code."""
-    return asyncio.run(_main(config, interactive))
+    """Join, chat until the user leaves, return the exit code. A name asked for and
+    taken is asked for again, outside the event loop: inside it, asyncio's own handler
+    would take the first Ctrl-C at the prompt and leave it waiting for input."""
+    while (code := asyncio.run(_main(config, interactive))) is None:
+        assert config.ask_name is not None
+        config = replace(config, name=config.ask_name())
+    return code
 
 
-async def _main(config: TerminalConfig, interactive: bool) -> int:
-    while True:
-        client = AsyncClient(
-            config.name,
-            config.host,
-            config.port,
-            config.rooms,
-            history=config.history,
-            keys=config.keys,
-        )
-        try:
-            await client.join(timeout=config.connect_timeout)
-            break
-        except (JoinRefused, BrokerUnreachable) as exc:
-            print(f"zchat: {exc}", file=sys.stderr)
-            taken = isinstance(exc, JoinRefused) and exc.code == "name-taken"
-            if not (taken and config.ask_name):
-                return 1
-            config = replace(config, name=config.ask_name())  # a name typed at the prompt
+async def _main(config: TerminalConfig, interactive: bool) -> int | None:
+    """The exit code; None if the name was taken and may be asked for again."""
+    client = AsyncClient(
+        config.name,
+        config.host,
+        config.port,
+        config.rooms,
+        history=config.history,
+        keys=config.keys,
+    )
+    try:
+        await client.join(timeout=config.connect_timeout)
+    except (JoinRefused, BrokerUnreachable) as exc:
+        print(f"zchat: {exc}", file=sys.stderr)
+        taken = isinstance(exc, JoinRefused) and exc.code == "name-taken"
+        return None if taken and config.ask_name else 1
     chat = _Chat(client, config)
     try:
         if interactive:
@@ -90,7 +102,10 @@ async def _main(config: TerminalConfig, interactive: bool) -> int:
             await chat.lines()
     finally:
         await client.close(chat.reason)
-    return 0 if client.core.ended is None else 1  # kicked or banned
+    if client.core.ended is not None:  # kicked or banned
+        return 1
+    # a script is told, by the exit code too, that a line it gave was not delivered
+    return 0 if interactive or not (chat.not_sent or client.core.undelivered) else 1
 
 
 class _Chat:
@@ -104,6 +119,7 @@ class _Chat:
         self.out: Callable[[str], None] = print
         self.retype = ""  # a line that could not be sent, offered again at the prompt
         self.entering: str | None = None  # the room a /join is entering
+        self.not_sent = 0  # lines typed that could not be sent (too long, no broker)
 
     @property
     def room(self) -> str | None:
@@ -203,15 +219,17 @@ class _Chat:
         return True
 
     async def _attempt(self, request: Awaitable[object], text: str = "") -> bool:
-        """Run one request; say so if it could not be sent. True if it went out."""
+        """Run one request; say so if it could not be sent. True if it went out.
+        ``text``: the line typed, for a line (said, /me, /msg); "" for other commands."""
         try:
             await request
-        except InvalidInput as exc:
-            self.note(f"not sent: {exc}")
+        except InvalidInput as exc:  # worded as the broker words its refusals
+            self.note(f"not sent: {exc}" if text else f"error: {exc}")
         except NotDelivered as exc:
             self.note(f"not sent ({exc.reason}): {text}" if text else str(exc))
         else:
             return True
+        self.not_sent += bool(text)
         self.retype = text  # what was typed is not lost: it is back at the prompt
         return False
 
@@ -256,6 +274,8 @@ class _Chat:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         printer = loop.create_task(self._print_events())
+        self.client.core.says_again = True  # what the flood limit refuses, _paced says again
+        pacer = Pacer()
         try:
             while not stop.is_set():
                 getter = loop.create_task(inbox.get())
@@ -267,17 +287,62 @@ class _Chat:
                     getter.cancel()
                     break
                 line = getter.result()
-                if line is None or not await self.handle(line):
+                if line is None or not await self._paced(line, pacer, stop):
                     break
             # what was typed before the end must be confirmed (or reported), and every
             # answer shown, before leaving
             # (a line unanswered for ACK_SECONDS is looked for in history, then reported)
             await self.client.flush(2 * ACK_SECONDS + 1)
-            await self.client.settle()
+            if await _wait_until(pacer.ready_at(), stop):  # settling costs a request too
+                pacer.spent(time.monotonic())
+                await self.client.settle()
         finally:
             await _cancel(printer)
             while self.client.core.events:
                 self.show(self.client.core.events.popleft())
+
+    async def _paced(self, line: str, pacer: Pacer, stop: asyncio.Event) -> bool:
+        """One line of a script, at the broker's pace: a line said waits for its echo
+        before the next goes, so the order holds; one the flood limit refused is said
+        again once the limit lets it through, and from then on every request waits for
+        the limit (``pacer``). False: leave."""
+        core = self.client.core
+        while True:
+            if not await _wait_until(pacer.ready_at(), stop):
+                return False
+            flood = core.flood
+            pacer.spent(time.monotonic())
+            if not await self.handle(line):
+                return False
+            if core.unacknowledged:  # a line said: its echo, or its refusal
+                await self.client.flush(2 * ACK_SECONDS + 1)
+            refusal = core.flood
+            if refusal is None or refusal is flood:
+                return True
+            if flood is None:  # the first time: say why the script slows down
+                self.note(_flood_note(refusal))
+            pacer.learn(refusal)
+            if refusal.line is None:  # a command (reported by the client), not a line
+                return True
+
+
+def _flood_note(refusal: FloodRefusal) -> str:
+    if refusal.rate is None:  # an older broker: only its words
+        return f"{refusal.text}; the lines it refuses are said again when it allows"
+    return (
+        f"the broker's flood limit holds the lines back (at most {refusal.rate:g} a "
+        f"second, {refusal.burst} at once): they go at its pace"
+    )
+
+
+async def _wait_until(when: float, stop: asyncio.Event) -> bool:
+    """Wait until ``when`` (monotonic); False if ``stop`` is set first."""
+    if when <= time.monotonic() or stop.is_set():
+        return not stop.is_set()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, when - time.monotonic())):
+            await stop.wait()
+    return not stop.is_set()
 
 
 async def _ask(session: Any, prompt: Callable[[], str], typed: str = "") -> str | None:
@@ -294,17 +359,6 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-USAGE = {
-    "join": "/join #room",
-    "msg": "/msg NAME text",
-    "me": "/me text",
-    "nick": "/nick NAME",
-    "kick": "/kick NAME [reason]",
-    "ban": "/ban NAME [reason]",
-    "unban": "/unban NAME",
-}
 
 
 def _count(text: str, default: int) -> int | None:

@@ -23,6 +23,7 @@ Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
                    tail              room, seq  (the room's last seq; once a second if busy)
     to/<inbox>/    welcome  name, epoch, rooms: {room: {seq, members, topic}}
                    refused  code, text          error    code, text, id
+                   (rate-limited errors also: retry_after, rate, burst)
                    entered  room, seq, members, topic       parted   room
                    history  room, events: [room event, ...], lost, id
                    private  ts, sender, to, text, id

@@ -105,6 +105,20 @@ class _Fields:
             raise ProtocolError("field", f"field {key!r} is larger than {MAX_COUNT}")
         return value
 
+    def number(self, key: str) -> float | None:
+        """An optional number, 0 or more (an integer or not); None when absent."""
+        value = self.obj.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProtocolError("field", f"field {key!r} is not a number")
+        if not 0 <= value < float("inf"):
+            raise ProtocolError("field", f"field {key!r} is not a number of 0 or more")
+        return float(value)
+
+    def optional_count(self, key: str) -> int | None:
+        return None if self.obj.get(key) is None else self.count(key)
+
     def strings(self, key: str, default: list[str] | None = None) -> tuple[str, ...]:
         value = self.obj.get(key, default)
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
@@ -315,7 +329,8 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
         case "refused":
             return Refused(f.text("code"), f.clean("text"))
         case "error":
-            return Error(f.text("code"), f.clean("text"), f.id())
+            limit = f.number("retry_after"), f.number("rate"), f.optional_count("burst")
+            return Error(f.text("code"), f.clean("text"), f.id(), *limit)
         case "entered":
             return Entered(f.room(), _state(f))
         case "parted":

@@ -122,8 +122,10 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
             body = {"type": "welcome", "name": name, "epoch": epoch, "rooms": states}
         case Refused(code, text):
             body = {"type": "refused", "code": code, "text": text}
-        case Error(code, text, id_):
+        case Error(code, text, id_, retry_after, rate, burst):
             body = {"type": "error", "code": code, "text": text, "id": id_}
+            limit = {"retry_after": retry_after, "rate": rate, "burst": burst}
+            body.update((key, value) for key, value in limit.items() if value is not None)
         case Entered(room, state):
             body = {"type": "entered", "room": room, **_state_body(state)}
         case Parted(room):

@@ -224,6 +224,11 @@ class Error:
     code: str
     text: str
     id: str = ""
+    # "rate-limited" only, and optional on the wire (older brokers send none): seconds
+    # until the session's next request gets through, and the limit itself
+    retry_after: float | None = None
+    rate: float | None = None
+    burst: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
