@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -100,3 +101,23 @@ def broker_proc(procs: list[Proc]) -> tuple[Proc, int]:
     proc, port = start_broker()
     procs.append(proc)
     return proc, port
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port pair (N, N+1) where no broker answers: held by listening sockets of this
+    test that never accept, so no other program can take it meanwhile (as it could a
+    port a stopped broker gave back). Connections are made, and never answered."""
+    for _ in range(20):
+        with socket.socket() as low, socket.socket() as high:
+            low.bind(("127.0.0.1", 0))
+            port = low.getsockname()[1]
+            try:
+                high.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue  # N+1 is taken: try another N
+            low.listen()
+            high.listen()
+            yield port
+            return
+    raise AssertionError("no free port pair")

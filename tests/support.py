@@ -199,3 +199,21 @@ def frames_until(sock: zmq.Socket[bytes], marker: bytes, timeout: float = 5.0) -
             raise AssertionError(f"no {marker!r} within {timeout} s; saw {seen}")
         seen.append(b"|".join(sock.recv_multipart()))
     return seen
+
+
+def listening_ports(pid: int) -> list[int]:
+    """The TCP ports process ``pid`` listens on (Linux: its socket inodes, found in
+    /proc/net/tcp and tcp6 in state 0A, LISTEN), lowest first."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)

@@ -173,9 +173,8 @@ def test_listen_goes_on_when_a_restarted_broker_numbers_from_0(
     ]
 
 
-def test_listen_gives_up_on_a_broker_it_never_hears(broker: RunningBroker) -> None:
-    port = str(broker.port)
-    broker.stop()  # nothing listens there any more
+def test_listen_gives_up_on_a_broker_it_never_hears(silent_port: int) -> None:
+    port = str(silent_port)
     result = run("listen", "--port", port, "--connect-timeout", "1")
     assert result.returncode == 1
     assert result.stderr.endswith(
@@ -219,7 +218,9 @@ def test_send_says_and_waits_for_the_echo(broker: RunningBroker, make_client: Ma
     expect_message(alice, said("deploybot", "two"))
 
 
-def test_send_failures_are_clear(broker: RunningBroker, make_client: MakeClient) -> None:
+def test_send_failures_are_clear(
+    broker: RunningBroker, make_client: MakeClient, silent_port: int
+) -> None:
     make_client("Taken")
     port = str(broker.port)
     result = run("send", "--name", "taken", "--port", port, "hi")
@@ -236,11 +237,10 @@ def test_send_failures_are_clear(broker: RunningBroker, make_client: MakeClient)
         1,
         "zchat: nothing to send: give TEXT or lines on stdin\n",
     )
-    broker.stop()
-    result = run("send", "--name", "bot", "--port", port, "--timeout", "0.5", "hi")
+    result = run("send", "--name", "bot", "--port", str(silent_port), "--timeout", "0.5", "hi")
     assert result.returncode == 1
     assert result.stderr == (
-        f"zchat: no answer from the broker at 127.0.0.1:{port} within 0.5 s: "
+        f"zchat: no answer from the broker at 127.0.0.1:{silent_port} within 0.5 s: "
         "is `zchat broker` running there?\n"
     )
 

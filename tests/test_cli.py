@@ -12,9 +12,18 @@ from pathlib import Path
 
 import click
 import pytest
+import zmq
 
 from conftest import RunningBroker
-from support import Proc, child_env, expect_message, read_only, start_broker, zchat_command
+from support import (
+    Proc,
+    child_env,
+    expect_message,
+    listening_ports,
+    read_only,
+    start_broker,
+    zchat_command,
+)
 from zchat import Client
 from zchat.broker.store import HistoryStore
 from zchat.cli import main
@@ -139,13 +148,12 @@ def test_environment_variables_configure_join(broker: RunningBroker) -> None:
 # 4 s: longer than a JOIN retry (1 s) and the heartbeat's silence (3.5 s), which once
 # left the client spinning on a deadline in the past, never to report anything
 @pytest.mark.parametrize("timeout", ["0.5", "4"])
-def test_broker_not_running_is_reported(broker: RunningBroker, timeout: str) -> None:
-    free_port = broker.port  # stop our broker: nothing listens there any more
-    broker.stop()
-    result = run("join", "--name", "Alice", "--port", str(free_port), "--connect-timeout", timeout)
+def test_broker_not_running_is_reported(silent_port: int, timeout: str) -> None:
+    port = str(silent_port)
+    result = run("join", "--name", "Alice", "--port", port, "--connect-timeout", timeout)
     assert result.returncode == 1
     assert result.stderr == (
-        f"zchat: no answer from the broker at 127.0.0.1:{free_port} within {timeout} s: "
+        f"zchat: no answer from the broker at 127.0.0.1:{port} within {timeout} s: "
         "is `zchat broker` running there?\n"
     )
 
@@ -239,21 +247,24 @@ def test_module_entry_point_and_version() -> None:
     assert re.fullmatch(r"zchat \d+\.\d+\.\d+\n", result.stdout)
 
 
-def test_log_level_warning_keeps_the_broker_quiet(broker: RunningBroker, procs: list[Proc]) -> None:
-    port = broker.port  # a free pair the OS chose; our in-process broker gives it back
-    broker.stop()
-    quiet = Proc(
-        zchat_command("broker", "--port", str(port), "--log-level", "WARNING"),
-        stdin=subprocess.DEVNULL,
-    )
+def test_log_level_warning_keeps_the_broker_quiet(procs: list[Proc], tmp_path: Path) -> None:
+    admin = tmp_path / "admin.sock"
+    argv = ("broker", "--port", "0", "--db", ":memory:", "--log-level", "WARNING")
+    quiet = Proc(zchat_command(*argv, "--admin-socket", str(admin)), stdin=subprocess.DEVNULL)
     procs.append(quiet)
-    alice = Client("Alice", port=port)
-    try:
-        alice.join(timeout=30)  # it says nothing once listening: the join waits for it
+    # it says nothing once listening, but its admin socket answers then (libzmq connects
+    # as soon as the file exists), and its ports are its own: no port freed for it to
+    # take, which another program might take first
+    with zmq.Context() as ctx, ctx.socket(zmq.REQ) as req:
+        req.setsockopt(zmq.LINGER, 0)
+        req.connect(f"ipc://{admin}")
+        req.send(b'{"op": "stats"}')
+        assert req.poll(30_000), "the broker never answered on its admin socket"
+        req.recv()
+    port = listening_ports(quiet.popen.pid)[0]
+    with Client("Alice", port=port) as alice:
         alice.send("hi")
         expect_message(alice, lambda m: m.kind == "message")
-    finally:
-        alice.close()
     quiet.signal(signal.SIGTERM)
     assert quiet.wait() == 0
     quiet.collect()

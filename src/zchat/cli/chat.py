@@ -246,6 +246,9 @@ def _say_paced(client: Any, pacer: Any, line: str, room: str, timeout: float) ->
     through (the refusal says when; ``pacer`` keeps to the limit from then on) and say it
     again, within ``timeout``. One line in flight at a time, so a refusal concerns that
     line only."""
+    if client.core.flood is not None and pacer.ready_at() > time.monotonic() + timeout:
+        return f"not sent: {client.core.flood.text}"  # the limit holds it past the timeout
+    _serve_until(client, pacer.ready_at())  # the limit's pace: not part of the timeout
     end = time.monotonic() + timeout
     while True:
         _serve_until(client, pacer.ready_at())

@@ -72,10 +72,11 @@ def run(config: TerminalConfig, interactive: bool) -> int:
     """Join, chat until the user leaves, return the exit code. A name asked for and
     taken is asked for again, outside the event loop: inside it, asyncio's own handler
     would take the first Ctrl-C at the prompt and leave it waiting for input."""
-    while (code := asyncio.run(_main(config, interactive))) is None:
-        assert config.ask_name is not None
+    while True:
+        code = asyncio.run(_main(config, interactive))
+        if code is not None or config.ask_name is None:
+            return 1 if code is None else code
         config = replace(config, name=config.ask_name())
-    return code
 
 
 async def _main(config: TerminalConfig, interactive: bool) -> int | None:
