@@ -263,12 +263,20 @@ def test_a_name_asked_for_is_asked_again_if_taken(
         child.terminate(force=True)
 
 
+def _own_ctrl_c() -> None:
+    """In the child: Ctrl-C as a person's terminal has it. A test run started in the
+    background of a shell script ignores SIGINT, and a child inherits that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_at_a_username_prompt_asked_again_stops_at_once(
     broker: Any, make_client: Callable[..., Client]
 ) -> None:
     make_client("Bob")
     argv = zchat_command("join", "--port", str(broker.port))
-    child = pexpect.spawn(argv[0], argv[1:], env=child_env(TERM="dumb"), timeout=WAIT)
+    child = pexpect.spawn(
+        argv[0], argv[1:], env=child_env(TERM="dumb"), timeout=WAIT, preexec_fn=_own_ctrl_c
+    )
     try:
         child.expect_exact("Username: ")
         child.sendline("Bob")
