@@ -39,7 +39,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from zchat.broker.limits import Bucket, RateLimit
@@ -245,11 +245,8 @@ class ConnectionGuard:
         if conn.peer is None or _peer_of(fd) != conn.peer:
             self._connections.pop(fd, None)  # another connection now: nothing to cut
             return False
-        with contextlib.suppress(OSError), socket.socket(fileno=fd) as sock:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            finally:
-                sock.detach()  # the descriptor stays libzmq's
+        with contextlib.suppress(OSError), _borrowed(fd) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
         self.cuts[why] += 1
         now = self.clock()
         address = conn.peer[0]
@@ -277,14 +274,22 @@ _REASONS = {
 }
 
 
+@contextlib.contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket]:
+    """A socket object for libzmq's descriptor ``fd``, given back (never closed) after;
+    OSError if ``fd`` is not a socket."""
+    sock = socket.socket(fileno=fd)
+    try:
+        yield sock
+    finally:
+        sock.detach()  # the descriptor stays libzmq's
+
+
 def _peer_of(fd: int) -> tuple[str, int] | None:
     """The TCP peer of ``fd`` (ip, port), or None if it is not a connected TCP socket."""
     try:
-        with socket.socket(fileno=fd) as sock:
-            try:
-                peer = sock.getpeername()
-            finally:
-                sock.detach()
+        with _borrowed(fd) as sock:
+            peer = sock.getpeername()
     except OSError:
         return None
     return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
@@ -296,11 +301,8 @@ def _bytes_acked(fd: int) -> int | None:
     if tcp_info is None:
         return None
     try:
-        with socket.socket(fileno=fd) as sock:
-            try:
-                info = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, _TCP_INFO_BYTES)
-            finally:
-                sock.detach()
+        with _borrowed(fd) as sock:
+            info = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, _TCP_INFO_BYTES)
     except OSError:
         return None
     if len(info) < _BYTES_ACKED_AT + _BYTES_ACKED.size:
