@@ -145,7 +145,15 @@ def test_clients_survive_a_broker_restart(
     again, _ = start_broker(port=port, db=db)
     procs.append(again)
     expect_message(alice, is_system("joined again as Alice"), timeout=10)
-    bob.expect(r"\*\*\* joined again as Bob", timeout=10)
+    bob.expect(r"\*\*\* joined again as Bob \(nothing missed\)$", timeout=10)
+    shown = bob.lines["stdout"]
+    notices = [line.split("*** ")[1] for line in shown if "*** " in line]
+    gone = next(i for i, text in enumerate(notices) if text.startswith("broker shut down"))
+    assert notices[gone:] == [  # one line when the broker goes, one when it is back
+        "broker shut down (stopped by its operator); waiting for it to come back…",
+        "not sent (the broker is unreachable, reconnecting…): while away",
+        "joined again as Bob (nothing missed)",
+    ]
     bob.send_line("still here")
     expect_message(alice, is_chat("Bob", "still here"))
     alice.send("me too")

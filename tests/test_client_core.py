@@ -272,7 +272,7 @@ def test_a_new_epoch_means_join_again_with_the_same_name(core: ClientCore) -> No
     assert join == p.Join("Alice", core.secret, core.inbox, ("general", "dev"), 50, since, "j1")
     assert core.take_subscriptions() == [(True, p.marker_topic(core.inbox, "j1"))]
     core.on_publish(welcome(core, "e2"), 1.6)
-    assert texts(core)[-1] == "joined again as Alice"
+    assert texts(core)[-1] == "joined again as Alice (nothing missed)"
     assert core.joined and core.epoch == "e2"
 
 
@@ -369,3 +369,115 @@ def test_a_program_that_says_again_is_not_told_the_line_was_lost(
     core.on_publish(limited(core, id_, retry_after=0.25, rate=20.0, burst=50), 2.0)
     assert core.flood is not None and core.flood.line == "hello"
     assert (core.unacknowledged, core.undelivered, texts(core)) == (0, [], [])
+
+
+def to_me(core: ClientCore, msg: p.ServerMessage) -> list[bytes]:
+    return p.encode_server(p.inbox_topic(core.inbox), msg)
+
+
+def lines(room: str, seqs: range) -> tuple[p.Chat, ...]:
+    return tuple(p.Chat(room, seq, TS, "Bob", f"{room} {seq}") for seq in seqs)
+
+
+def test_a_broker_restart_is_one_line_when_it_goes_and_one_when_it_is_back(
+    core: ClientCore,
+) -> None:
+    core.on_publish(p.encode_server(b"room/general/", lines("general", range(1, 3))[0]), 0.5)
+    core.events.clear()
+    core.on_publish(p.encode_server(p.SYS_TOPIC, p.Shutdown("e1", TS, "stopped")), 1.0)
+    for moment in (1.0 + AWAY_SECONDS, 2.0 + AWAY_SECONDS):
+        core.tick(moment)  # nothing comes while the broker is down: said already
+    core.on_publish(beat("e2"), 9.0)
+    core.tick(9.0 + JOIN_RETRY_SECONDS)  # the first rejoin is not answered: no word
+    refusal = p.Refused("name-taken", "name 'alice' is taken")
+    core.on_publish(to_me(core, refusal), 9.5)  # the old session still holds the name
+    core.on_publish(to_me(core, refusal), 12.5)
+    states = {"general": p.RoomState(4, ("Alice", "Bob")), "dev": p.RoomState(2, ("Alice",))}
+    core.on_publish(to_me(core, p.Welcome("Alice", "e2", states)), 13.0)
+    core.on_publish(to_me(core, p.History("general", lines("general", range(2, 5)), 0)), 13.1)
+    core.on_publish(to_me(core, p.History("dev", lines("dev", range(1, 3)), 0)), 13.1)
+    assert [m.text for m in core.events] == [
+        "broker shut down (stopped); waiting for it to come back…",
+        "cannot join again yet: name 'alice' is taken; retrying",
+        "joined again as Alice (5 lines missed meanwhile follow)",
+        *(f"general {seq}" for seq in range(2, 5)),
+        *(f"dev {seq}" for seq in range(1, 3)),
+    ]
+
+
+def test_a_killed_broker_is_one_line_when_it_goes_and_one_when_it_is_back(
+    core: ClientCore,
+) -> None:
+    core.tick(0.2 + AWAY_SECONDS)
+    core.on_publish(beat("e2"), 6.0)
+    core.on_publish(welcome(core, "e2"), 6.1)
+    assert texts(core) == [
+        "broker unreachable, reconnecting…",
+        "joined again as Alice (nothing missed)",
+    ]
+
+
+def enter(core: ClientCore, room: str, seq: int, now: float) -> None:
+    core.enter(room)
+    core.take_outbox()
+    core.take_subscriptions()
+    core.on_publish(to_me(core, p.Entered(room, p.RoomState(seq, ("Alice", "Bob"), "t"))), now)
+
+
+def test_re_entering_a_room_shows_only_the_history_not_seen_there_then_marks_its_end(
+    core: ClientCore,
+) -> None:
+    enter(core, "lab", 3, 1.0)
+    assert [m.text for m in core.events] == []  # who is there is said after the history
+    core.on_publish(to_me(core, p.History("lab", lines("lab", range(1, 4)), 0)), 1.1)
+    joined = p.Joined("lab", 4, TS, "Alice")
+    core.on_publish(p.encode_server(b"room/lab/", joined), 1.2)
+    assert [(m.text, m.replayed) for m in core.events] == [
+        ("lab 1", True),
+        ("lab 2", True),
+        ("lab 3", True),
+        ("— end of the history of #lab —", False),
+        ("in #lab: Bob", False),
+        ("topic of #lab: t", False),
+        ("", False),  # Alice joined
+    ]
+    core.events.clear()
+    core.part("lab")
+    core.on_publish(to_me(core, p.Parted("lab")), 2.0)
+    core.events.clear()
+    enter(core, "lab", 7, 3.0)  # meanwhile: Alice left (5), Bob said 6 and 7
+    history = (*lines("lab", range(2, 4)), joined, p.Left("lab", 5, TS, "Alice", ""))
+    history += lines("lab", range(6, 8))
+    core.on_publish(to_me(core, p.History("lab", history, 0)), 3.1)
+    assert [m.text for m in core.events] == [
+        "",  # Alice left: after the broker's Parted, so not seen then
+        "lab 6",
+        "lab 7",
+        "— end of the history of #lab —",
+        "in #lab: Bob",
+        "topic of #lab: t",
+    ]
+
+
+def test_a_room_without_history_is_described_at_once(core: ClientCore) -> None:
+    enter(core, "new", 0, 1.0)
+    assert texts(core) == ["in #new: Bob", "topic of #new: t"]
+
+
+def test_a_join_answered_twice_shows_its_history_once() -> None:
+    client = ClientCore("Alice", ["general"], clock=lambda: TS)
+    client.start(0.0, timeout=5.0)
+    assert [type(m) for m in sent(client)] == [p.Join]
+    client.tick(JOIN_RETRY_SECONDS)  # the WELCOME is late: the JOIN goes again
+    assert [type(m) for m in sent(client)] == [p.Join]
+    states = {"general": p.RoomState(2, ("Alice",))}
+    for now in (1.1, 1.2):  # the broker had forgotten the first: it answers both
+        client.on_publish(to_me(client, p.Welcome("Alice", "e1", states)), now)
+        history = p.History("general", lines("general", range(1, 3)), 0)
+        client.on_publish(to_me(client, history), now)
+    assert [m.text for m in client.events] == [
+        "general 1",
+        "general 2",
+        "— end of the history of #general —",
+        "in #general: nobody else yet",
+    ]

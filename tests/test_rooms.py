@@ -76,10 +76,13 @@ def test_entering_and_parting_rooms(make_client: MakeClient) -> None:
     alice.send("before Bob came", room="ops")
     bob = make_client("Bob")
     bob.enter("#Ops")
-    entered = expect_message(bob, system("in #ops: Alice"))
-    assert entered.room == "ops"
     old = expect_message(bob, chat("Alice", "before Bob came"))
     assert old.replayed
+    # then where the history ends, and who is there (after the older lines: times
+    # shown never go back)
+    expect_message(bob, system("— end of the history of #ops —"))
+    entered = expect_message(bob, system("in #ops: Alice"))
+    assert entered.room == "ops"
     expect_message(bob, lambda m: m.kind == "join" and m.sender == "Bob" and m.room == "ops")
     expect_message(alice, lambda m: m.kind == "join" and m.sender == "Bob" and m.room == "ops")
     assert bob.rooms == ("general", "ops")

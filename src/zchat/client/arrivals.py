@@ -30,8 +30,9 @@ class Arrivals(CoreState):
             return  # a broker speaking another version, or noise: nothing to show
         self._last_heard = now
         if self._away and not isinstance(msg, p.Shutdown):
-            self._away = False
-            self._note("broker reachable again")
+            # back: which broker (the same, or one that restarted) the next heartbeat
+            # tells; room events of a restarted broker may come before it
+            self._away, self._back_unsaid = False, True
         match msg:
             case p.Chat() | p.Joined() | p.Left() | p.Renamed() | p.TopicChanged():
                 self._on_live(msg, now)
@@ -58,8 +59,12 @@ class Arrivals(CoreState):
             case p.Heartbeat(epoch):
                 if self.state is State.JOINED and epoch != self.epoch:
                     self._rejoin(now, "the broker restarted, joining again…")
+                elif self._back_unsaid and self.state is State.JOINED:
+                    self._note("broker reachable again")
+                    self._gone_told = False
+                self._back_unsaid = False  # or the WELCOME of the rejoin says it
             case p.Shutdown(_, _, text):
-                self._away = True
+                self._away = self._gone_told = True
                 self._note(f"broker shut down ({text}); waiting for it to come back…")
             case _:
                 self._on_reply(msg)
@@ -73,6 +78,8 @@ class Arrivals(CoreState):
         if isinstance(event, p.Left) and event.sender == self.name and self.leaving:
             self.state = State.CLOSED
         shown, before = view.live(event)
+        if shown:
+            self._introduce(event.room)  # its history never came (none kept): say it now
         self._show(shown)
         if before is not None:
             self.gaps += 1
@@ -91,8 +98,11 @@ class Arrivals(CoreState):
 
     def _show(self, events: Iterable[p.RoomEvent], replayed: bool = False) -> None:
         for event in events:
-            if isinstance(event, p.TopicChanged) and event.room in self.views:
-                self.views[event.room].topic = event.text
+            view = self.views.get(event.room)
+            if view is not None:
+                view.seen = max(view.seen, event.seq)
+            if isinstance(event, p.TopicChanged) and view is not None:
+                view.topic = event.text
             if isinstance(event, p.Chat) and event.sender == self.name and not replayed:
                 self._pending.pop(event.id, None)  # an echo that came through history
             self.events.append(from_room_event(event, replayed))
@@ -115,12 +125,18 @@ class Arrivals(CoreState):
             if view.fill is None and (before := view.gap()) is not None:
                 self._ask_fill(history.room, view, before, now)
         elif view is not None and not history.id:  # sent on a first join or an enter
-            self._show(history.events, replayed=True)  # older lines, for context
             lost, room = history.lost, history.room
-            if lost:
+            if lost and not view.seen:
                 self._note(
                     f"{lost} earlier line{'s' * (lost != 1)} of #{room} are no longer kept", room
                 )
+            # older lines, for context: those not shown here before (in this room before
+            # it was left, or with the answer to a JOIN sent twice), then where they end
+            fresh = [event for event in history.events if event.seq > view.seen]
+            self._show(fresh, replayed=True)
+            if fresh:
+                self._note(f"— end of the history of #{room} —", room)
+            self._introduce(room)
 
     def _show_filled(
         self, room: str, view: RoomView, events: tuple[p.RoomEvent, ...], lost: int, now: float
@@ -143,25 +159,39 @@ class Arrivals(CoreState):
         self._last_ping = now
         self._subscriptions.extend((False, marker) for marker in self._join_markers)
         self._join_markers.clear()
+        missed = 0
         for room, state in welcome.rooms.items():
             view = self.views.get(room)
             if view is None:
                 self.views[room] = RoomView(state.seq, state.topic)
+                self._describe(room, state)
             elif state.seq < view.shown:
                 self._note(f"the broker's history of #{room} starts again at {state.seq}", room)
                 self.views[room] = RoomView(state.seq, state.topic, rejoined=True)
             else:  # a rejoin: what was missed comes next, from after the last line shown
+                missed += state.seq - view.shown
                 self.views[room] = RoomView(view.shown, state.topic, True, known=state.seq)
-            self._describe(room, state)
-        if self._joined_once:
-            self._note(f"joined again as {self.name}")
+        if self._joined_once:  # the broker is back: one line, what was missed follows it
+            count = f"{missed} line{'s' * (missed != 1)} missed meanwhile follow"
+            self._note(f"joined again as {self.name} ({count if missed else 'nothing missed'})")
         self._joined_once = True
+        self._gone_told = self._retry_told = self._back_unsaid = False
 
     def _describe(self, room: str, state: p.RoomState) -> None:
+        """Who is in a room just joined, and its topic: said after its history (which
+        comes next if the room has lines and any were asked for), so that the times
+        shown never go back."""
         others = [m for m in state.members if m != self.name]
-        self._note(f"in #{room}: {', '.join(others) if others else 'nobody else yet'}", room)
+        notes = [f"in #{room}: {', '.join(others) if others else 'nobody else yet'}"]
         if state.topic:
-            self._note(f"topic of #{room}: {state.topic}", room)
+            notes.append(f"topic of #{room}: {state.topic}")
+        self._intros[room] = notes
+        if not state.seq or not self.history:
+            self._introduce(room)
+
+    def _introduce(self, room: str) -> None:
+        for text in self._intros.pop(room, ()):
+            self._note(text, room)
 
     def _on_reply(self, msg: p.ServerMessage) -> None:
         match msg:
@@ -170,12 +200,17 @@ class Arrivals(CoreState):
                     self._subscriptions.append((False, self._enter_markers.pop(room)))
                 if room not in self.rooms:
                     self.rooms.append(room)
-                self.views[room] = RoomView(state.seq, state.topic)
+                seen = self._seen.pop(room, 0)  # shown before leaving the room: not again
+                seen = seen if seen <= state.seq else 0  # unless its numbers started again
+                self.views[room] = RoomView(state.seq, state.topic, seen=seen)
                 self._describe(room, state)
             case p.Parted(room):
                 if room in self.rooms:
                     self.rooms.remove(room)
-                    self.views.pop(room, None)
+                    view = self.views.pop(room, None)
+                    if view is not None:
+                        self._seen[room] = max(view.seen, view.shown)
+                    self._intros.pop(room, None)
                     self._subscriptions.append((False, p.room_topic(room)))
                     self._note(f"you left #{room}")
             case p.Members(room, _, topic, id_) if id_ in self._topic_queries:
@@ -206,7 +241,9 @@ class Arrivals(CoreState):
             return
         if self._joined_once:
             # our old session may still hold the name for a moment: keep trying
-            self._note(f"cannot join again yet: {text}; retrying")
+            if not self._retry_told:
+                self._note(f"cannot join again yet: {text}; retrying")
+                self._retry_told = True
             self._join_sent = now + REJOIN_RETRY_SECONDS - JOIN_RETRY_SECONDS
             return
         self.state = State.CLOSED

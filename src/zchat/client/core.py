@@ -164,7 +164,7 @@ class ClientCore(Requests, Arrivals):
             if not self._outbox:
                 self._outbox.append(p.encode_client(p.Ping(self.secret, self.inbox)))
         if now >= self._last_heard + AWAY_SECONDS and not self._away and self._joined_once:
-            self._away = True
+            self._away = self._gone_told = True
             self._note("broker unreachable, reconnecting…")
         for id_, pending in list(self._pending.items()):
             if now < pending.sent_at + ACK_SECONDS:

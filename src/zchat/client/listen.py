@@ -61,6 +61,7 @@ class ListenCore:
         self._heard = False
         self._last_tick = 0.0
         self._away = False
+        self._back_unsaid = False  # heard from again after a silence, not said yet
         self._handshake_told: set[str] = set()
         self._reconnect_at: float | None = None  # see take_reconnect
 
@@ -94,9 +95,10 @@ class ListenCore:
             return
         self._last_heard = now
         self._heard = True
-        if self._away:
-            self._away = False
-            self._note("broker reachable again")
+        if self._away and not isinstance(msg, p.Shutdown):
+            # one line when the broker goes, one when it is back: which broker (the same,
+            # or one that restarted) the next heartbeat tells
+            self._away, self._back_unsaid = False, True
         match msg:
             case p.Chat() | p.Joined() | p.Left() | p.Renamed() | p.TopicChanged():
                 self._renumbered(msg.room, msg.seq - 1)
@@ -108,10 +110,19 @@ class ListenCore:
                 self._missed(room, seq)
                 self.shown[room] = seq
             case p.Heartbeat(epoch):
-                if self._epoch is not None and epoch != self._epoch:
+                restarted = self._epoch not in (None, epoch)
+                if self._back_unsaid:
+                    self._note(
+                        "the broker is back: it restarted"
+                        if restarted
+                        else "broker reachable again"
+                    )
+                elif restarted:
                     self._note("the broker restarted")
+                self._back_unsaid = False
                 self._epoch = epoch
-            case p.Shutdown(_, _, text):
+            case p.Shutdown(epoch, _, text):
+                self._epoch = epoch  # the one that goes, should no heartbeat have come yet
                 self._note(f"broker shut down ({text}); waiting for it to come back…")
                 self._away = True
 

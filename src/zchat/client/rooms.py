@@ -39,6 +39,7 @@ class RoomView:
     fill: Fill | None = None  # the gap request waiting for its answer
     known: int = 0  # the highest sequence number the broker said it has (a Tail's)
     held: dict[int, p.RoomEvent] = field(default_factory=dict)  # live events held meanwhile
+    seen: int = 0  # the highest sequence number this client has shown, history included
 
     def live(self, event: p.RoomEvent) -> tuple[list[p.RoomEvent], int | None]:
         """What to show now, and where the range to ask for ends if a gap opened (it

@@ -97,6 +97,13 @@ class CoreState:
         self._join_markers: list[bytes] = []  # to unsubscribe once welcomed
         self._enter_markers: dict[str, bytes] = {}  # room -> marker, until entered
         self._joined_once = False
+        # a line saying the broker is gone (shut down, unreachable, restarted) was shown:
+        # the next is the one saying it is back, with the WELCOME of the rejoin
+        self._gone_told = False
+        self._retry_told = False  # "cannot join again yet" was said, for this rejoin
+        self._back_unsaid = False  # heard from again after a silence, not said yet
+        self._seen: dict[str, int] = {}  # rooms left: the last seq shown there (re-entering)
+        self._intros: dict[str, list[str]] = {}  # notes on a room, said after its history
         self._join_sent = 0.0
         self._join_deadline = 0.0
         self._last_tick = 0.0
@@ -171,7 +178,9 @@ class CoreState:
         self._outbox.append(p.encode_client(join))
 
     def _rejoin(self, now: float, why: str) -> None:
-        self._note(why)
+        if not self._gone_told:  # one line when the broker goes, one when it is back
+            self._note(why)
+            self._gone_told = True
         self.state = State.JOINING
         for view in self.views.values():  # the rejoin brings everything after `shown`
             view.fill = None
