@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -13,8 +14,9 @@ import zmq
 
 from conftest import RunningBroker
 from support import Proc, expect_message, frames_until, zchat_command
-from zchat import Client, Message
+from zchat import Client, Members, Message, RoomInfo
 from zchat import protocol as p
+from zchat.aio import AsyncClient
 from zchat.errors import InvalidInput
 
 MakeClient = Callable[..., Client]
@@ -103,15 +105,29 @@ def test_entering_and_parting_rooms(make_client: MakeClient) -> None:
 def test_rooms_and_who_are_exact(make_client: MakeClient) -> None:
     alice = make_client("Alice", rooms=["general", "dev"])
     bob = make_client("Bob", rooms=["dev"])
-    alice.list_rooms()
-    expect_message(alice, system("#dev (2)"))
-    expect_message(alice, system("#general (1)"))
-    alice.who("dev")
-    assert expect_message(alice, system("in #dev:")).text == "in #dev: Alice, Bob"
+    bob.set_topic("builds", "dev")
+    expect_message(alice, lambda m: m.kind == "topic" and m.text == "builds")
+    # for a program, the answers as records; for a person, as lines carrying them
+    assert alice.list_rooms() == (RoomInfo("dev", 2, "builds"), RoomInfo("general", 1))
+    assert expect_message(alice, system("#dev (2)")).data == RoomInfo("dev", 2, "builds")
+    assert expect_message(alice, system("#general (1)")).data == RoomInfo("general", 1)
+    assert alice.who("dev") == Members("dev", ("Alice", "Bob"), "builds")
+    said = expect_message(alice, system("in #dev:"))
+    assert said.text == "in #dev: Alice, Bob (topic: builds)"
+    assert said.data == Members("dev", ("Alice", "Bob"), "builds")
     bob.close()
     expect_message(alice, lambda m: m.kind == "leave" and m.sender == "Bob")
-    alice.who("#dev")
-    assert expect_message(alice, system("in #dev:")).text == "in #dev: Alice"
+    assert alice.who("#dev") == Members("dev", ("Alice",), "builds")
+    assert expect_message(alice, system("in #dev:")).text == "in #dev: Alice (topic: builds)"
+    assert alice.who("nowhere") == Members("nowhere", ())  # any room may be asked about
+
+
+def test_who_and_list_rooms_answer_an_asyncio_program(broker: RunningBroker) -> None:
+    async def bot() -> tuple[Members | None, tuple[RoomInfo, ...] | None]:
+        async with AsyncClient("abot", port=broker.port) as chat:
+            return await chat.who(), await chat.list_rooms()
+
+    assert asyncio.run(bot()) == (Members("general", ("abot",)), (RoomInfo("general", 1),))
 
 
 def test_who_is_exact_after_a_crash(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Client", "Message", "__version__"]
+__all__ = ["Client", "Members", "Message", "RoomInfo", "__version__"]
 
 if TYPE_CHECKING:
-    from zchat.client.message import Message
+    from zchat.client.message import Members, Message, RoomInfo
     from zchat.client.sync import Client
 
 
@@ -18,8 +18,8 @@ def __getattr__(name: str) -> Any:
         from zchat.client.sync import Client
 
         return Client
-    if name == "Message":
-        from zchat.client.message import Message
+    if name in ("Message", "Members", "RoomInfo"):
+        from zchat.client import message
 
-        return Message
+        return getattr(message, name)
     raise AttributeError(f"module 'zchat' has no attribute {name!r}")

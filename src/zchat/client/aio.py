@@ -18,7 +18,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
-from zchat.client.message import Message
+from zchat.client.message import Answer, Members, Message, RoomInfo
 from zchat.client.transport import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -156,14 +156,29 @@ class AsyncClient:
     async def set_topic(self, text: str, room: str | None = None) -> None:
         await self._submit(self.core.set_topic(room, text))
 
-    async def who(self, room: str | None = None) -> None:
-        await self._submit(self.core.who(room))
+    async def who(self, room: str | None = None, timeout: float = 5.0) -> Members | None:
+        """Who is in a room, and its topic (see Client.who)."""
+        id_, frames = self.core.who(room)
+        answer = await self._ask(id_, frames, timeout)
+        return answer if isinstance(answer, Members) else None
 
     async def query_topic(self, room: str | None = None) -> None:
         await self._submit(self.core.query_topic(room))
 
-    async def list_rooms(self) -> None:
-        await self._submit(self.core.list_rooms())
+    async def list_rooms(self, timeout: float = 5.0) -> tuple[RoomInfo, ...] | None:
+        """The rooms that have members (see Client.list_rooms)."""
+        id_, frames = self.core.list_rooms()
+        answer = await self._ask(id_, frames, timeout)
+        return answer if isinstance(answer, tuple) else None
+
+    async def _ask(self, id_: str, frames: list[bytes], timeout: float) -> Answer | None:
+        try:
+            await self._submit(frames)
+        except NotDelivered:
+            self.core.take_answer(id_)
+            raise
+        await self._wait(lambda: self.core.answered_with(id_), timeout)
+        return self.core.take_answer(id_)
 
     async def history(self, count: int = 20, room: str | None = None) -> None:
         await self._submit(self.core.lookup(room, count))

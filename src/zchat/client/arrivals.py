@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from zchat import protocol as p
-from zchat.client.message import from_private, from_room_event
+from zchat.client.message import Members, from_private, from_room_event
 from zchat.client.rooms import Fill, RoomView
 from zchat.client.state import (
     ENTER_ERRORS,
@@ -216,17 +216,23 @@ class Arrivals(CoreState):
             case p.Members(room, _, topic, id_) if id_ in self._topic_queries:
                 self._topic_queries.discard(id_)
                 self._note(f"topic of #{room}: {topic}" if topic else f"#{room} has no topic", room)
-            case p.Members(room, members, topic, _):
+            case p.Members(room, members, topic, id_):
                 here = ", ".join(members) if members else "nobody"
-                self._note(f"in #{room}: {here}" + (f" (topic: {topic})" if topic else ""), room)
+                answer = Members(room, members, topic)
+                if id_ in self._asked:
+                    self._asked[id_] = answer
+                text = f"in #{room}: {here}" + (f" (topic: {topic})" if topic else "")
+                self._note(text, room, answer)
             case p.RoomList(_, id_) if id_ in self._barriers:
                 self._barriers.discard(id_)
-            case p.RoomList(rooms, _):
+            case p.RoomList(rooms, id_):
+                if id_ in self._asked:
+                    self._asked[id_] = rooms
                 if not rooms:
                     self._note("no rooms")
                 for info in rooms:
                     topic = f": {info.topic}" if info.topic else ""
-                    self._note(f"#{info.room} ({info.members}){topic}")
+                    self._note(f"#{info.room} ({info.members}){topic}", data=info)
             case p.NickChanged(name):
                 self.name = name
                 self._note(f"you are now known as {name}")

@@ -14,6 +14,20 @@ Kind: TypeAlias = Literal[
 
 
 @dataclass(frozen=True, slots=True)
+class Members:
+    """Who is in a room, and its topic: the answer to ``who()``."""
+
+    room: str
+    names: tuple[str, ...]
+    topic: str = ""
+
+
+RoomInfo = p.RoomInfo  # one room of the answer to ``list_rooms()``: room, members, topic
+Answer: TypeAlias = Members | tuple[RoomInfo, ...]  # to who(), to list_rooms()
+Data: TypeAlias = Members | RoomInfo  # what a system notice may carry
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One event in the chat.
 
@@ -24,7 +38,9 @@ class Message:
     this client for its own system notices); ``seq`` is the room's sequence number
     (None outside rooms); ``to`` is the recipient of a private message; ``replayed``
     is True for older lines shown again (the history sent on joining a room, /history),
-    so that a bot does not answer yesterday's commands.
+    so that a bot does not answer yesterday's commands. ``data`` holds the answer
+    behind a system notice as a record, for programs: ``Members`` for ``in #room: …``
+    (the answer to who), ``RoomInfo`` for each room that ``list_rooms`` lists.
     """
 
     kind: Kind
@@ -36,10 +52,13 @@ class Message:
     id: str = ""
     to: str | None = None
     replayed: bool = False
+    data: Data | None = None
 
     @classmethod
-    def system(cls, text: str, ts: datetime, room: str | None = None) -> Message:
-        return cls("system", room, None, text, ts)
+    def system(
+        cls, text: str, ts: datetime, room: str | None = None, data: Data | None = None
+    ) -> Message:
+        return cls("system", room, None, text, ts, data=data)
 
 
 def from_room_event(event: p.RoomEvent, replayed: bool = False) -> Message:

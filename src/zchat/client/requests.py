@@ -5,6 +5,7 @@ at once (InvalidInput, NotDelivered)."""
 from __future__ import annotations
 
 from zchat import protocol as p
+from zchat.client.message import Answer
 from zchat.client.state import CoreState, PendingLine, State
 from zchat.errors import InvalidInput, NotDelivered
 
@@ -68,8 +69,12 @@ class Requests(CoreState):
     def set_topic(self, room: str | None, text: str) -> list[bytes]:
         return self._request(p.SetTopic(self.secret, self._my_room(room), p.check_topic(text)))
 
-    def who(self, room: str | None) -> list[bytes]:
-        return self._request(p.Who(self.secret, self._any_room(room)))
+    def who(self, room: str | None) -> tuple[str, list[bytes]]:
+        """Ask who is in a room; its id, for ``take_answer``."""
+        id_ = self._next_id("w")
+        frames = self._request(p.Who(self.secret, self._any_room(room), id_))
+        self._asked[id_] = None
+        return id_, frames
 
     def query_topic(self, room: str | None) -> list[bytes]:
         """Ask for a room's topic (the answer comes after any change sent before)."""
@@ -78,8 +83,21 @@ class Requests(CoreState):
         self._topic_queries.add(id_)
         return frames
 
-    def list_rooms(self) -> list[bytes]:
-        return self._request(p.ListRooms(self.secret))
+    def list_rooms(self) -> tuple[str, list[bytes]]:
+        """Ask for the rooms that have members; its id, for ``take_answer``."""
+        id_ = self._next_id("r")
+        frames = self._request(p.ListRooms(self.secret, id_))
+        self._asked[id_] = None
+        return id_, frames
+
+    def answered_with(self, id_: str) -> bool:
+        """The answer to the who or list_rooms request ``id_`` has come."""
+        return self._asked.get(id_) is not None
+
+    def take_answer(self, id_: str) -> Answer | None:
+        """The answer to a who or list_rooms request (None if it has not come: it is
+        then no longer waited for)."""
+        return self._asked.pop(id_, None)
 
     def barrier(self) -> tuple[str, list[bytes]]:
         """A request whose answer comes after the answers to everything sent before it

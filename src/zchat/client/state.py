@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import Enum
 
 from zchat import protocol as p
-from zchat.client.message import Message
+from zchat.client.message import Answer, Data, Message
 from zchat.client.rooms import RoomView
 
 PING_SECONDS = 1.0  # a joined client pings this often, so the broker knows it is alive
@@ -90,6 +90,8 @@ class CoreState:
         self._lookups: set[str] = set()  # ids of /history requests
         self._topic_queries: set[str] = set()  # ids of who-requests asking for a topic
         self._barriers: set[str] = set()  # ids of requests sent only to be answered
+        # who and list_rooms requests a program waits for (see take_answer): their answers
+        self._asked: dict[str, Answer | None] = {}
         self.gaps = 0  # sequence gaps seen (and filled from history, or reported lost)
         self.undelivered: list[str] = []  # lines reported as not delivered, oldest first
         self._ids = 0
@@ -200,5 +202,5 @@ class CoreState:
         self._pending.clear()
         self._note(why)
 
-    def _note(self, text: str, room: str | None = None) -> None:
-        self.events.append(Message.system(text, self.clock(), room))
+    def _note(self, text: str, room: str | None = None, data: Data | None = None) -> None:
+        self.events.append(Message.system(text, self.clock(), room, data))

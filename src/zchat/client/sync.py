@@ -15,7 +15,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
-from zchat.client.message import Message
+from zchat.client.message import Answer, Members, Message, RoomInfo
 from zchat.client.transport import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -167,16 +167,34 @@ class Client:
     def set_topic(self, text: str, room: str | None = None) -> None:
         self._submit(self.core.set_topic(room, text))
 
-    def who(self, room: str | None = None) -> None:
-        """Ask who is in a room; the answer comes as a system Message."""
-        self._submit(self.core.who(room))
+    def who(self, room: str | None = None, timeout: float = 5.0) -> Members | None:
+        """Who is in a room (any room; default: your first) and its topic, or None if
+        the broker did not answer within ``timeout``. The answer also comes as a system
+        Message (``in #room: …``), with the same record in its ``data``."""
+        id_, frames = self.core.who(room)
+        answer = self._ask(id_, frames, timeout)
+        return answer if isinstance(answer, Members) else None
 
     def query_topic(self, room: str | None = None) -> None:
         """Ask for a room's topic; the answer comes as a system Message."""
         self._submit(self.core.query_topic(room))
 
-    def list_rooms(self) -> None:
-        self._submit(self.core.list_rooms())
+    def list_rooms(self, timeout: float = 5.0) -> tuple[RoomInfo, ...] | None:
+        """The rooms that have members, by name (each a RoomInfo: room, members, topic),
+        or None if the broker did not answer within ``timeout``. The answer also comes
+        as system Messages, one per room, each with its RoomInfo in ``data``."""
+        id_, frames = self.core.list_rooms()
+        answer = self._ask(id_, frames, timeout)
+        return answer if isinstance(answer, tuple) else None
+
+    def _ask(self, id_: str, frames: list[bytes], timeout: float) -> Answer | None:
+        try:
+            self._submit(frames)
+        except NotDelivered:
+            self.core.take_answer(id_)
+            raise
+        self._wait(lambda: self.core.answered_with(id_), timeout)
+        return self.core.take_answer(id_)
 
     def history(self, count: int = 20, room: str | None = None) -> None:
         """Ask for the last ``count`` lines of a room; they come as Messages."""
