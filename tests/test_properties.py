@@ -12,7 +12,6 @@ example to rerun. Inputs that once broke src/ and known bugs are at the end.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import types
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,7 +39,8 @@ from zchat.broker.limits import RateLimit, RuleLimits
 from zchat.broker.presence import Session
 from zchat.broker.rules import Actions, BrokerRules
 from zchat.errors import InvalidInput, ProtocolError
-from zchat.protocol.decode import MAX_COUNT
+from zchat.protocol import fast
+from zchat.protocol.decode import MAX_COUNT, checked_client, checked_server
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None)
 START = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
@@ -278,8 +279,8 @@ def check_record(record: Any, server: bool) -> None:
     times in UTC, ids, tokens and marks by their rules) and, from the broker, every name
     valid, every room canonical and every text clean."""
     hints = typing.get_type_hints(type(record))
-    for f in dataclasses.fields(record):
-        _check_value(getattr(record, f.name), hints[f.name], f.name, server)
+    for name in record.__struct_fields__:
+        _check_value(getattr(record, name), hints[name], name, server)
 
 
 def _check_value(value: Any, kind: Any, name: str, server: bool) -> None:
@@ -290,7 +291,7 @@ def _check_value(value: Any, kind: Any, name: str, server: bool) -> None:
             return
         [present] = [arg for arg in args if isinstance(value, arg)]
         _check_value(value, present, name, server)
-    elif dataclasses.is_dataclass(kind):
+    elif isinstance(kind, type) and issubclass(kind, msgspec.Struct):
         assert isinstance(value, kind), (name, value)
         check_record(value, server)
     elif origin is tuple:
@@ -1123,3 +1124,93 @@ def test_two_joins_with_one_secret_make_one_session_at_most() -> None:
     for n in (0, 1):
         rules.on_subscription(b"\x00" + p.inbox_topic(inbox(n)), 1.0)
     assert rules.sessions == []
+
+
+@st.composite
+def common_frames(draw: st.DrawFn) -> bytes:
+    """A room event, tail or heartbeat as the broker may publish it, every field valid
+    but for one, maybe, that is odd: another type, or a hostile string; texts hostile."""
+    valid: dict[str, st.SearchStrategy[Any]] = {
+        "v": st.just(1),
+        "type": st.just("message"),
+        "room": ROOMS,
+        "seq": COUNTS,
+        "ts": STAMPS.map(p.format_ts),
+        "sender": NAMES,
+        "text": HOSTILE,
+        "reason": HOSTILE,
+        "name": NAMES,
+        "id": IDS,
+        "epoch": TEXTS,
+    }
+    odd = draw(st.sampled_from([None, *valid]))
+    obj = {
+        key: draw(HOSTILE | st.sampled_from(ODD_VALUES)) if key == odd else draw(value)
+        for key, value in valid.items()
+    }
+    kinds = ["message", "action", "join", "leave", "nick", "topic", "tail", "heartbeat"]
+    obj["type"] = draw(st.sampled_from(kinds)) if odd != "type" else obj["type"]
+    return frame_of(obj)
+
+
+@SETTINGS
+@given(common_frames() | SERVER_BODIES | SERVER_MESSAGES.map(lambda m: p.encode_server(b"", m)[1]))
+def test_the_fast_way_decodes_a_published_frame_as_the_checked_way(frame: bytes) -> None:
+    """The frames decoded in C (room events, tails, heartbeats) come out exactly as the
+    checked decoder makes them; any other frame is left to it."""
+    quick = fast.published(frame)
+    if quick is not None:
+        assert quick == checked_server(frame)
+
+
+@settings(SETTINGS, max_examples=1000)
+@given(common_frames())
+def test_the_fast_way_decodes_common_frames_as_the_checked_way(frame: bytes) -> None:
+    quick = fast.published(frame)
+    if quick is not None:
+        assert quick == checked_server(frame)
+
+
+@SETTINGS
+@given(CLIENT_FRAMES | CLIENT_MESSAGES.map(p.encode_client))
+def test_the_fast_way_decodes_a_pushed_frame_as_the_checked_way(frames: list[bytes]) -> None:
+    if len(frames) == 1 and (quick := fast.pushed(frames[0])) is not None:
+        assert quick == checked_client(frames[0])
+
+
+def test_the_fast_way_takes_the_common_frames() -> None:
+    """Not a speed test: the kinds meant to be decoded in C are."""
+    ts = datetime(2025, 3, 1, 14, 30, 15, 123456, tzinfo=UTC)
+    events = [
+        p.Chat("general", 1, ts, "Alice", "hi", "m1"),
+        p.Chat("general", 2, ts, "Alice", "waves", "", action=True),
+        p.Joined("dev", 3, ts, "Bob"),
+        p.Left("dev", 4, ts, "Bob", "quit: bye"),
+        p.Renamed("dev", 5, ts, "Bob", "Robert"),
+        p.TopicChanged("dev", 6, ts, "Robert", "builds"),
+        p.Tail("general", 3),
+        p.Heartbeat("e1", ts),
+    ]
+    for event in events:
+        assert fast.published(p.encode_server(b"", event)[1]) == event
+    for msg in [p.Say("ab" * 16, "general", "hi", "m1"), p.Ping("ab" * 16, "cd" * 16)]:
+        assert fast.pushed(p.encode_client(msg)[0]) == msg
+    good = json.loads(p.encode_server(b"", events[0])[1])
+    for field, value in [
+        ("v", True),
+        ("v", 2),
+        ("seq", MAX_COUNT + 1),
+        ("seq", -1),
+        ("ts", "2025-03-01T14:30:15Z"),
+        ("ts", "2025-13-01T14:30:15.000000Z"),
+        ("sender", "a b"),
+        ("room", "a/b"),
+        ("id", "a b"),
+        ("text", None),
+    ]:
+        assert fast.published(frame_of({**good, field: value})) is None, (field, value)
+    deep = frame_of({**good, "text": "x"})[:-1] + b', "deep": ' + b"[" * 100_000 + b"}"
+    assert fast.published(deep) is None  # too deeply nested for msgspec: not its to say
+    assert fast.pushed(deep) is None
+    said = fast.published(frame_of({**good, "text": "\x1b[2J", "room": "General"}))
+    assert said == p.Chat("general", 1, ts, "Alice", "\ufffd[2J", "m1")

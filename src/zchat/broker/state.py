@@ -3,12 +3,13 @@ answers on an inbox, the end of a session. See rules.py for the design rules."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import msgspec
 
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer, fails
@@ -154,7 +155,7 @@ class RulesState:
         a line or a topic is refused to its sender (StorageFull is an Answer); a notice
         of who came, went or was renamed is left out, and the change itself stands."""
         room = self._room(event.room)
-        numbered = dataclasses.replace(event, seq=room.seq + 1)
+        numbered = msgspec.structs.replace(event, seq=room.seq + 1)
         try:
             self.store.append(numbered, room.topic)
         except StorageFull:

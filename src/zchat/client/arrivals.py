@@ -78,7 +78,7 @@ class Arrivals(CoreState):
         if isinstance(event, p.Left) and event.sender == self.name and self.leaving:
             self.state = State.CLOSED
         shown, before = view.live(event)
-        if shown:
+        if shown and self._intros:
             self._introduce(event.room)  # its history never came (none kept): say it now
         self._show(shown)
         if before is not None:

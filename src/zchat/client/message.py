@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, TypeAlias
+
+from msgspec import Struct
 
 from zchat import protocol as p
 
@@ -13,8 +14,7 @@ Kind: TypeAlias = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Members:
+class Members(Struct, frozen=True):
     """Who is in a room, and its topic: the answer to ``who()``."""
 
     room: str
@@ -27,8 +27,7 @@ Answer: TypeAlias = Members | tuple[RoomInfo, ...]  # to who(), to list_rooms()
 Data: TypeAlias = Members | RoomInfo  # what a system notice may carry
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(Struct, frozen=True):
     """One event in the chat.
 
     ``kind`` says what happened; ``room`` is where (None for private messages and for
@@ -63,10 +62,12 @@ class Message:
 
 def from_room_event(event: p.RoomEvent, replayed: bool = False) -> Message:
     r = replayed
+    if type(event) is p.Chat:  # most of them: attributes are read faster than matched
+        kind: Kind = "action" if event.action else "message"
+        return Message(
+            kind, event.room, event.sender, event.text, event.ts, event.seq, event.id, replayed=r
+        )
     match event:
-        case p.Chat(room, seq, ts, sender, text, id_, action):
-            kind: Kind = "action" if action else "message"
-            return Message(kind, room, sender, text, ts, seq, id_, replayed=r)
         case p.Joined(room, seq, ts, sender):
             return Message("join", room, sender, "", ts, seq, replayed=r)
         case p.Left(room, seq, ts, sender, reason):
@@ -75,6 +76,7 @@ def from_room_event(event: p.RoomEvent, replayed: bool = False) -> Message:
             return Message("nick", room, sender, name, ts, seq, replayed=r)
         case p.TopicChanged(room, seq, ts, sender, text):
             return Message("topic", room, sender, text, ts, seq, replayed=r)
+    raise TypeError(f"not a room event: {event!r}")
 
 
 def from_private(dm: p.Private) -> Message:

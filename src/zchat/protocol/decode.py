@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from zchat.errors import InvalidInput, ProtocolError
+from zchat.protocol import fast
+from zchat.protocol.fast import MAX_COUNT
 from zchat.protocol.records import (
     MODERATE_OPS,
     Chat,
@@ -163,10 +165,6 @@ def _checked(check: Callable[[str], str], value: str) -> str:
         raise ProtocolError("field", str(exc)) from None
 
 
-# The largest count a frame may carry: SQLite's integers are 64-bit and signed.
-MAX_COUNT = 2**63 - 1
-
-
 def _load(frame: bytes) -> tuple[str, _Fields]:
     if not frame:
         raise ProtocolError("empty", "empty frame")
@@ -225,7 +223,12 @@ def decode_client(frames: Sequence[bytes]) -> ClientMessage:
     check, so that it can answer a bad one to its sender instead of dropping it."""
     if len(frames) != 1:
         raise ProtocolError("frames", f"expected 1 frame, got {len(frames)}")
-    kind, f = _load(frames[0])
+    return fast.pushed(frames[0]) or checked_client(frames[0])
+
+
+def checked_client(frame: bytes) -> ClientMessage:
+    """decode_client without the fast way: every kind, and the reason for a refusal."""
+    kind, f = _load(frame)
     if kind == "join":
         rooms = f.strings("rooms", [DEFAULT_ROOM])
         if not 1 <= len(rooms) <= MAX_ROOMS_PER_SESSION:
@@ -304,18 +307,23 @@ def decode_server(frames: Sequence[bytes]) -> tuple[bytes, ServerMessage]:
     """Decode what the broker published: the topic and the record."""
     if len(frames) != 2:
         raise ProtocolError("frames", f"expected 2 frames, got {len(frames)}")
-    topic = frames[0]
-    kind, f = _load(frames[1])
+    return frames[0], fast.published(frames[1]) or checked_server(frames[1])
+
+
+def checked_server(frame: bytes) -> ServerMessage:
+    """decode_server's record without the fast way: every kind, and the reason for a
+    refusal."""
+    kind, f = _load(frame)
     if kind in ROOM_EVENT_TYPES:
-        return topic, _room_event(kind, f)
+        return _room_event(kind, f)
     match kind:
         case "tail":
-            return topic, Tail(f.room(), f.count("seq"))
+            return Tail(f.room(), f.count("seq"))
         case "heartbeat":
-            return topic, Heartbeat(f.text("epoch"), f.ts())
+            return Heartbeat(f.text("epoch"), f.ts())
         case "shutdown":
-            return topic, Shutdown(f.text("epoch"), f.ts(), f.clean("text", ""))
-    return topic, _inbox_message(kind, f)
+            return Shutdown(f.text("epoch"), f.ts(), f.clean("text", ""))
+    return _inbox_message(kind, f)
 
 
 def _inbox_message(kind: str, f: _Fields) -> InboxMessage:

@@ -1,19 +1,20 @@
-"""One frozen dataclass per wire message; union aliases name them by direction."""
+"""One frozen record per wire message (a msgspec Struct: made in C, ten times faster
+than a frozen dataclass); union aliases name them by direction."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias
+
+from msgspec import Struct, field
 
 from zchat.protocol.topics import DEFAULT_HISTORY
 
 # --- records: client -> broker -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Join:
+class Join(Struct, frozen=True):
     name: str
     secret: str
     inbox: str
@@ -23,8 +24,7 @@ class Join:
     mark: str = ""  # a marker subscription that also completes the join (see Enter)
 
 
-@dataclass(frozen=True, slots=True)
-class Say:
+class Say(Struct, frozen=True):
     secret: str
     room: str
     text: str
@@ -32,20 +32,17 @@ class Say:
     action: bool = False  # "/me waves"
 
 
-@dataclass(frozen=True, slots=True)
-class Ping:
+class Ping(Struct, frozen=True):
     secret: str
     inbox: str
 
 
-@dataclass(frozen=True, slots=True)
-class Leave:
+class Leave(Struct, frozen=True):
     secret: str
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Enter:
+class Enter(Struct, frozen=True):
     """Enter a room. The client first subscribes to the room's topic, then to a marker
     topic ``to/<inbox>/<mark>/``: the subscriptions of one connection arrive in order,
     so once the broker has seen the marker, the room subscription is in place and
@@ -57,49 +54,42 @@ class Enter:
     history: int = DEFAULT_HISTORY
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(Struct, frozen=True):
     secret: str
     room: str
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Msg:
+class Msg(Struct, frozen=True):
     secret: str
     to: str
     text: str
     id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Nick:
+class Nick(Struct, frozen=True):
     secret: str
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class SetTopic:
+class SetTopic(Struct, frozen=True):
     secret: str
     room: str
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Who:
+class Who(Struct, frozen=True):
     secret: str
     room: str
     id: str = ""  # echoed in the Members answer
 
 
-@dataclass(frozen=True, slots=True)
-class ListRooms:
+class ListRooms(Struct, frozen=True):
     secret: str
     id: str = ""  # echoed in the RoomList answer
 
 
-@dataclass(frozen=True, slots=True)
-class GetHistory:
+class GetHistory(Struct, frozen=True):
     """The newest ``limit`` events with ``after < seq < before`` (before 0: no bound)."""
 
     secret: str
@@ -110,8 +100,7 @@ class GetHistory:
     id: str = ""  # echoed in the History answer
 
 
-@dataclass(frozen=True, slots=True)
-class Moderate:
+class Moderate(Struct, frozen=True):
     """An admin's kick, ban or unban (``op``); secure mode only. The reason is shown
     to the user and in the rooms."""
 
@@ -133,8 +122,7 @@ ClientMessage: TypeAlias = (
 # --- records: broker -> clients --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Chat:
+class Chat(Struct, frozen=True):
     room: str
     seq: int
     ts: datetime
@@ -144,16 +132,14 @@ class Chat:
     action: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Joined:
+class Joined(Struct, frozen=True):
     room: str
     seq: int
     ts: datetime
     sender: str
 
 
-@dataclass(frozen=True, slots=True)
-class Left:
+class Left(Struct, frozen=True):
     room: str
     seq: int
     ts: datetime
@@ -161,8 +147,7 @@ class Left:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Renamed:
+class Renamed(Struct, frozen=True):
     room: str
     seq: int
     ts: datetime
@@ -170,8 +155,7 @@ class Renamed:
     name: str  # the new name
 
 
-@dataclass(frozen=True, slots=True)
-class TopicChanged:
+class TopicChanged(Struct, frozen=True):
     room: str
     seq: int
     ts: datetime
@@ -182,8 +166,7 @@ class TopicChanged:
 RoomEvent: TypeAlias = Chat | Joined | Left | Renamed | TopicChanged
 
 
-@dataclass(frozen=True, slots=True)
-class Tail:
+class Tail(Struct, frozen=True):
     """The last sequence number of a room, published once a second while the room is
     busy: a reader whose last lines were dropped learns of the gap without waiting for
     the next line. Not an event: it is neither numbered nor stored."""
@@ -192,35 +175,30 @@ class Tail:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class RoomState:
+class RoomState(Struct, frozen=True):
     seq: int
     members: tuple[str, ...]
     topic: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RoomInfo:
+class RoomInfo(Struct, frozen=True):
     room: str
     members: int
     topic: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Welcome:
+class Welcome(Struct, frozen=True):
     name: str
     epoch: str
     rooms: Mapping[str, RoomState]
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(Struct, frozen=True):
     code: str
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Error:
+class Error(Struct, frozen=True):
     code: str
     text: str
     id: str = ""
@@ -231,27 +209,23 @@ class Error:
     burst: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Entered:
+class Entered(Struct, frozen=True):
     room: str
     state: RoomState
 
 
-@dataclass(frozen=True, slots=True)
-class Parted:
+class Parted(Struct, frozen=True):
     room: str
 
 
-@dataclass(frozen=True, slots=True)
-class History:
+class History(Struct, frozen=True):
     room: str
     events: tuple[RoomEvent, ...]
     lost: int = 0  # events asked for that the store no longer holds
     id: str = ""  # the request's id; "" for the history sent on join and enter
 
 
-@dataclass(frozen=True, slots=True)
-class Private:
+class Private(Struct, frozen=True):
     ts: datetime
     sender: str
     to: str
@@ -259,27 +233,23 @@ class Private:
     id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Members:
+class Members(Struct, frozen=True):
     room: str
     members: tuple[str, ...]
     topic: str = ""
     id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RoomList:
+class RoomList(Struct, frozen=True):
     rooms: tuple[RoomInfo, ...]
     id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class NickChanged:
+class NickChanged(Struct, frozen=True):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Kicked:
+class Kicked(Struct, frozen=True):
     """Sent to a session's inbox as it is ended by an admin: who, and why."""
 
     by: str
@@ -287,22 +257,19 @@ class Kicked:
     banned: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(Struct, frozen=True):
     """A request carried out (an admin's kick, ban or unban), described in ``text``."""
 
     text: str
     id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(Struct, frozen=True):
     epoch: str
     ts: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Shutdown:
+class Shutdown(Struct, frozen=True):
     epoch: str
     ts: datetime
     text: str

@@ -1,0 +1,212 @@
+"""The frames sent most, decoded in C (msgspec): room events, tails and heartbeats
+from the broker, say and ping from clients. Each field is checked by the same rules as
+in decode.py, with the answers for names and rooms remembered. A frame these do not
+take (another type, a missing field, a bad value) goes the checked way in decode.py,
+which decodes it or says precisely what is wrong: the fast way never refuses a frame.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from msgspec import Struct
+
+from zchat.errors import InvalidInput, ProtocolError
+from zchat.protocol.records import (
+    Chat,
+    Heartbeat,
+    Joined,
+    Left,
+    Ping,
+    Renamed,
+    RoomEvent,
+    Say,
+    Tail,
+    TopicChanged,
+)
+from zchat.protocol.topics import ID_RE, MAX_ID_CHARS, PROTOCOL_VERSION, TOKEN_RE, parse_ts
+from zchat.values import check_name, check_room, clean_text
+
+# The largest count a frame may carry: SQLite's integers are 64-bit and signed.
+MAX_COUNT = 2**63 - 1
+
+
+class _Event(Struct, tag_field="type"):
+    v: int
+    room: str
+    seq: int
+    ts: str
+    sender: str
+
+
+class _Message(_Event, tag="message"):
+    text: str
+    id: str = ""
+
+
+class _Action(_Event, tag="action"):
+    text: str
+    id: str = ""
+
+
+class _Join(_Event, tag="join"):
+    pass
+
+
+class _Leave(_Event, tag="leave"):
+    reason: str = ""
+
+
+class _Nick(_Event, tag="nick"):
+    name: str
+
+
+class _Topic(_Event, tag="topic"):
+    text: str = ""
+
+
+class _Tail(Struct, tag_field="type", tag="tail"):
+    v: int
+    room: str
+    seq: int
+
+
+class _Heartbeat(Struct, tag_field="type", tag="heartbeat"):
+    v: int
+    epoch: str
+    ts: str
+
+
+class _Say(Struct, tag_field="type", tag="say"):
+    v: int
+    secret: str
+    room: str
+    text: str
+    id: str = ""
+    action: bool = False
+
+
+class _Ping(Struct, tag_field="type", tag="ping"):
+    v: int
+    secret: str
+    inbox: str
+
+
+_PUBLISHED = msgspec.json.Decoder(
+    _Message | _Action | _Join | _Leave | _Nick | _Topic | _Tail | _Heartbeat
+)
+_PUSHED = msgspec.json.Decoder(_Say | _Ping)
+
+
+class _NotFast(Exception):
+    """A value the fast way does not take: decode.py decides."""
+
+
+# names and rooms that passed their rule, remembered (they repeat on every line)
+_MEMORY = 4096
+_names: set[str] = set()
+_rooms: dict[str, str] = {}  # as written -> canonical
+
+
+def _name(name: str) -> str:
+    if name not in _names:
+        try:
+            check_name(name)
+        except InvalidInput:
+            raise _NotFast from None
+        if len(_names) >= _MEMORY:
+            _names.clear()
+        _names.add(name)
+    return name
+
+
+def _room(room: str) -> str:
+    canonical = _rooms.get(room)
+    if canonical is None:
+        try:
+            canonical = check_room(room)
+        except InvalidInput:
+            raise _NotFast from None
+        if len(_rooms) >= _MEMORY:
+            _rooms.clear()
+        _rooms[room] = canonical
+    return canonical
+
+
+def _count(value: int) -> int:
+    if not 0 <= value <= MAX_COUNT:
+        raise _NotFast
+    return value
+
+
+def _id(value: str) -> str:
+    if value and not (len(value) <= MAX_ID_CHARS and _is_id(value)):
+        raise _NotFast
+    return value
+
+
+def _is_id(value: str) -> bool:
+    return (value.isascii() and value.isalnum()) or ID_RE.fullmatch(value) is not None
+
+
+def _ts(value: str) -> datetime:
+    try:
+        return parse_ts(value)
+    except ProtocolError:
+        raise _NotFast from None
+
+
+def _token(value: str) -> str:
+    if TOKEN_RE.fullmatch(value) is None:
+        raise _NotFast
+    return value
+
+
+def published(frame: bytes) -> RoomEvent | Tail | Heartbeat | None:
+    """The record in a frame the broker published, if it is one of the common kinds
+    and valid; None otherwise."""
+    try:
+        obj = _PUBLISHED.decode(frame)
+        if obj.v != PROTOCOL_VERSION:
+            return None
+        match obj:
+            case _Message() | _Action():
+                room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
+                action = isinstance(obj, _Action)
+                return Chat(room, seq, ts, _name(sender), clean_text(obj.text), _id(obj.id), action)
+            case _Join():
+                return Joined(_room(obj.room), _count(obj.seq), _ts(obj.ts), _name(obj.sender))
+            case _Leave():
+                room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
+                return Left(room, seq, ts, _name(sender), clean_text(obj.reason))
+            case _Nick():
+                room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
+                return Renamed(room, seq, ts, _name(sender), _name(obj.name))
+            case _Topic():
+                room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
+                return TopicChanged(room, seq, ts, _name(sender), clean_text(obj.text))
+            case _Tail():
+                return Tail(_room(obj.room), _count(obj.seq))
+            case _Heartbeat():
+                return Heartbeat(obj.epoch, _ts(obj.ts))
+    except (ValueError, RecursionError, _NotFast):  # msgspec.DecodeError is a ValueError
+        return None
+    return None
+
+
+def pushed(frame: bytes) -> Say | Ping | None:
+    """The record in a frame a client pushed, if it is a say or a ping and valid; None
+    otherwise. As decode_client, the room and the text are left for the broker."""
+    try:
+        obj = _PUSHED.decode(frame)
+        if obj.v != PROTOCOL_VERSION:
+            return None
+        match obj:
+            case _Say():
+                return Say(_token(obj.secret), obj.room, obj.text, _id(obj.id), obj.action)
+            case _Ping():
+                return Ping(_token(obj.secret), _token(obj.inbox))
+    except (ValueError, RecursionError, _NotFast):  # msgspec.DecodeError is a ValueError
+        return None
+    return None
