@@ -229,7 +229,7 @@ def test_rooms_are_separate_streams(rules: BrokerRules) -> None:
 def test_lone_surrogates_cannot_break_publishing(rules: BrokerRules) -> None:
     alice = Peer("Alice", 1)
     joined(rules, alice)
-    frame = alice.say("x")[0].replace(b'"text": "x"', b'"text": "a\\ud800b"')
+    frame = alice.say("x")[0].replace(b'"text":"x"', b'"text":"a\\ud800b"')
     [(_, chat)] = published(rules.on_inbound([frame], None, 1.0))
     assert isinstance(chat, p.Chat) and chat.text == "a\ufffdb"
     leave = p.encode_client(p.Leave(alice.secret, "x"))[0].replace(b'"x"', b'"\\udfff"')

@@ -188,7 +188,7 @@ def _garbage() -> list[list[bytes]]:
         [b""],
         [b"\x00\xff\xfe binary \x80"],
         [good[: len(good) // 2]],  # truncated
-        [good.replace(b'"v": 1', b'"v": 99')],
+        [good.replace(b'"v":1', b'"v":99')],
         [good.replace(b'"say"', b'"dance"')],
         [good],  # well formed, unknown session
         [good, good],  # two frames

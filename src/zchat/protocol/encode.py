@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import msgspec
 
 from zchat.protocol.records import (
     Chat,
@@ -49,8 +50,11 @@ from zchat.protocol.topics import PROTOCOL_VERSION, format_ts
 # --- encoding --------------------------------------------------------------------------
 
 
+_encode = msgspec.json.Encoder().encode  # compact JSON, UTF-8, in C
+
+
 def _dump(obj: dict[str, Any]) -> bytes:
-    return json.dumps({"v": PROTOCOL_VERSION, **obj}, ensure_ascii=False).encode("utf-8")
+    return _encode({"v": PROTOCOL_VERSION, **obj})
 
 
 def encode_client(msg: ClientMessage) -> list[bytes]:
