@@ -105,6 +105,10 @@ class Joining(RulesState):
             self._to_inbox(inbox, refusal, actions)
             log.info("refused %s from %s: name taken", name, pending.peer)
             return
+        # the name's session of an earlier broker: it goes on in the rooms this join
+        # comes back to, and is closed everywhere else before this join is announced
+        resumed = [room for room in rooms if room in join.since]
+        goes_on = self._settle_orphans(name, resumed, actions)
         bucket = Bucket.full(self.limit, pending.since)
         admin = self.policy.is_admin(name)
         session = Session(
@@ -124,8 +128,10 @@ class Joining(RulesState):
                 self._send_history(session, room, 0, 0, limit, actions)
         ts = self.clock()
         for room in rooms:
-            self._publish(p.Joined(room, 0, ts, name), actions)
-        log.info("%s joined from %s", name, session.peer)
+            if room not in goes_on:
+                self._publish(p.Joined(room, 0, ts, name), actions)
+        went_on = f", going on in {len(goes_on)} room(s)" if goes_on else ""
+        log.info("%s joined from %s%s", name, session.peer, went_on)
 
     def _may_join(self, name: str, user: str | None) -> str:
         """The name a JOIN gets (in secure mode, its key's). Raises Answer if banned."""
@@ -147,12 +153,12 @@ class Joining(RulesState):
             session.waiting.append(msg)
             return
         self._make_rooms(session.peer, [room], self._now)
-        state = self._room(room)
+        self._room(room)
         if room in session.rooms:  # already there: answer again, announce nothing
-            self._to_inbox(session.inbox, p.Entered(room, state.state()), actions)
+            self._to_inbox(session.inbox, p.Entered(room, self._followed(room)), actions)
             return
         self.presence.enter(session, room)
-        self._to_inbox(session.inbox, p.Entered(room, state.state()), actions)
+        self._to_inbox(session.inbox, p.Entered(room, self._followed(room)), actions)
         self._send_history(session, room, 0, 0, min(msg.history, p.MAX_HISTORY), actions)
         self._publish(p.Joined(room, 0, self.clock(), session.name), actions)
 
