@@ -23,6 +23,9 @@ Design rules they enforce:
   names exactly one inbox.
 * Losing the inbox subscription (process killed, connection closed, heartbeat timed
   out) ends the session at once with one leave notice per room.
+* A quiet session (a JOIN with ``quiet``) only posts: its lines are stamped, stored
+  and flood-limited as any, and its name is held as any, but it is no member of its
+  rooms, and no notice tells of its comings, goings or renames.
 * History reads coherently across restarts: the sessions an earlier broker never
   closed go on silently when their clients come back within the grace period, and
   are closed with a leave notice otherwise (orphans.py).
@@ -131,7 +134,7 @@ class BrokerRules(Joining, Policing):
                 room = self._member_room(session, room)
                 self.presence.part(session, room)
                 why = f"part: {reason}" if reason else "part"  # never mistaken for a quit
-                self._publish(p.Left(room, 0, self.clock(), session.name, why), actions)
+                self._announce(session, p.Left(room, 0, self.clock(), session.name, why), actions)
                 self.presence.forget_if_empty(room)
                 self._to_inbox(session.inbox, p.Parted(room), actions)
             case p.Nick(_, name):

@@ -111,7 +111,7 @@ class RulesState:
         ts = self.clock()
         for room in list(session.rooms):
             self.presence.part(session, room)
-            self._publish(p.Left(room, 0, ts, session.name, reason), actions)
+            self._announce(session, p.Left(room, 0, ts, session.name, reason), actions)
             self.presence.forget_if_empty(room)
         log.info("%s left (%s)", session.name, reason)
 
@@ -187,6 +187,12 @@ class RulesState:
         self._busy[event.room] = (self._now, room.seq)
         actions.publish.append(p.encode_server(p.room_topic(event.room), numbered))
 
+    def _announce(self, session: Session, notice: p.RoomEvent, actions: Actions) -> None:
+        """Publish a notice that ``session`` came, went or was renamed; a quiet session's
+        go untold (it only posts)."""
+        if not session.quiet:
+            self._publish(notice, actions)
+
     def unstored(self, full: StorageFull, actions: Actions) -> Actions:
         """The store's commit failed (its disk is full) and undid room events of this
         batch (``full.lost``): publish none of them, give their rooms back the numbers
@@ -251,7 +257,7 @@ class RulesState:
         self.presence.rename(session, name)
         ts = self.clock()
         for room in session.rooms:
-            self._publish(p.Renamed(room, 0, ts, old, name), actions)
+            self._announce(session, p.Renamed(room, 0, ts, old, name), actions)
         self._to_inbox(session.inbox, p.NickChanged(name), actions)
         log.info("%s is now known as %s", old, name)
 

@@ -345,6 +345,7 @@ def admin_who(ctx: click.Context, port: int | None, admin_socket: str | None) ->
     for user in users:
         rooms = " ".join(f"#{room}" for room in user["rooms"]) or "-"
         admin_mark = " (admin)" if user["admin"] else ""
+        admin_mark += " (quiet)" if user.get("quiet") else ""
         click.echo(
             f"{user['name']}{admin_mark}  {rooms}  from {user['peer']}  {user['seconds']:g} s"
         )
