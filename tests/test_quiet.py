@@ -4,14 +4,21 @@ live, but no join, leave or nick notice tells of them and no member list shows t
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
+from conftest import RunningBroker
+from support import expect_message
+from zchat import Client
 from zchat import protocol as p
+from zchat.aio import AsyncClient
 from zchat.broker.limits import RateLimit
 from zchat.broker.rules import Actions, BrokerRules
 from zchat.broker.store import HistoryStore
+from zchat.errors import JoinRefused
 
 TS = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
 
@@ -141,3 +148,62 @@ def test_a_quiet_join_under_an_orphans_name_ends_the_orphan() -> None:
     # it would never announce a leave: history would show "ci" here for ever
     assert room_events(out) == [p.Left("general", 2, TS, "ci", "broker restarted")]
     assert store.present() == {}
+
+
+# --- on real sockets ---------------------------------------------------------------------
+
+
+def test_a_quiet_client_is_seen_as_its_lines_and_holds_its_name(
+    make_client: Callable[..., Client],
+) -> None:
+    bob = make_client("Bob", history=0)
+    assert bob.settle()  # answered after Bob's own join notice
+    while bob.receive(timeout=0) is not None:  # what joining told Bob
+        pass
+    ci = make_client("ci", quiet=True)
+    with pytest.raises(JoinRefused) as refused:
+        make_client("CI")
+    assert refused.value.code == "name-taken"
+    ci.send("line 1")
+    ci.send("line 2")
+    assert ci.flush()
+    ci.close()  # returns once the broker has ended the session
+    bob.who()
+    assert bob.settle()
+    seen = []
+    while (msg := bob.receive(timeout=0)) is not None:
+        seen.append((msg.kind, msg.sender, msg.text))
+    assert seen == [
+        ("message", "ci", "line 1"),
+        ("message", "ci", "line 2"),
+        ("system", None, "in #general: Bob"),
+    ]
+
+
+@pytest.mark.broker(rate=0.001, burst=2)  # two requests, then (nearly) none
+def test_a_quiet_client_keeps_to_the_flood_limit(make_client: Callable[..., Client]) -> None:
+    ci = make_client("ci", quiet=True)
+    for n in range(3):  # one more than the burst: one at least is refused
+        ci.send(f"line {n}")
+    expect_message(ci, lambda m: m.kind == "system" and "not sent: slow down" in m.text)
+
+
+def test_an_async_quiet_client_too(
+    broker: RunningBroker, make_client: Callable[..., Client]
+) -> None:
+    bob = make_client("Bob", history=0)
+    assert bob.settle()
+    while bob.receive(timeout=0) is not None:
+        pass
+
+    async def post() -> None:
+        async with AsyncClient("ci", port=broker.port, quiet=True) as ci:
+            await ci.send("from asyncio")
+            assert await ci.flush()
+
+    asyncio.run(post())
+    assert bob.settle()
+    seen = []
+    while (msg := bob.receive(timeout=0)) is not None:
+        seen.append((msg.kind, msg.sender, msg.text))
+    assert seen == [("message", "ci", "from asyncio")]
