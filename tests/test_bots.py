@@ -245,11 +245,33 @@ def test_send_failures_are_clear(
     )
 
 
+def test_send_is_seen_as_its_lines_only(broker: RunningBroker, make_client: MakeClient) -> None:
+    alice = make_client("Alice", history=0)
+    assert alice.settle()  # answered after Alice's own join notice
+    while alice.receive(timeout=0) is not None:  # what joining told Alice
+        pass
+    result = run("send", "--name", "deploybot", "--port", str(broker.port), "build 142 green")
+    assert (result.returncode, result.stderr) == (0, "")
+    alice.history(count=10)  # what the room keeps
+    assert alice.settle()  # answered after all that the send caused (it has ended)
+    seen = []
+    while (msg := alice.receive(timeout=0)) is not None:
+        seen.append((msg.kind, msg.sender, msg.text, msg.replayed))
+    line = ("message", "deploybot", "build 142 green")
+    assert seen == [
+        (*line, False),  # live: no join before it, no leave after it
+        ("system", None, "last 2 lines of #general:", False),
+        ("join", "Alice", "", True),
+        (*line, True),
+    ]
+
+
 def test_a_refused_send_never_joins(broker: RunningBroker, make_client: MakeClient) -> None:
     alice = make_client("Alice")
     port = str(broker.port)
-    assert run("send", "--name", "bot", "--port", port, "x" * 5000).returncode == 1
-    assert run("send", "--name", "bot2", "--port", port, "after").returncode == 0
+    bot = ("send", "--announce", "--port", port)  # seen to join and leave
+    assert run(*bot, "--name", "bot", "x" * 5000).returncode == 1
+    assert run(*bot, "--name", "bot2", "after").returncode == 0
     seen = []
     while not seen or not said("bot2", "after")(seen[-1]):
         got = alice.receive(timeout=10)

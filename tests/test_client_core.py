@@ -14,6 +14,7 @@ from zchat.client.core import (
     JOIN_RETRY_SECONDS,
     ClientCore,
     FloodRefusal,
+    State,
 )
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
 
@@ -313,11 +314,27 @@ def test_errors_about_a_line_name_the_line(core: ClientCore) -> None:
 
 def test_leave_only_when_joined() -> None:
     client = ClientCore("Alice")
-    assert client.leave("bye") is None
+    assert client.leave("bye") == []
     client.start(0.0, 5)
     client.on_publish(welcome(client), 0.1)
-    frames = client.leave("bye")
-    assert frames is not None and p.decode_client(frames) == p.Leave(client.secret, "bye")
+    goodbye = client.leave("bye")
+    assert [p.decode_client(frames) for frames in goodbye] == [p.Leave(client.secret, "bye")]
+    assert client.leaving
+
+
+def test_a_quiet_session_leaves_with_a_ping_whose_answer_confirms_it() -> None:
+    client = ClientCore("ci", quiet=True)
+    client.start(0.0, 5)
+    assert p.decode_client(client.take_outbox()[0]) == p.Join(
+        "ci", client.secret, client.inbox, ("general",), quiet=True
+    )
+    client.on_publish(welcome(client), 0.1)
+    goodbye = [p.decode_client(frames) for frames in client.leave()]
+    assert goodbye == [p.Leave(client.secret), p.Ping(client.secret, client.inbox)]
+    unknown = p.Error("unknown-session", "session unknown to this broker, join again")
+    client.on_publish(p.encode_server(p.inbox_topic(client.inbox), unknown), 0.2)
+    assert client.state is State.CLOSED
+    assert not client.has_outbox  # no rejoin
 
 
 def test_garbage_from_the_broker_is_ignored(core: ClientCore) -> None:

@@ -15,6 +15,7 @@ import pytest
 from conftest import RunningBroker
 from support import Proc, speak_until_heard, zchat_command
 from zchat import Client
+from zchat import protocol as p
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -36,6 +37,15 @@ def scripts(tmp_path: Path) -> dict[str, Path]:
         path.write_text(example(heading), encoding="utf-8")
         paths[name] = path
     return paths
+
+
+def test_the_client_frames_shown_in_the_protocol_doc_decode() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("### 3.3 Examples") : text.index("### 3.4")]
+    frames = re.findall(r"```json\n(.*?)\n```", section, re.S)
+    assert len(frames) >= 18
+    for frame in frames:
+        p.decode_client([frame.encode()])  # raises if the doc shows a frame the broker drops
 
 
 def test_raw_listener_and_raw_bot_from_the_protocol_doc(

@@ -29,6 +29,20 @@ CLIENT_CASES = [
         },
     ),
     (
+        p.Join("ci", S, S, ("ops",), 0, {"ops": 7}, "j1", quiet=True),
+        {
+            "type": "join",
+            "name": "ci",
+            "secret": S,
+            "inbox": S,
+            "rooms": ["ops"],
+            "history": 0,
+            "since": {"ops": 7},
+            "mark": "j1",
+            "quiet": True,
+        },
+    ),
+    (
         p.Say(S, "general", "Halo semua!", "m1"),
         {"type": "say", "secret": S, "room": "general", "text": "Halo semua!", "id": "m1"},
     ),
@@ -153,6 +167,7 @@ BAD_CLIENT_FRAMES = [
     ([_frame(type="join", name="A", secret=S, inbox=S, rooms="general")], "field"),
     ([_frame(type="join", name="A", secret=S, inbox=S, rooms=[])], "field"),
     ([_frame(type="join", name="A", secret=S, inbox=S[:-1], rooms=["general"])], "field"),
+    ([_frame(type="join", name="A", secret=S, inbox=S, quiet=1)], "field"),
     ([_frame(type="leave", secret=S, reason=7)], "field"),
     ([_frame(type="ping", secret=S, inbox=True)], "field"),
 ]
@@ -163,6 +178,13 @@ def test_bad_client_frames_are_refused_with_a_code(frames: list[bytes], code: st
     with pytest.raises(ProtocolError) as caught:
         p.decode_client(frames)
     assert caught.value.code == code
+
+
+def test_fields_a_receiver_does_not_know_are_ignored() -> None:
+    """So a broker older than an optional field (a join's "quiet") takes the message as
+    if the field were not there."""
+    frame = _frame(type="join", name="A", secret=S, inbox=S, colour="blue")
+    assert p.decode_client([frame]) == p.Join("A", S, S, ("general",))
 
 
 def test_join_without_rooms_means_general() -> None:

@@ -105,11 +105,16 @@ class Joining(RulesState):
             self._to_inbox(inbox, refusal, actions)
             log.info("refused %s from %s: name taken", name, pending.peer)
             return
+        # the name's session of an earlier broker: it goes on in the rooms this join
+        # comes back to, and is closed everywhere else before this join is announced
+        # (a quiet session announces no leave, so it never goes on with one)
+        resumed = [room for room in rooms if room in join.since and not join.quiet]
+        goes_on = self._settle_orphans(name, resumed, actions)
         bucket = Bucket.full(self.limit, pending.since)
         admin = self.policy.is_admin(name)
         session = Session(
             name, join.secret, inbox, [], pending.peer, pending.since, bucket, pending.user, admin,
-            since=pending.since,
+            since=pending.since, quiet=join.quiet,
         )  # fmt: skip
         self.presence.add(session)
         for room in rooms:
@@ -124,8 +129,11 @@ class Joining(RulesState):
                 self._send_history(session, room, 0, 0, limit, actions)
         ts = self.clock()
         for room in rooms:
-            self._publish(p.Joined(room, 0, ts, name), actions)
-        log.info("%s joined from %s", name, session.peer)
+            if room not in goes_on:
+                self._announce(session, p.Joined(room, 0, ts, name), actions)
+        went_on = f", going on in {len(goes_on)} room(s)" if goes_on else ""
+        quiet = " (quiet: posts only)" if join.quiet else ""
+        log.info("%s joined from %s%s%s", name, session.peer, went_on, quiet)
 
     def _may_join(self, name: str, user: str | None) -> str:
         """The name a JOIN gets (in secure mode, its key's). Raises Answer if banned."""
@@ -147,14 +155,14 @@ class Joining(RulesState):
             session.waiting.append(msg)
             return
         self._make_rooms(session.peer, [room], self._now)
-        state = self._room(room)
+        self._room(room)
         if room in session.rooms:  # already there: answer again, announce nothing
-            self._to_inbox(session.inbox, p.Entered(room, state.state()), actions)
+            self._to_inbox(session.inbox, p.Entered(room, self._followed(room)), actions)
             return
         self.presence.enter(session, room)
-        self._to_inbox(session.inbox, p.Entered(room, state.state()), actions)
+        self._to_inbox(session.inbox, p.Entered(room, self._followed(room)), actions)
         self._send_history(session, room, 0, 0, min(msg.history, p.MAX_HISTORY), actions)
-        self._publish(p.Joined(room, 0, self.clock(), session.name), actions)
+        self._announce(session, p.Joined(room, 0, self.clock(), session.name), actions)
 
     # --- the out-socket's subscriptions --------------------------------------------------
 

@@ -133,6 +133,7 @@ class Policing(RulesState):
                 "seconds": round(now - s.since, 1),
                 "admin": s.admin,
                 "key": s.user is not None,
+                "quiet": s.quiet,
             }
             for s in sorted(self.presence.by_secret.values(), key=lambda s: s.name.lower())
         ]

@@ -21,6 +21,7 @@ class Session:
     admin: bool = False  # may kick, ban and unban (secure mode)
     since: float = 0.0  # when it joined
     suspect: float | None = None  # when its inbox may have been lost (secure mode)
+    quiet: bool = False  # only posts: no member of its rooms, its comings and goings untold
     waiting: list[p.Enter] = field(default_factory=list)  # enters whose marker has not come
 
 
@@ -36,7 +37,8 @@ class Room:
 
 class Presence:
     """Sessions by secret, inbox and name (case-insensitive), and rooms by name. A room
-    is kept here while anyone is in it; its sequence and topic live in the store."""
+    is kept here while anyone is in it; its sequence and topic live in the store. A
+    quiet session holds its name and its rooms, and is no member of them."""
 
     def __init__(self) -> None:
         self.by_secret: dict[str, Session] = {}
@@ -55,7 +57,7 @@ class Presence:
 
     def rename(self, session: Session, name: str) -> None:
         del self.by_name[session.name.lower()]
-        for room in session.rooms:
+        for room in [] if session.quiet else session.rooms:
             members = self.rooms[room].members
             del members[session.name.lower()]
             members[name.lower()] = name
@@ -67,12 +69,13 @@ class Presence:
 
     def enter(self, session: Session, room: str) -> None:
         session.rooms.append(room)
-        self.rooms[room].members[session.name.lower()] = session.name
+        if not session.quiet:
+            self.rooms[room].members[session.name.lower()] = session.name
 
     def part(self, session: Session, room: str) -> None:
         session.rooms.remove(room)
-        state = self.rooms[room]
-        state.members.pop(session.name.lower(), None)
+        if not session.quiet:
+            self.rooms[room].members.pop(session.name.lower(), None)
 
     def forget_if_empty(self, room: str) -> None:
         if room in self.rooms and not self.rooms[room].members:

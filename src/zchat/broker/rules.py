@@ -23,6 +23,12 @@ Design rules they enforce:
   names exactly one inbox.
 * Losing the inbox subscription (process killed, connection closed, heartbeat timed
   out) ends the session at once with one leave notice per room.
+* A quiet session (a JOIN with ``quiet``) only posts: its lines are stamped, stored
+  and flood-limited as any, and its name is held as any, but it is no member of its
+  rooms, and no notice tells of its comings, goings or renames.
+* History reads coherently across restarts: the sessions an earlier broker never
+  closed go on silently when their clients come back within the grace period, and
+  are closed with a leave notice otherwise (orphans.py).
 * Every room event is stored before it is published (the loop commits the store
   before sending), so history and live lines never disagree.
 * Bad frames are dropped and counted; they never stop the broker. A bad request from
@@ -42,6 +48,7 @@ import logging
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer, checked_text, fails
 from zchat.broker.joining import Joining
+from zchat.broker.orphans import Orphans
 from zchat.broker.policing import OPERATOR, Policing
 from zchat.broker.presence import Session
 from zchat.broker.state import (
@@ -127,7 +134,7 @@ class BrokerRules(Joining, Policing):
                 room = self._member_room(session, room)
                 self.presence.part(session, room)
                 why = f"part: {reason}" if reason else "part"  # never mistaken for a quit
-                self._publish(p.Left(room, 0, self.clock(), session.name, why), actions)
+                self._announce(session, p.Left(room, 0, self.clock(), session.name, why), actions)
                 self.presence.forget_if_empty(room)
                 self._to_inbox(session.inbox, p.Parted(room), actions)
             case p.Nick(_, name):
@@ -157,6 +164,17 @@ class BrokerRules(Joining, Policing):
 
     # --- timers ----------------------------------------------------------------------------
 
+    def start(self, now: float) -> None:
+        """The broker starts serving: the sessions its history leaves open (an earlier
+        broker's, never closed) become orphans, waited for until ``now`` + ``grace``."""
+        self.orphans = Orphans(self.store.present(), now + self.grace)
+        if self.orphans:
+            log.info(
+                "waiting %g s for %d session(s) of the previous broker to come back",
+                self.grace,
+                len(self.orphans),
+            )
+
     def heartbeat(self, now: float) -> Actions:
         """The broker's sign of life, and the last sequence number of each room that was
         busy lately (sent again every beat: a reader's full queue may drop one)."""
@@ -174,9 +192,12 @@ class BrokerRules(Joining, Policing):
         return Actions(publish=[p.encode_server(p.SYS_TOPIC, notice)])
 
     def expire(self, now: float) -> Actions:
-        """Forget JOINs whose inbox subscription never came; end suspected sessions that
-        stayed silent; report suppressed warnings."""
+        """Close the orphans not back within the grace period; forget JOINs whose inbox
+        subscription never came; end suspected sessions that stayed silent; report
+        suppressed warnings."""
+        self._now = now
         actions = Actions()
+        self._close_orphans(self.orphans.expired(now), actions)
         for session in list(self.presence.by_secret.values()):
             if session.suspect is None:
                 continue

@@ -28,6 +28,7 @@ from zchat import admin
 from zchat import protocol as p
 from zchat.broker.guard import ConnectionGuard, ConnectionLimits
 from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, RateLimit
+from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.broker.policy import SecurePolicy
 from zchat.broker.rules import Actions, Answer, BrokerRules
 from zchat.broker.security import KeyAuthenticator, OpenGate
@@ -79,6 +80,8 @@ class BrokerConfig:
     burst: int = DEFAULT_BURST  # requests at once per session
     keys: str | None = None  # secure mode: the keys folder (keys.py)
     admin_socket: str = ""  # the operator's socket file; "" for admin.default_path(port)
+    # seconds the sessions of the previous broker are waited for (orphans.py)
+    rejoin_grace: float = REJOIN_GRACE_SECONDS
     connection: ConnectionLimits = field(default_factory=ConnectionLimits)  # per connection
 
     def check(self) -> None:
@@ -86,6 +89,8 @@ class BrokerConfig:
             raise ConfigError("the send queue must hold at least 1 message (it is never unlimited)")
         if self.rate < 0 or self.burst < 1:
             raise ConfigError("the rate must be 0 (no limit) or more, and the burst at least 1")
+        if self.rejoin_grace < 0:
+            raise ConfigError("the rejoin grace period must be 0 seconds or more")
 
 
 def warn_if_exposed(config: BrokerConfig) -> str | None:
@@ -115,7 +120,13 @@ class Broker:
         mode = "secure" if config.keys else "open"
         self.store = HistoryStore(config.db, config.retention, mode)
         flood = RateLimit(config.rate, config.burst)
-        self.rules = BrokerRules(self.epoch, self.store, secure=keyring is not None, limit=flood)
+        self.rules = BrokerRules(
+            self.epoch,
+            self.store,
+            secure=keyring is not None,
+            limit=flood,
+            grace=config.rejoin_grace,
+        )
         self.guard = ConnectionGuard(config.connection, flood)
         # The broker's ZAP handler serves its whole context: it gets one of its own
         # (``context`` is accepted for compatibility and not used).
@@ -266,6 +277,7 @@ class Broker:
             poller.register(monitor, zmq.POLLIN)
         interval = self.config.heartbeat_interval
         next_beat = time.monotonic()
+        self.rules.start(next_beat)
         try:
             while not self._stopping:
                 now = time.monotonic()
@@ -429,6 +441,7 @@ class Broker:
     def stats(self) -> dict[str, Any]:
         return {
             "sessions": len(self.rules.sessions),
+            "orphans": len(self.rules.orphans),
             "rooms": len(self.rules.presence.rooms),
             "dropped": dict(self.rules.dropped),
             "refused_keys": self._auth.refused if self._auth else 0,

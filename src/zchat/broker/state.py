@@ -14,6 +14,7 @@ import msgspec
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer, fails
 from zchat.broker.limits import Bucket, RateLimit, RuleLimits
+from zchat.broker.orphans import REJOIN_GRACE_SECONDS, RESTART_REASON, Orphans
 from zchat.broker.policy import OpenPolicy, Policy, SecurePolicy
 from zchat.broker.presence import Presence, Room, Session
 from zchat.broker.store import HistoryStore, StorageFull
@@ -65,8 +66,10 @@ class RulesState:
         policy: Policy | None = None,
         limits: RuleLimits | None = None,
         limit: RateLimit | None = None,
+        grace: float = REJOIN_GRACE_SECONDS,
     ) -> None:
         self.epoch = epoch
+        self.grace = grace  # how long the sessions of an earlier broker are waited for
         # who may do what: given whole, or made from ``secure`` and ``admins``
         self.policy: Policy = policy or (SecurePolicy(admins) if secure else OpenPolicy())
         self.limit = limit or RateLimit()
@@ -74,6 +77,7 @@ class RulesState:
         self.store = store or HistoryStore()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.presence = Presence()
+        self.orphans = Orphans()  # an earlier broker's sessions, from start() on
         self.dropped: Counter[str] = Counter()
         self._pending: dict[str, Pending] = {}  # inbox -> JOIN waiting for its subscription
         self._pending_secrets: dict[str, str] = {}  # the secret of each waiting JOIN -> inbox
@@ -108,9 +112,25 @@ class RulesState:
         ts = self.clock()
         for room in list(session.rooms):
             self.presence.part(session, room)
-            self._publish(p.Left(room, 0, ts, session.name, reason), actions)
+            self._announce(session, p.Left(room, 0, ts, session.name, reason), actions)
             self.presence.forget_if_empty(room)
         log.info("%s left (%s)", session.name, reason)
+
+    def _settle_orphans(self, name: str, resumed: list[str], actions: Actions) -> set[str]:
+        """``name`` is about to be taken: close its orphans (orphans.py), except in the
+        rooms of ``resumed``, which are returned: there its session goes on silently."""
+        goes_on, close = self.orphans.settle(name, resumed, self._now)
+        self._close_orphans(close, actions)
+        return goes_on
+
+    def _close_orphans(self, orphans: list[tuple[str, str]], actions: Actions) -> None:
+        ts = self.clock()
+        for room, name in orphans:
+            self._publish(p.Left(room, 0, ts, name, RESTART_REASON), actions)
+            self.presence.forget_if_empty(room)
+        if orphans:
+            names = sorted({name for _, name in orphans})
+            log.info("%s left (%s)", ", ".join(names), RESTART_REASON)
 
     def _make_rooms(self, peer: str, rooms: list[str], now: float) -> None:
         """Charge the new ones among ``rooms`` to ``peer``'s budget; Answer if it is
@@ -167,6 +187,12 @@ class RulesState:
         room.seq = numbered.seq
         self._busy[event.room] = (self._now, room.seq)
         actions.publish.append(p.encode_server(p.room_topic(event.room), numbered))
+
+    def _announce(self, session: Session, notice: p.RoomEvent, actions: Actions) -> None:
+        """Publish a notice that ``session`` came, went or was renamed; a quiet session's
+        go untold (it only posts)."""
+        if not session.quiet:
+            self._publish(notice, actions)
 
     def unstored(self, full: StorageFull, actions: Actions) -> Actions:
         """The store's commit failed (its disk is full) and undid room events of this
@@ -228,16 +254,27 @@ class RulesState:
         if name == old:  # nothing changes: nothing to announce
             self._to_inbox(session.inbox, p.NickChanged(name), actions)
             return
+        self._settle_orphans(name, [], actions)  # the name's earlier session is over
         self.presence.rename(session, name)
         ts = self.clock()
         for room in session.rooms:
-            self._publish(p.Renamed(room, 0, ts, old, name), actions)
+            self._announce(session, p.Renamed(room, 0, ts, old, name), actions)
         self._to_inbox(session.inbox, p.NickChanged(name), actions)
         log.info("%s is now known as %s", old, name)
 
     def _welcome(self, session: Session) -> p.Welcome:
-        states = {room: self._room(room).state() for room in session.rooms}
+        states = {room: self._followed(room) for room in session.rooms}
         return p.Welcome(session.name, self.epoch, states)
+
+    def _followed(self, room: str) -> p.RoomState:
+        """A room's state for a session that follows its events from now on: its
+        members, and the orphans that will come back in silence or leave with a
+        notice (orphans.py)."""
+        state = self._room(room).state()
+        waiting = self.orphans.in_room(room)
+        if not waiting:
+            return state
+        return dataclasses.replace(state, members=tuple(sorted({*state.members, *waiting})))
 
     def _to_inbox(self, inbox: str, msg: p.ServerMessage, actions: Actions) -> None:
         actions.publish.append(p.encode_server(p.inbox_topic(inbox), msg))

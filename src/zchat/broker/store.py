@@ -8,6 +8,13 @@ stays consistent either way.
 
 Bans are kept here too, so they outlast a restart.
 
+Who is in each room, as its stored events tell it, is kept too (``present``): a join
+adds a name, a leave removes it, a nick renames it, each in the same write as its
+event. A broker that ended without announcing who left (stopped, or killed) leaves
+names there: the next broker reads them (``present()``) and closes those sessions, or
+lets them go on silently when their clients come back (orphans.py). A file from before
+this table is upgraded on opening: its table is made from the stored events.
+
 Private messages are never stored: in open mode a name is not an identity (whoever
 takes "bob" tomorrow is not today's Bob), so no stored DM could be kept readable by its
 two parties alone.
@@ -22,6 +29,7 @@ A full disk does not stop the broker: writing.py says what happens instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -34,7 +42,7 @@ from pathlib import Path
 from zchat import protocol as p
 from zchat.broker.lockfile import HistoryLock
 from zchat.broker.writing import StorageFull, Writer
-from zchat.errors import ConfigError
+from zchat.errors import ConfigError, ProtocolError
 
 __all__ = ["DEFAULT_RETENTION", "Ban", "HistoryStore", "StorageFull", "default_path"]
 
@@ -70,6 +78,17 @@ CREATE TABLE IF NOT EXISTS bans (
     ts     TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+# Made apart from _SCHEMA, with its rows, in one transaction: see _upgrade.
+_PRESENT = """
+CREATE TABLE present (
+    room  TEXT NOT NULL,
+    name  TEXT NOT NULL,  -- lower case
+    shown TEXT NOT NULL,
+    PRIMARY KEY (room, name)
+) WITHOUT ROWID
+"""
+# The stored events that change who is present (their bodies start with their type).
+_PRESENCE_EVENTS = ('{"type": "join"%', '{"type": "leave"%', '{"type": "nick"%')
 
 
 @dataclass(frozen=True)
@@ -198,6 +217,8 @@ class HistoryStore:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            if "present" not in tables:
+                _upgrade(db)
             # a write (the mode, kept or new) proves at once that the file can be written
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('mode', ?) "
@@ -235,6 +256,7 @@ class HistoryStore:
             "INSERT INTO events (room, seq, body) VALUES (?, ?, ?)", (event.room, event.seq, body)
         )
         self._save_room(event.room, event.seq, topic)
+        _track(self._db, event)
         oldest = self._oldest.get(event.room)
         if oldest is None:
             row = self._db.execute("SELECT MIN(seq) FROM events WHERE room = ?", (event.room,))
@@ -267,6 +289,14 @@ class HistoryStore:
         # a range asked for (a gap, a rejoin) wants all of it; "the last N" only N
         wanted = max(0, before - after - 1) if after > 0 else min(limit, max(0, before - 1))
         return events, wanted - len(events)
+
+    def present(self) -> dict[str, list[str]]:
+        """Room -> the names its stored events leave in it (joined, never left), sorted."""
+        rows = self._db.execute("SELECT room, shown FROM present ORDER BY room, shown")
+        found: dict[str, list[str]] = {}
+        for room, shown in rows:
+            found.setdefault(room, []).append(shown)
+        return found
 
     # --- bans -------------------------------------------------------------------------
 
@@ -312,6 +342,47 @@ class HistoryStore:
         finally:
             if self._lock is not None:
                 self._lock.release()
+
+
+def _track(db: sqlite3.Connection, event: p.RoomEvent) -> None:
+    """Keep ``present`` as the stored events tell it, in the write of ``event``."""
+    gone, came = None, None
+    match event:
+        case p.Joined():
+            came = event.sender
+        case p.Left():
+            gone = event.sender
+        case p.Renamed():
+            gone, came = event.sender, event.name
+    if gone is not None:
+        db.execute("DELETE FROM present WHERE room = ? AND name = ?", (event.room, gone.lower()))
+    if came is not None:
+        db.execute(
+            "INSERT INTO present (room, name, shown) VALUES (?, ?, ?) "
+            "ON CONFLICT (room, name) DO UPDATE SET shown = excluded.shown",
+            (event.room, came.lower(), came),
+        )
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Make ``present`` in a file from before it, from the events the file holds, all in
+    one transaction (a broker killed meanwhile leaves the file as it was). Events the
+    retention deleted are not there to tell: a session that began before them is
+    missed, and goes unclosed in history as it did before."""
+    db.execute("BEGIN")
+    try:
+        db.execute(_PRESENT)
+        where = " OR ".join("body LIKE ?" for _ in _PRESENCE_EVENTS)
+        rows = db.execute(
+            f"SELECT body FROM events WHERE {where} ORDER BY room, seq", _PRESENCE_EVENTS
+        )
+        for (body,) in rows.fetchall():
+            with contextlib.suppress(ValueError, ProtocolError):  # not ours to repair
+                _track(db, p.decode_event(json.loads(body)))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:

@@ -184,6 +184,12 @@ def listen(
     show_default=True,
     help="Seconds to wait for the broker, and then for each line's confirmation.",
 )
+@click.option(
+    "--announce",
+    is_flag=True,
+    help="Join visibly: the room sees NAME join before the lines and leave after them. "
+    "By default only the lines are seen.",
+)
 @secure_options
 def send(
     text: str | None,
@@ -192,14 +198,16 @@ def send(
     port: int,
     room: str,
     timeout: float,
+    announce: bool,
     secure: bool,
     server_key: str,
     key: str | None,
 ) -> None:
     """Say TEXT (or each line of stdin) in a room, and exit once the broker confirms.
 
-    Joins under --name for the time it takes, so the name must be free. Exit code 0
-    when every line was confirmed, 1 otherwise, with the reason on stderr."""
+    Joins quietly under --name for the time it takes: the room sees the lines, not a
+    join or a leave, and the name must be free. Exit code 0 when every line was
+    confirmed, 1 otherwise, with the reason on stderr."""
     from zchat.client.pacing import Pacer
     from zchat.client.sync import Client
     from zchat.errors import InvalidInput, ZchatError
@@ -221,7 +229,7 @@ def send(
             raise Failure(f"nothing sent: {where}{exc}") from None
     check_host(host)
     try:
-        client = Client(name, host, port, rooms=[room], history=0, keys=keys)
+        client = Client(name, host, port, rooms=[room], history=0, keys=keys, quiet=not announce)
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
     client.core.verb = "send"  # "the broker … is in secure mode: send with --secure …"

@@ -19,6 +19,7 @@ from zchat.broker.guard import (
     DEFAULT_SUBSCRIPTION_BURST,
     DEFAULT_SUBSCRIPTION_RATE,
 )
+from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.cli.options import (
     LOG_LEVELS,
     Failure,
@@ -95,6 +96,15 @@ from zchat.cli.options import (
     help="Seconds a silent connection (a peer gone without a word) is kept.",
 )
 @click.option(
+    "--rejoin-grace",
+    type=click.FloatRange(min=0),
+    default=REJOIN_GRACE_SECONDS,
+    show_default=True,
+    help="Seconds the sessions of the previous broker (stopped or killed) are waited for: "
+    "those back by then go on without a new join notice, the others are announced as left "
+    "(broker restarted).",
+)
+@click.option(
     "--admin-socket",
     help="The operator's socket file for `zchat admin`. "
     "Default: $XDG_RUNTIME_DIR/zchat/admin-PORT.sock (or /tmp/zchat-UID/...).",
@@ -160,6 +170,7 @@ def broker(
     burst: int,
     send_queue: int,
     peer_timeout: float,
+    rejoin_grace: float,
     admin_socket: str | None,
     max_subscriptions: int,
     max_subscription_bytes: int,
@@ -193,6 +204,7 @@ def broker(
             burst=burst,
             sndhwm=send_queue,
             zmtp_heartbeat_timeout=peer_timeout,
+            rejoin_grace=rejoin_grace,
             keys=keys_dir if secure else None,
             admin_socket=admin_socket or "",
             connection=ConnectionLimits(
@@ -333,6 +345,7 @@ def admin_who(ctx: click.Context, port: int | None, admin_socket: str | None) ->
     for user in users:
         rooms = " ".join(f"#{room}" for room in user["rooms"]) or "-"
         admin_mark = " (admin)" if user["admin"] else ""
+        admin_mark += " (quiet)" if user.get("quiet") else ""
         click.echo(
             f"{user['name']}{admin_mark}  {rooms}  from {user['peer']}  {user['seconds']:g} s"
         )

@@ -45,9 +45,11 @@ class AsyncClient:
         history: int = DEFAULT_HISTORY,
         context: zmq.asyncio.Context | None = None,
         keys: Keys | None = None,
+        quiet: bool = False,
     ) -> None:
-        """``keys`` (transport.Keys) for a broker in secure mode."""
-        self.core = ClientCore(name, rooms, history=history, secure=keys is not None)
+        """``keys`` (transport.Keys) for a broker in secure mode. ``quiet``: only post
+        (see Client)."""
+        self.core = ClientCore(name, rooms, history=history, secure=keys is not None, quiet=quiet)
         self.endpoints = Endpoints(host, port)
         self.keys = keys
         self._monitor: zmq.asyncio.Socket | None = None
@@ -86,10 +88,11 @@ class AsyncClient:
     async def close(self, reason: str = "") -> None:
         if self._push.closed:
             return
-        frames = self.core.leave(reason)
-        if frames is not None and self._pump is not None:
+        goodbye = self.core.leave(reason)
+        if goodbye and self._pump is not None:
             try:
-                self._send_now.send_multipart(frames, zmq.NOBLOCK)
+                for frames in goodbye:
+                    self._send_now.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
                 self.core.left()  # the broker is away; it will see the connection drop
             with contextlib.suppress(TimeoutError):

@@ -260,7 +260,9 @@ class Arrivals(CoreState):
             self._subscriptions.extend((False, m) for m in self._enter_markers.values())
             self._enter_markers.clear()
         if code == "unknown-session":
-            if self.state is State.JOINED:
+            if self.state is State.LEAVING:  # the answer to the ping after our LEAVE
+                self.state = State.CLOSED
+            elif self.state is State.JOINED:
                 why = "the broker forgot this session (a restart, or a long silence)"
                 self._rejoin(now, f"{why}, joining again…")
             return

@@ -118,13 +118,20 @@ class Requests(CoreState):
         self._lookups.add(id_)
         return frames
 
-    def leave(self, reason: str = "") -> list[bytes] | None:
-        """Frames saying goodbye, if there is a session to end; the adapter then waits
-        (at most LEAVE_WAIT_SECONDS) while ``leaving`` for the broker to confirm."""
+    def leave(self, reason: str = "") -> list[list[bytes]]:
+        """The messages saying goodbye, in order (none if there is no session to end);
+        the adapter then waits (at most LEAVE_WAIT_SECONDS) while ``leaving`` for the
+        broker to confirm. The confirmation is our own leave notice; a session with no
+        notice to wait for (quiet, or in no room) sends a ping after the LEAVE, and the
+        broker's answer to it, "unknown-session", is the confirmation."""
         frames = p.encode_client(p.Leave(self.secret, p.check_reason(reason)))
-        was_joined = self.state is State.JOINED
-        self.state = State.LEAVING if was_joined else State.CLOSED
-        return frames if was_joined else None
+        if self.state is not State.JOINED:
+            self.state = State.CLOSED
+            return []
+        self.state = State.LEAVING
+        if self.quiet or not self.rooms:
+            return [frames, p.encode_client(p.Ping(self.secret, self.inbox))]
+        return [frames]
 
     def left(self) -> None:
         """The LEAVE could not be sent, or its confirmation did not come: stop waiting."""

@@ -34,7 +34,7 @@ class State(Enum):
     NEW = "new"
     JOINING = "joining"
     JOINED = "joined"
-    LEAVING = "leaving"  # LEAVE sent; waiting for the broker's notice of it
+    LEAVING = "leaving"  # LEAVE sent; waiting for the broker to confirm it
     CLOSED = "closed"
 
 
@@ -71,9 +71,11 @@ class CoreState:
         clock: Callable[[], datetime] | None = None,
         history: int = p.DEFAULT_HISTORY,
         secure: bool = False,
+        quiet: bool = False,
     ) -> None:
         self.name = p.check_name(name)
         self.secure = secure  # CURVE keys are in use
+        self.quiet = quiet  # only posts: the broker announces neither its join nor its leave
         self.rooms = list(dict.fromkeys(p.check_room(r) for r in rooms)) or [p.DEFAULT_ROOM]
         self.clock = clock or (lambda: datetime.now(UTC))
         self.history = min(history, p.MAX_HISTORY)
@@ -176,7 +178,9 @@ class CoreState:
             self._join_markers.append(p.marker_topic(self.inbox, mark))
             self._subscriptions.append((True, self._join_markers[-1]))
         rooms = tuple(self.rooms)
-        join = p.Join(self.name, self.secret, self.inbox, rooms, self.history, since, mark)
+        join = p.Join(
+            self.name, self.secret, self.inbox, rooms, self.history, since, mark, self.quiet
+        )
         self._outbox.append(p.encode_client(join))
 
     def _rejoin(self, now: float, why: str) -> None:

@@ -42,9 +42,11 @@ class Client:
         history: int = DEFAULT_HISTORY,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         keys: Keys | None = None,
+        quiet: bool = False,
     ) -> None:
-        """``keys`` (transport.Keys) for a broker in secure mode."""
-        self.core = ClientCore(name, rooms, history=history, secure=keys is not None)
+        """``keys`` (transport.Keys) for a broker in secure mode. ``quiet``: only post
+        (the broker announces neither the join nor the leave, and lists no member)."""
+        self.core = ClientCore(name, rooms, history=history, secure=keys is not None, quiet=quiet)
         self.endpoints = Endpoints(host, port)
         self.keys = keys
         self._ctx = context or zmq.Context.instance()
@@ -83,10 +85,11 @@ class Client:
         """Leave (with an optional reason) and close the sockets. Idempotent."""
         if self._push.closed:
             return
-        frames = self.core.leave(reason)
-        if frames is not None:
+        goodbye = self.core.leave(reason)
+        if goodbye:
             try:
-                self._push.send_multipart(frames, zmq.NOBLOCK)
+                for frames in goodbye:
+                    self._push.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
                 self.core.left()  # the broker is away; it will see the connection drop
             end = time.monotonic() + LEAVE_WAIT_SECONDS

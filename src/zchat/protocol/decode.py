@@ -235,7 +235,8 @@ def checked_client(frame: bytes) -> ClientMessage:
             raise ProtocolError("field", f"a join names 1 to {MAX_ROOMS_PER_SESSION} rooms")
         history = f.count("history", DEFAULT_HISTORY)
         name, secret, inbox = f.text("name"), f.token("secret"), f.token("inbox")
-        return Join(name, secret, inbox, rooms, history, _since(f), f.mark(optional=True))
+        mark, quiet = f.mark(optional=True), f.flag("quiet")
+        return Join(name, secret, inbox, rooms, history, _since(f), mark, quiet)
     if kind not in CLIENT_TYPES:
         raise ProtocolError("type", f"unknown message type {kind!r}")
     secret = f.token("secret")

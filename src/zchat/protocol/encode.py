@@ -60,9 +60,11 @@ def _dump(obj: dict[str, Any]) -> bytes:
 def encode_client(msg: ClientMessage) -> list[bytes]:
     body: dict[str, Any]
     match msg:
-        case Join(name, secret, inbox, rooms, history, since, mark):
+        case Join(name, secret, inbox, rooms, history, since, mark, quiet):
             body = {"type": "join", "name": name, "secret": secret, "inbox": inbox}
             body |= {"rooms": list(rooms), "history": history, "since": dict(since), "mark": mark}
+            if quiet:
+                body["quiet"] = True
         case Say(secret, room, text, id_, action):
             body = {"type": "say", "secret": secret, "room": room, "text": text, "id": id_}
             if action:

@@ -22,6 +22,9 @@ class Join(Struct, frozen=True):
     history: int = DEFAULT_HISTORY  # lines of each room to send after the WELCOME
     since: Mapping[str, int] = field(default_factory=dict)  # rejoin: room -> last seq seen
     mark: str = ""  # a marker subscription that also completes the join (see Enter)
+    # a session that only posts: no join, leave or nick notices, not listed as a member
+    # (an optional field: a broker that does not know it ignores it)
+    quiet: bool = False
 
 
 class Say(Struct, frozen=True):
