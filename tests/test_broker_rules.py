@@ -332,6 +332,20 @@ def test_a_flood_is_cut_to_the_bucket_told_once_and_ends_when_it_refills() -> No
     assert not rules._flooding
 
 
+def test_a_flooder_told_to_slow_down_is_dropped_before_its_frames_are_decoded() -> None:
+    """Its frames, as encode_client lays them out, are recognised by their first bytes:
+    a frame whose JSON is broken after them counts as flooding, not as bad JSON."""
+    rules = BrokerRules("epoch1", clock=lambda: TS, limit=RateLimit(rate=2, burst=1))
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    for i in range(2):
+        rules.on_inbound(alice.say(f"l{i}", id_=f"m{i}"), "x", 0.0)  # the second is told
+    [frame] = alice.say("never decoded", id_="m2")
+    assert published(rules.on_inbound([frame[: frame.index(b'"room"')]], "x", 0.0)) == []
+    assert rules.dropped["rate-limited"] == 2
+    assert rules.dropped["json"] == 0
+
+
 @pytest.mark.parametrize(
     ("tokens", "wait"), [(0.0, 0.5), (0.4, 0.3), (0.9999, 0.001), (1.0, 0.0), (3.0, 0.0)]
 )

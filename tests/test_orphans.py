@@ -3,12 +3,12 @@ who is present, kept with the events that change it, and upgraded into an old fi
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from zchat import protocol as p
@@ -41,7 +41,7 @@ def append_all(store: HistoryStore, *events: p.RoomEvent) -> None:
     """Append ``events`` numbered after the last of their room (not committed)."""
     for event in events:
         seq = store.room_state(event.room)[0] + 1
-        store.append(dataclasses.replace(event, seq=seq), "")
+        store.append(msgspec.structs.replace(event, seq=seq), "")
 
 
 # --- the store's record of who is present ---------------------------------------------

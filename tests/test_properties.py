@@ -1212,5 +1212,7 @@ def test_the_fast_way_takes_the_common_frames() -> None:
     deep = frame_of({**good, "text": "x"})[:-1] + b', "deep": ' + b"[" * 100_000 + b"}"
     assert fast.published(deep) is None  # too deeply nested for msgspec: not its to say
     assert fast.pushed(deep) is None
+    not_utf8 = frame_of(good)[:-1] + b', "\x80": 1}'  # in a field nobody reads
+    assert fast.published(not_utf8) is None
     said = fast.published(frame_of({**good, "text": "\x1b[2J", "room": "General"}))
     assert said == p.Chat("general", 1, ts, "Alice", "\ufffd[2J", "m1")

@@ -86,7 +86,7 @@ def test_members_who_come_back_go_on_without_a_second_join_notice(
         broker, _ = start_broker(port=port, db=db)
         procs.append(broker)
         expect_message(bob, lambda m: m.kind == "system" and "joined again as Bob" in m.text)
-        alice.expect(r"\*\*\* joined again as Alice$")
+        alice.expect(r"\*\*\* joined again as Alice \(")  # Bob's join may be missed
         stats = subprocess.run(
             zchat_command("admin", "stats", "--port", str(port)),
             capture_output=True,

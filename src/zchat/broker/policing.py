@@ -31,12 +31,10 @@ class Policing(RulesState):
         """A request from a session already told to slow down, dropped before it costs a
         JSON decode (the frame as encode_client lays it out; others take the long way)."""
         frame = frames[0] if len(frames) == 1 else b""
-        start = frame.find(b'"secret": "', 0, 64)
-        if start < 0 or not frame.startswith(
-            (b'{"v": 1, "type": "say"', b'{"v": 1, "type": "msg"')
-        ):
+        start = frame.find(b'"secret":"', 0, 48)
+        if start < 0 or not frame.startswith((b'{"v":1,"type":"say"', b'{"v":1,"type":"msg"')):
             return False
-        secret = frame[start + 11 : start + 43].decode("ascii", "replace")
+        secret = frame[start + 10 : start + 42].decode("ascii", "replace")
         session = self.presence.by_secret.get(secret)
         if session is None or secret not in self._flooding or session.user != user:
             return False

@@ -274,7 +274,7 @@ class RulesState:
         waiting = self.orphans.in_room(room)
         if not waiting:
             return state
-        return dataclasses.replace(state, members=tuple(sorted({*state.members, *waiting})))
+        return msgspec.structs.replace(state, members=tuple(sorted({*state.members, *waiting})))
 
     def _to_inbox(self, inbox: str, msg: p.ServerMessage, actions: Actions) -> None:
         actions.publish.append(p.encode_server(p.inbox_topic(inbox), msg))

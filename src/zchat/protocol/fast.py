@@ -163,11 +163,17 @@ def _token(value: str) -> str:
     return value
 
 
+def _utf8(frame: bytes) -> bytes | str:
+    """The frame, all of it UTF-8 (msgspec does not look inside the fields it skips):
+    ASCII as it is, else decoded (UnicodeDecodeError is a ValueError)."""
+    return frame if frame.isascii() else frame.decode("utf-8")
+
+
 def published(frame: bytes) -> RoomEvent | Tail | Heartbeat | None:
     """The record in a frame the broker published, if it is one of the common kinds
     and valid; None otherwise."""
     try:
-        obj = _PUBLISHED.decode(frame)
+        obj = _PUBLISHED.decode(_utf8(frame))
         if obj.v != PROTOCOL_VERSION:
             return None
         match obj:
@@ -199,7 +205,7 @@ def pushed(frame: bytes) -> Say | Ping | None:
     """The record in a frame a client pushed, if it is a say or a ping and valid; None
     otherwise. As decode_client, the room and the text are left for the broker."""
     try:
-        obj = _PUSHED.decode(frame)
+        obj = _PUSHED.decode(_utf8(frame))
         if obj.v != PROTOCOL_VERSION:
             return None
         match obj:
