@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 from support import Proc, child_env, zchat_command
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 def test_bench_spawns_a_broker_and_reports_every_figure() -> None:
@@ -60,3 +64,20 @@ def test_bench_against_a_limited_broker_says_why_lines_are_lost(
     assert "lost" in result.stdout
     assert "default flood limit (20 a second per session)" in result.stderr
     assert "--rate 0" in result.stderr
+
+
+def test_the_decode_benchmark_prints_a_figure_per_path() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "decode.py"), "--events", "3000"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    paths = ("decode_server alone", "blocking Client", "AsyncClient")
+    for line, path in zip(lines, paths, strict=True):
+        assert "µs per event" in line
+        assert path in line
+        assert float(line.split()[0]) > 0
