@@ -161,3 +161,19 @@ def test_the_decode_benchmark_prints_a_figure_per_path() -> None:
         assert "µs per event" in line
         assert path in line
         assert float(line.split()[0]) > 0
+
+
+def test_the_broker_profile_shows_its_three_views() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "profile_broker.py"), "--lines", "600", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=True,
+    )
+    out = result.stdout
+    assert "BrokerRules.on_inbound whole, :memory:" in out
+    assert "2. cProfile of BrokerRules.on_inbound" in out
+    assert "3. Through sockets" in out
+    assert "µs per line" in out
