@@ -21,6 +21,9 @@ end-to-end runs only (the broker-alone runs need their length for the CPU figure
 ``--smoke`` shortens everything, to check that the harness works: its figures mean
 nothing.
 
+Every run's figures are kept in a JSON file as they come (``--raw``, in the temporary
+folder by default); ``--report-from FILE`` writes the report from such a file again.
+
 Only loopback traffic; every run is bounded in messages and time and stops by itself.
 """
 
@@ -53,6 +56,7 @@ from zchat.client.sync import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
+RAW = Path(tempfile.gettempdir()) / "zchat-bench-runs.json"
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,8 @@ def shortened(scenario: Scenario, name: str, args: argparse.Namespace) -> Scenar
 def join_many(port: int, first: int, count: int, joined: Any, leave: Any) -> None:
     """One worker process: join ``count`` clients, say so, stay until told to leave."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    ctx.set(zmq.MAX_SOCKETS, 3 * count + 10)
+    # each client holds a PUSH, a SUB and a monitor (two PAIR sockets, libzmq's and ours)
+    ctx.set(zmq.MAX_SOCKETS, 4 * count + 10)
     clients = [Client(f"c{first + i}", port=port, history=0, context=ctx) for i in range(count)]
     for client in clients:
         client.join(timeout=30)
@@ -205,12 +210,34 @@ def main() -> None:
         "--smoke", action="store_true", help="every run a few lines long: checks the harness"
     )
     parser.add_argument("--doc", type=Path, default=DOC, help="the report to write (and its .png)")
+    parser.add_argument(
+        "--raw", type=Path, default=RAW, help="where every run's figures are kept, as they come"
+    )
+    parser.add_argument(
+        "--report-from", type=Path, help="write the report from the figures a run kept (--raw)"
+    )
     args = parser.parse_args()
+    if args.report_from:
+        kept = json.loads(args.report_from.read_text())
+        runs = defaultdict(
+            list, {tuple(key.split("|")): rows for key, rows in kept["runs"].items()}
+        )
+        flags = argparse.Namespace(**kept["args"])
+        report(runs, kept["extra"], kept["names"], kept["skipped"], flags, args.doc)
+        return
     systems = [cls for cls in SYSTEMS if cls is not Redis or Redis.available()]
     skipped = [] if Redis in systems else ["Redis (redis-server or redis-py not installed)"]
     scale = 0.01 if args.smoke else 1.0  # of the joins
     load_before = load()
     runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    names = [cls.name for cls in systems]
+
+    def keep(extra: dict[str, Any] | None = None) -> None:
+        flags = {"reps": args.reps, "quick": args.quick, "smoke": args.smoke}
+        raw = {"runs": {"|".join(key): rows for key, rows in runs.items()}, "args": flags}
+        raw |= {"names": names, "skipped": skipped, "extra": extra}
+        args.raw.write_text(json.dumps(raw))
+
     for rep in range(args.reps):
         for scenario in COUNTING:  # systems alternated within each repetition
             for cls in COUNTING_SYSTEMS:
@@ -224,6 +251,7 @@ def main() -> None:
                     f"limited by {row['limited_by']}",
                     flush=True,
                 )
+                keep()
         for scenario in END_TO_END:
             for cls in systems:
                 row = measure(cls(), shortened(scenario, cls.name, args))
@@ -235,6 +263,7 @@ def main() -> None:
                     f"limited by {row['limited_by']}",
                     flush=True,
                 )
+                keep()
     extra = {
         "decode": decode_costs(20_000 if args.smoke else 200_000),
         "joins": joins_at_once(max(16, int(JOINS * scale))),
@@ -243,11 +272,24 @@ def main() -> None:
         "load": (load_before, load()),
     }
     print(json.dumps(extra), flush=True)
-    report = Report(runs, extra, [cls.name for cls in systems], skipped, args)
-    for line in report.tables():
+    keep(extra)
+    report(runs, extra, names, skipped, args, args.doc)
+
+
+def report(
+    runs: dict[tuple[str, str], list[dict[str, Any]]],
+    extra: dict[str, Any],
+    names: list[str],
+    skipped: list[str],
+    args: argparse.Namespace,
+    doc: Path,
+) -> None:
+    """Print both tables; write the report and its chart."""
+    written = Report(runs, extra, names, skipped, args)
+    for line in written.tables():
         print(line)
-    report.write(args.doc)
-    print(f"wrote {args.doc}")
+    written.write(doc)
+    print(f"wrote {doc}")
 
 
 if __name__ == "__main__":

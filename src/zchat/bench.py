@@ -111,7 +111,8 @@ class BenchResult:
         busy["subscribers"] = self.subscriber_busy
         name = max(busy, key=busy.__getitem__)
         busiest = f"busiest: {name}, {busy[name]:.0%} of a core"
-        if self.rate and self.sent_per_second >= 0.95 * self.rate * self.publishers:
+        asked = self.rate * self.publishers * (self.expected / max(1, self.sent))
+        if self.rate and self.delivered_per_second >= 0.95 * asked:  # and delivery kept up
             return f"the rate asked ({self.rate * self.publishers:,.0f} lines/s); {busiest}"
         if busy[name] >= BUSY:
             return f"{name} ({busy[name]:.0%} of a core)"
