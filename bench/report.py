@@ -9,8 +9,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,9 +176,6 @@ class Report:
     def header(self) -> list[str]:
         info = Path("/proc/cpuinfo").read_text()
         cpu = info.split("model name")[1].split("\n")[0].strip(": \t")
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
         flags = "".join(f" --{f}" for f in ("quick", "smoke") if getattr(self.args, f))
         before, after = self.extra["load"]
         lines = [
@@ -194,20 +189,33 @@ class Report:
             "zchat as shipped, the proxy, the classroom design it replaces (a threaded TCP",
             "server that loops `send` over its client list, `bench/classroom_server.py`) and",
             "Redis pub/sub. Loss is reported next to every throughput, and each run says what",
-            "limited it: a process busy all along (its CPU over the run, of one core), or the",
-            "rate asked for.",
+            "limited it: a process busy all along (its CPU over the run, of one core), every",
+            "core busy, or the rate asked for.",
             "",
             f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
             f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, {platform.platform()}.",
-            f"Command: `python bench/run.py --reps {self.args.reps}{flags}` at commit {commit} "
-            f"({time.strftime('%Y-%m-%d')}). Median (min–max) of {self.args.reps} runs, "
-            "systems alternated. Load average (1 min) of the machine "
-            f"{before} before the run, {after} after it.",
+            f"Command: `python bench/run.py --reps {self.args.reps}{flags}` at commit "
+            f"{self.extra['commit']} ({self.extra['date']}). Median (min–max) of "
+            f"{self.args.reps} runs, systems alternated. Load average (1 min) {before} before "
+            f"the run, {after} after it; other processes took {self.others():.1f} of the "
+            f"{os.cpu_count()} cores (median over the runs, from /proc/stat).",
             "",
         ]
         if self.skipped:
             lines += [f"Not measured: {', '.join(self.skipped)}.", ""]
         return lines
+
+    def others(self) -> float:
+        """How much of the machine other processes took during the runs (the median)."""
+        shares = [
+            row["machine_cores"]
+            - (row["broker_busy"] or 0.0)
+            - row["publisher_cores"]
+            - row["subscriber_cores"]
+            for rows in self.runs.values()
+            for row in rows
+        ]
+        return max(0.0, statistics.median(shares)) if shares else 0.0
 
     def counting_section(self) -> list[str]:
         return [
@@ -370,13 +378,14 @@ def draw(report: Report, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (alone, e2e) = plt.subplots(1, 2, figsize=(11, 4.5))
+    colour = {ZCHAT: "C0", PROXY: "C1", CLASSROOM: "C2", "Redis pub/sub": "C3", MEMORY: "C4"}
     for i, name in enumerate(COUNTED):
         value = report.median("count-capacity", name, lambda r: r["delivered_per_second"])
-        alone.bar(i, value, 0.6, label=name)
+        alone.bar(i, value, 0.6, color=colour[name])
+        alone.annotate(f"{value:,.0f}", (i, value), ha="center", va="bottom")
     alone.set_xticks(range(len(COUNTED)))
-    alone.set_xticklabels(COUNTED)
-    alone.set_yscale("log")
-    alone.set_ylabel("lines/s into one room, 1 subscriber (log)")
+    alone.set_xticklabels(["zchat --db :memory:", "zchat (WAL file)", PROXY])
+    alone.set_ylabel("lines/s into one room, 1 subscriber")
     alone.set_title("Broker alone: counting subscribers")
     counts = sorted({int(k.split("-")[1]) for k, _ in report.runs if k.startswith("fanout-")})
     width = 0.8 / len(report.names)
@@ -384,7 +393,8 @@ def draw(report: Report, path: Path) -> None:
         values = [
             report.median(f"fanout-{n}", name, lambda r: r["delivered_per_second"]) for n in counts
         ]
-        e2e.bar([x + i * width for x in range(len(counts))], values, width, label=name)
+        xs = [x + i * width for x in range(len(counts))]
+        e2e.bar(xs, values, width, label=name, color=colour.get(name))
     e2e.set_xticks([x + width * (len(report.names) - 1) / 2 for x in range(len(counts))])
     e2e.set_xticklabels([f"1 → {n}" for n in counts])
     e2e.set_yscale("log")

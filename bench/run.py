@@ -81,7 +81,7 @@ COUNTING = [
 FANOUT = {1: 20_000, 10: 10_000, 100: 2_000}  # messages sent per run, by subscriber count
 END_TO_END = [Scenario(f"fanout-{n}", n, messages) for n, messages in FANOUT.items()]
 END_TO_END += [
-    Scenario("stalled", 100, 20_000, stalled=1),
+    Scenario("stalled", 100, 20_000, stalled=1, scaled=False),  # the stall must bite
     Scenario("latency", 100, 3_000, rate=1000),
 ]
 # More than zchat's per-subscriber queue (10,000) and, for the classroom server, more than
@@ -229,6 +229,9 @@ def main() -> None:
     skipped = [] if Redis in systems else ["Redis (redis-server or redis-py not installed)"]
     scale = 0.01 if args.smoke else 1.0  # of the joins
     load_before = load()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     names = [cls.name for cls in systems]
 
@@ -270,6 +273,8 @@ def main() -> None:
         "join_latency": join_latency(max(20, int(JOIN_LATENCY * scale))),
         "help_seconds": help_time(10),
         "load": (load_before, load()),
+        "commit": commit or "?",
+        "date": time.strftime("%Y-%m-%d"),
     }
     print(json.dumps(extra), flush=True)
     keep(extra)
