@@ -88,7 +88,8 @@ class Report:
         def lost(key: str, name: str) -> str:
             return f"{sum(r['lost'] for r in self.runs[(key, name)]):,}"
 
-        head = "| | " + " | ".join(COUNTED) + " | zchat :memory: ÷ proxy | zchat ÷ proxy |"
+        labels = ("zchat --db :memory:", "zchat (WAL file)", PROXY)
+        head = "| | " + " | ".join(labels) + " | zchat :memory: ÷ proxy | zchat (WAL) ÷ proxy |"
         lines = [head, "|---" * (len(COUNTED) + 3) + "|"]
         rows: list[tuple[str, Callable[[str], str], Callable[[str], float] | None]] = [
             (

@@ -127,8 +127,8 @@ def test_the_harness_prints_both_tables_and_writes_the_report(tmp_path: Path) ->
     alone = out.index("Broker alone: counting subscribers")
     end_to_end = out.index("End to end: decoding subscribers")
     assert alone < end_to_end
-    for system in ("zchat :memory:", "zchat", "libzmq proxy"):
-        assert f"| {system} |" in out[alone:end_to_end]
+    for system in ("zchat --db :memory:", "zchat (WAL file)", "libzmq proxy"):
+        assert f" {system} |" in out[alone:end_to_end]
     assert "| lines/s into one room, 1 subscriber" in out[alone:end_to_end]
     assert "| broker CPU per line (µs)" in out[alone:end_to_end]
     assert "| p99 latency (ms), 1,000 lines/s to 100 subscribers" in out[alone:end_to_end]
