@@ -44,8 +44,11 @@ def handle(client: socket.socket) -> None:
         clients.append(client)
         names[client] = name
     broadcast(f"{name} joined!\n".encode())
-    for line in reader:
-        broadcast(name.encode() + b": " + line)
+    try:
+        for line in reader:
+            broadcast(name.encode() + b": " + line)
+    except OSError:  # reset by the client: it is gone all the same
+        pass
     remove(client)
 
 

@@ -1,7 +1,28 @@
-"""Run every scenario against every system in one run, alternating them, and write
-docs/benchmarks.md and docs/benchmarks.png.
+"""Run every scenario against every system in one run, alternating them; print the two
+tables and write docs/benchmarks.md and docs/benchmarks.png.
 
     python -m pip install -e '.[bench]' && python bench/run.py [--reps 3] [--quick]
+
+Two kinds of run, one table each:
+
+* **Broker alone** (counting subscribers, which read no JSON): zchat with ``--db
+  :memory:``, zchat with its history in a file (WAL), and libzmq's ``zmq.proxy(PULL,
+  PUB)``. Lines a second into one room with 1 subscriber and the publisher as fast as
+  the broker takes them; the broker's CPU per line in that run; its CPU per delivered
+  message at 2,000 lines/s to 100 subscribers; p99 latency at 1,000 lines/s to 100.
+  The broker's CPU is read from /proc over runs long enough that its clock tick (10 ms)
+  is under 2 % of the figure (a figure that is not is marked).
+* **End to end** (decoding subscribers, as real clients): zchat as shipped, the proxy,
+  the classroom server and Redis, 1 → 1, 10 and 100, a stalled reader, latency.
+
+Each row says what limited it: a process busy all along, or the rate asked for. The
+client decode micro-benchmark (bench/decode.py) runs too. ``--quick`` shortens the
+end-to-end runs only (the broker-alone runs need their length for the CPU figures);
+``--smoke`` shortens everything, to check that the harness works: its figures mean
+nothing.
+
+Every run's figures are kept in a JSON file as they come (``--raw``, in the temporary
+folder by default); ``--report-from FILE`` writes the report from such a file again.
 
 Only loopback traffic; every run is bounded in messages and time and stops by itself.
 """
@@ -10,15 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,47 +47,85 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from systems import SYSTEMS, Redis, System, Zchat, cpu_seconds, proc_status
+from decode import decode_costs
+from report import Report
+from systems import COUNTING_SYSTEMS, SYSTEMS, Redis, System, Zchat, proc_status
 
-from zchat.bench import Bench, BenchConfig, BenchResult
+from zchat.bench import Bench, BenchConfig
 from zchat.client.sync import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-CHART = ROOT / "docs" / "benchmarks.png"
+RAW = Path(tempfile.gettempdir()) / "zchat-bench-runs.json"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    subscribers: int
+    messages: int
+    rate: float = 0.0  # lines a second; 0: as fast as the system takes them
+    stalled: int = 0
+    deadline: float = 20.0  # seconds of sending at most
+    count_only: bool = False
+    scaled: bool = True  # shortened by --quick
+
+
+# The broker alone. The capacity run sends for its deadline: long enough that even the
+# proxy, at about 1 µs a line, spends more than 0.5 s of CPU in it.
+COUNTING = [
+    Scenario("capacity", 1, 5_000_000, deadline=6.0, count_only=True, scaled=False),
+    Scenario("fanout", 100, 10_000, rate=2000, count_only=True, scaled=False),
+    Scenario("latency", 100, 5_000, rate=1000, count_only=True, scaled=False),
+]
 FANOUT = {1: 20_000, 10: 10_000, 100: 2_000}  # messages sent per run, by subscriber count
+END_TO_END = [Scenario(f"fanout-{n}", n, messages) for n, messages in FANOUT.items()]
+END_TO_END += [
+    Scenario("stalled", 100, 20_000, stalled=1, scaled=False),  # the stall must bite
+    Scenario("latency", 100, 3_000, rate=1000),
+]
 # More than zchat's per-subscriber queue (10,000) and, for the classroom server, more than
 # the kernel's socket buffers hold (about 4 MB on loopback): the stall must bite.
 STALL_MESSAGES = {"classroom TCP": 60_000}
+JOINS = 2000  # clients joining at once
+JOIN_LATENCY = 200  # joins in a row
 
 
 def quiet(_: str) -> None:
     pass
 
 
-def measure(
-    system: System, subscribers: int, messages: int, rate: float = 0.0, stalled: int = 0
-) -> dict[str, Any]:
+def measure(system: System, scenario: Scenario) -> dict[str, Any]:
     system.start()
     try:
-        before = cpu_seconds(system.pid)
         config = BenchConfig(
-            port=0, subscribers=subscribers, messages=messages, rate=rate, stalled=stalled,
-            deadline=20.0,
+            port=0, subscribers=scenario.subscribers, messages=scenario.messages,
+            rate=scenario.rate, stalled=scenario.stalled, deadline=scenario.deadline,
+            count_only=scenario.count_only,
         )  # fmt: skip
-        result: BenchResult = Bench(config, system, out=quiet).run()
-        cpu = cpu_seconds(system.pid) - before
+        result = Bench(config, system, out=quiet, broker_pid=system.pid).run()
     finally:
         system.stop()
-    row = result.as_dict()
-    row["cpu_us_per_delivered"] = 1e6 * cpu / max(1, result.delivered)
-    return row
+    return result.as_dict()
+
+
+def shortened(scenario: Scenario, name: str, args: argparse.Namespace) -> Scenario:
+    """The scenario as this run makes it: --quick sends a tenth of the lines (of the
+    runs it may shorten), --smoke a hundredth, for two seconds at most."""
+    messages = STALL_MESSAGES.get(name, scenario.messages) if scenario.stalled else None
+    messages = messages or scenario.messages
+    if args.smoke:
+        return replace(scenario, messages=max(300, messages // 100), deadline=2.0)
+    if args.quick and scenario.scaled:
+        return replace(scenario, messages=max(300, messages // 10))
+    return replace(scenario, messages=messages)
 
 
 def join_many(port: int, first: int, count: int, joined: Any, leave: Any) -> None:
     """One worker process: join ``count`` clients, say so, stay until told to leave."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    ctx.set(zmq.MAX_SOCKETS, 3 * count + 10)
+    # each client holds a PUSH, a SUB and a monitor (two PAIR sockets, libzmq's and ours)
+    ctx.set(zmq.MAX_SOCKETS, 4 * count + 10)
     clients = [Client(f"c{first + i}", port=port, history=0, context=ctx) for i in range(count)]
     for client in clients:
         client.join(timeout=30)
@@ -78,8 +137,6 @@ def join_many(port: int, first: int, count: int, joined: Any, leave: Any) -> Non
 
 
 def joins_at_once(count: int, workers: int = 8) -> dict[str, Any]:
-    import multiprocessing as mp
-
     spawn = mp.get_context("spawn")
     system = Zchat()
     system.start()
@@ -87,7 +144,7 @@ def joins_at_once(count: int, workers: int = 8) -> dict[str, Any]:
         pid = system.pid
         threads_before = proc_status(pid, "Threads")
         joined, leave = spawn.Queue(), spawn.Event()
-        share = count // workers
+        share = max(1, count // workers)
         procs = [
             spawn.Process(target=join_many, args=(system.port, w * share, share, joined, leave))
             for w in range(workers)
@@ -128,7 +185,8 @@ def join_latency(count: int) -> dict[str, float]:
     finally:
         system.stop()
     times.sort()
-    return {"p50": times[len(times) // 2], "p99": times[int(0.99 * len(times))], "max": times[-1]}
+    p50, p99 = times[len(times) // 2], times[int(0.99 * len(times))]
+    return {"count": count, "p50": p50, "p99": p99, "max": times[-1]}
 
 
 def help_time(runs: int) -> float:
@@ -140,217 +198,103 @@ def help_time(runs: int) -> float:
     return statistics.median(took)
 
 
-def summary(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
-
-
-def fmt(values: list[float], digits: int = 0) -> str:
-    med, low, high = summary(values)
-    return f"{med:,.{digits}f} ({low:,.{digits}f}–{high:,.{digits}f})"
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each run")
-    parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
+    parser.add_argument("--quick", action="store_true", help="end-to-end runs a tenth as long")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every run a few lines long: checks the harness"
+    )
+    parser.add_argument("--doc", type=Path, default=DOC, help="the report to write (and its .png)")
+    parser.add_argument(
+        "--raw", type=Path, default=RAW, help="where every run's figures are kept, as they come"
+    )
+    parser.add_argument(
+        "--report-from", type=Path, help="write the report from the figures a run kept (--raw)"
+    )
     args = parser.parse_args()
+    if args.report_from:
+        kept = json.loads(args.report_from.read_text())
+        runs = defaultdict(
+            list, {tuple(key.split("|")): rows for key, rows in kept["runs"].items()}
+        )
+        flags = argparse.Namespace(**kept["args"])
+        report(runs, kept["extra"], kept["names"], kept["skipped"], flags, args.doc)
+        return
     systems = [cls for cls in SYSTEMS if cls is not Redis or Redis.available()]
     skipped = [] if Redis in systems else ["Redis (redis-server or redis-py not installed)"]
-    scale = 0.1 if args.quick else 1.0
+    scale = 0.01 if args.smoke else 1.0  # of the joins
+    load_before = load()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    names = [cls.name for cls in systems]
+
+    def keep(extra: dict[str, Any] | None = None) -> None:
+        flags = {"reps": args.reps, "quick": args.quick, "smoke": args.smoke}
+        raw = {"runs": {"|".join(key): rows for key, rows in runs.items()}, "args": flags}
+        raw |= {"names": names, "skipped": skipped, "extra": extra}
+        args.raw.write_text(json.dumps(raw))
+
     for rep in range(args.reps):
-        for subscribers, messages in FANOUT.items():
-            for cls in systems:  # alternated within each repetition
-                row = measure(cls(), subscribers, max(100, int(messages * scale)))
-                runs[(f"fanout-{subscribers}", cls.name)].append(row)
-                print(f"rep {rep + 1} {cls.name:14} 1->{subscribers:<3} "
-                      f"{row['delivered_per_second']:>10,.0f} msgs/s lost {row['lost']}", flush=True)  # fmt: skip
-        for cls in systems:
-            row = measure(cls(), 100, STALL_MESSAGES.get(cls.name, 20_000), stalled=1)
-            runs[("stalled", cls.name)].append(row)
-            print(
-                f"rep {rep + 1} {cls.name:14} stalled 1 of 100: {row['delivered_per_second']:,.0f} msgs/s to the 99, sent {row['sent']}",
-                flush=True,
-            )
-        for cls in systems:
-            row = measure(cls(), 100, max(300, int(3000 * scale)), rate=1000)
-            runs[("latency", cls.name)].append(row)
-            print(
-                f"rep {rep + 1} {cls.name:14} latency p99 {row['latency_ms'].get('p99')}",
-                flush=True,
-            )
+        for scenario in COUNTING:  # systems alternated within each repetition
+            for cls in COUNTING_SYSTEMS:
+                row = measure(cls(), shortened(scenario, cls.name, args))
+                runs[(f"count-{scenario.key}", cls.name)].append(row)
+                print(
+                    f"rep {rep + 1} counting {scenario.key:8} {cls.name:14} "
+                    f"{row['delivered_per_second']:>10,.0f} msgs/s lost {row['lost']:,}, "
+                    f"broker {row['broker_us_per_line']:.2f} µs/line, "
+                    f"p99 {row['latency_ms'].get('p99', float('nan')):.2f} ms; "
+                    f"limited by {row['limited_by']}",
+                    flush=True,
+                )
+                keep()
+        for scenario in END_TO_END:
+            for cls in systems:
+                row = measure(cls(), shortened(scenario, cls.name, args))
+                runs[(scenario.key, cls.name)].append(row)
+                print(
+                    f"rep {rep + 1} decoding {scenario.key:10} {cls.name:14} "
+                    f"{row['delivered_per_second']:>10,.0f} msgs/s lost {row['lost']:,}, "
+                    f"p99 {row['latency_ms'].get('p99', float('nan')):.2f} ms; "
+                    f"limited by {row['limited_by']}",
+                    flush=True,
+                )
+                keep()
     extra = {
-        "joins": joins_at_once(2000),
-        "join_latency": join_latency(200),
+        "decode": decode_costs(20_000 if args.smoke else 200_000),
+        "joins": joins_at_once(max(16, int(JOINS * scale))),
+        "join_latency": join_latency(max(20, int(JOIN_LATENCY * scale))),
         "help_seconds": help_time(10),
+        "load": (load_before, load()),
+        "commit": commit or "?",
+        "date": time.strftime("%Y-%m-%d"),
     }
     print(json.dumps(extra), flush=True)
-    write_doc(runs, extra, [cls.name for cls in systems], skipped, args)
+    keep(extra)
+    report(runs, extra, names, skipped, args, args.doc)
 
 
-def write_doc(
+def report(
     runs: dict[tuple[str, str], list[dict[str, Any]]],
     extra: dict[str, Any],
     names: list[str],
     skipped: list[str],
     args: argparse.Namespace,
+    doc: Path,
 ) -> None:
-    def col(
-        key: str, field: str, digits: int = 0, fn: Callable[[dict[str, Any]], float] | None = None
-    ) -> list[str]:
-        return [fmt([fn(r) if fn else r[field] for r in runs[(key, n)]], digits) for n in names]
-
-    def median(key: str, name: str, field: str) -> float:
-        return statistics.median(r[field] for r in runs[(key, name)])
-
-    info = Path("/proc/cpuinfo").read_text()
-    cpu = info.split("model name")[1].split("\n")[0].strip(": \t")
-    lines = [
-        "# Benchmarks",
-        "",
-        "zchat's broker against the physical limit of its architecture (libzmq's own",
-        "`zmq.proxy(PULL, PUB)` in C, same clients), the classroom design it replaces (a",
-        "threaded TCP server that loops `send` over its client list, `bench/classroom_server.py`)",
-        "and Redis pub/sub. Every subscriber decodes every message, as a real client must;",
-        "loss is reported next to every throughput.",
-        "",
-        f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, {platform.platform()}.",
-        f"Command: `python bench/run.py --reps {args.reps}{' --quick' if args.quick else ''}` "
-        f"({time.strftime('%Y-%m-%d')}). Median (min–max) of {args.reps} runs, systems alternated.",
-        "",
-    ]
-    if skipped:
-        lines += [f"Not measured: {', '.join(skipped)}.", ""]
-    lines += ["## Throughput: 1 publisher → N subscribers, 100-byte texts", ""]
-    lines += [
-        "| system | "
-        + " | ".join(f"1 → {n} msgs/s delivered" for n in FANOUT)
-        + " | lost (of all runs) |"
-    ]
-    lines += ["|---" * (len(FANOUT) + 2) + "|"]
-    for i, name in enumerate(names):
-        cells = [col(f"fanout-{n}", "delivered_per_second")[i] for n in FANOUT]
-        lost = sum(r["lost"] for n in FANOUT for r in runs[(f"fanout-{n}", name)])
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {lost:,} |")
-    lines += ["", "## Broker CPU per delivered message (µs), 1 → 100", ""]
-    lines += ["| system | µs of server CPU per delivered message |", "|---|---|"]
-    for i, name in enumerate(names):
-        lines.append(f"| {name} | {col('fanout-100', 'cpu_us_per_delivered', 2)[i]} |")
-    lines += ["", "## One subscriber of 100 stalled (SIGSTOP once warmed up)", ""]
-    lines += [
-        "| system | msgs/s to the 99 others | of its unstalled 1 → 100 | lines sent (of all asked) |",
-        "|---|---|---|---|",
-    ]
-    for name in names:
-        stalled = statistics.median(r["delivered_per_second"] for r in runs[("stalled", name)])
-        free = median("fanout-100", name, "delivered_per_second")
-        sent = sum(r["sent"] for r in runs[("stalled", name)])
-        lines.append(
-            f"| {name} | {col('stalled', 'delivered_per_second')[names.index(name)]} | {stalled / free:.2f}× | {sent:,} |"
-        )
-    lines += ["", "## Latency at 1,000 msgs/s, 100 subscribers (end to end, ms)", ""]
-    lines += ["| system | p50 | p99 | max | lost |", "|---|---|---|---|---|"]
-    for name in names:
-        rs = runs[("latency", name)]
-        cells = [
-            fmt([r["latency_ms"].get(k, float("nan")) for r in rs], 2)
-            for k in ("p50", "p99", "max")
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {sum(r['lost'] for r in rs):,} |")
-    joins, jl = extra["joins"], extra["join_latency"]
-    lines += [
-        "",
-        "## zchat alone",
-        "",
-        f"- 2,000 clients joining at once: all joined in {joins['seconds']:.2f} s; broker RSS "
-        f"{joins['rss_mib']:.0f} MiB; broker threads {joins['threads_before']} before, "
-        f"{joins['threads_after']} with 2,000 joined.",
-        f"- `join()` on an idle broker, 200 in a row: p50 {jl['p50']:.2f} ms, p99 {jl['p99']:.2f} ms, "
-        f"max {jl['max']:.2f} ms.",
-        f"- `zchat --help`: {extra['help_seconds']:.3f} s (median of 10).",
-        "",
-        "## Targets",
-        "",
-    ]
-    z = "zchat"
-    proxy = "libzmq proxy"
-    classroom = "classroom TCP"
-    checks = [
-        ("zchat ≥ 0.5× proxy at 100 subscribers", median("fanout-100", z, "delivered_per_second") / median("fanout-100", proxy, "delivered_per_second"), 0.5),
-        ("zchat ≥ 0.25× proxy at 1 subscriber", median("fanout-1", z, "delivered_per_second") / median("fanout-1", proxy, "delivered_per_second"), 0.25),
-        ("zchat ≥ 5× classroom at 10 subscribers", median("fanout-10", z, "delivered_per_second") / median("fanout-10", classroom, "delivered_per_second"), 5),
-        ("zchat ≥ 5× classroom at 100 subscribers", median("fanout-100", z, "delivered_per_second") / median("fanout-100", classroom, "delivered_per_second"), 5),
-        ("zchat CPU ≤ 2× proxy per delivered message at 100", median("fanout-100", proxy, "cpu_us_per_delivered") / max(1e-9, median("fanout-100", z, "cpu_us_per_delivered")), 0.5),
-    ]  # fmt: skip
-    lines += ["| target | measured ratio | met |", "|---|---|---|"]
-    for label, ratio, need in checks:
-        lines.append(
-            f"| {label} | {ratio:.2f} (need {need}) | {'yes' if ratio >= need else 'no'} |"
-        )
-    stall = statistics.median(r["delivered_per_second"] for r in runs[("stalled", z)]) / median(
-        "fanout-100", z, "delivered_per_second"
-    )
-    lines.append(
-        f"| zchat: 99 others keep ≥ 0.9× with 1 of 100 stalled | {stall:.2f} | {'yes' if stall >= 0.9 else 'no'} |"
-    )
-    p99 = statistics.median(r["latency_ms"].get("p99", 1e9) for r in runs[("latency", z)])
-    lines.append(
-        f"| latency p99 ≤ 2 ms at 1,000 msgs/s, 100 subscribers | {p99:.2f} ms | {'yes' if p99 <= 2 else 'no'} |"
-    )
-    lines.append(
-        f"| 2,000 joins within 10 s | {joins['seconds']:.2f} s | {'yes' if joins['seconds'] <= 10 else 'no'} |"
-    )
-    lines.append(
-        f"| broker RSS ≤ 150 MiB with 2,000 joined | {joins['rss_mib']:.0f} MiB | {'yes' if joins['rss_mib'] <= 150 else 'no'} |"
-    )
-    lines.append(
-        f"| broker thread count constant | {joins['threads_before']} → {joins['threads_after']} | {'yes' if joins['threads_before'] == joins['threads_after'] else 'no'} |"
-    )
-    lines.append(
-        f"| `join()` p99 ≤ 20 ms | {jl['p99']:.2f} ms | {'yes' if jl['p99'] <= 20 else 'no'} |"
-    )
-    lines.append(
-        f"| `zchat --help` ≤ 0.3 s | {extra['help_seconds']:.3f} s | {'yes' if extra['help_seconds'] <= 0.3 else 'no'} |"
-    )
-    lines += ["", *kept_analysis(), "![throughput chart](benchmarks.png)", ""]
-    DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    draw(runs, names)
-    print(f"wrote {DOC} and {CHART}")
-
-
-def kept_analysis() -> list[str]:
-    """The hand-written "Reading the numbers" section of the previous report, kept."""
-    if not DOC.exists():
-        return []
-    text = DOC.read_text(encoding="utf-8")
-    start, end = text.find("## Reading the numbers"), text.find("![throughput chart]")
-    return [*text[start:end].rstrip().splitlines(), ""] if 0 <= start < end else []
-
-
-def draw(runs: dict[tuple[str, str], list[dict[str, Any]]], names: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        values = [
-            statistics.median(r["delivered_per_second"] for r in runs[(f"fanout-{n}", name)])
-            for n in FANOUT
-        ]
-        xs = [x + i * width for x in range(len(FANOUT))]
-        ax.bar(xs, values, width, label=name)
-    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(FANOUT))])
-    ax.set_xticklabels([f"1 → {n}" for n in FANOUT])
-    ax.set_yscale("log")
-    ax.set_ylabel("messages delivered per second (log)")
-    ax.set_title("Fan-out throughput, 100-byte texts, every message decoded")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(CHART, dpi=100)
+    """Print both tables; write the report and its chart."""
+    written = Report(runs, extra, names, skipped, args)
+    for line in written.tables():
+        print(line)
+    written.write(doc)
+    print(f"wrote {doc}")
 
 
 if __name__ == "__main__":

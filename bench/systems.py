@@ -1,8 +1,10 @@
 """The systems compared, each with its server, its publishers and its subscribers.
 
-Every subscriber decodes every message as a real client of that system must (JSON for
-zchat, the proxy and Redis; the stamped text line for the classroom server) and shares
-one counting loop (zchat.bench.run_subscriber), so the systems differ only in transport.
+In the end-to-end runs every subscriber decodes every message as a real client of that
+system must (JSON for zchat, the proxy and Redis; the stamped text line for the
+classroom server). In the broker-isolating runs the ZeroMQ systems' subscribers only
+count frames and read each line's send time (``count_only``). All share one counting
+loop (zchat.bench.run_subscriber), so the systems differ only in transport.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from typing import Any
 import zmq
 
 from zchat import protocol as p
-from zchat.bench import ZchatTarget, run_subscriber, spawn_broker, zmq_subscriber
+from zchat.bench import (
+    OTHER,
+    Publisher,
+    ZchatTarget,
+    run_subscriber,
+    spawn_broker,
+    stamp_of,
+    zmq_subscriber,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOM = "bench"
@@ -45,11 +55,6 @@ def free_port_pair() -> int:
                     continue
             return port
     raise RuntimeError("no two adjacent free ports")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_status(pid: int, key: str) -> int:
@@ -73,36 +78,48 @@ class System:
     def pid(self) -> int:
         return self.server.pid
 
-    def publisher(self, index: int) -> Callable[[str], None]: ...
+    def publisher(self, index: int, size: int) -> Publisher: ...
 
     def close_publishers(self) -> None: ...
 
-    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]: ...
+    def subscriber_args(self, count_only: bool) -> tuple[Callable[..., None], tuple[Any, ...]]: ...
 
 
 class Zchat(System):
-    """zchat's broker as shipped: validation, stamping, history on disk."""
+    """zchat's broker as shipped: validation, stamping, history in a file (WAL mode)."""
 
     name = "zchat"
 
     def start(self) -> None:
         self.db = tempfile.mkdtemp(prefix="zchat-bench-")
-        self.server, self.port = spawn_broker(db=str(Path(self.db) / "history.db"))
+        self.server, self.port = spawn_broker(db=self.history())
         self.target = ZchatTarget("127.0.0.1", self.port, ROOM)
+
+    def history(self) -> str:
+        return str(Path(self.db) / "history.db")
 
     def stop(self) -> None:
         super().stop()
         shutil.rmtree(self.db, ignore_errors=True)
 
-    def publisher(self, index: int) -> Callable[[str], None]:
-        return self.target.publisher(index)
+    def publisher(self, index: int, size: int) -> Publisher:
+        return self.target.publisher(index, size)
 
     def close_publishers(self) -> None:
         self.target.close_publishers()
         self.target = ZchatTarget("127.0.0.1", self.port, ROOM)
 
-    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        return self.target.subscriber_args()
+    def subscriber_args(self, count_only: bool) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return self.target.subscriber_args(count_only)
+
+
+class ZchatInMemory(Zchat):
+    """zchat's broker keeping no history (``--db :memory:``): the rules and the loop alone."""
+
+    name = "zchat :memory:"
+
+    def history(self) -> str:
+        return ":memory:"
 
 
 class Proxy(Zchat):
@@ -127,26 +144,25 @@ class Proxy(Zchat):
     def stop(self) -> None:
         System.stop(self)
 
-    def publisher(self, index: int) -> Callable[[str], None]:
+    def publisher(self, index: int, size: int) -> Publisher:
         push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 2000)
         push.connect(f"tcp://127.0.0.1:{self.port}")
         self.pushes.append(push)
         topic = p.room_topic(ROOM)
-        seq = iter(range(1, 1 << 62))
 
-        def send(text: str) -> None:  # what zchat's broker would publish, built here
-            chat = p.Chat(ROOM, next(seq), TS, f"pub{index}", text)
-            push.send_multipart(p.encode_server(topic, chat))
+        def encode(text: str) -> list[bytes]:  # what zchat's broker would publish
+            return p.encode_server(topic, p.Chat(ROOM, 1, TS, f"pub{index}", text))
 
-        return send
+        return Publisher(push.send_multipart, encode, index, size)
 
     def close_publishers(self) -> None:
         for push in self.pushes:
             push.close()
 
-    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        return zmq_subscriber, (f"tcp://127.0.0.1:{self.port + 1}", p.room_topic(ROOM))
+    def subscriber_args(self, count_only: bool) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        endpoint = f"tcp://127.0.0.1:{self.port + 1}"
+        return zmq_subscriber, (endpoint, p.room_topic(ROOM), count_only)
 
 
 class Classroom(System):
@@ -162,20 +178,21 @@ class Classroom(System):
         self.port = int(self.server.stdout.readline().split()[-1])
         self.socks: list[socket.socket] = []
 
-    def publisher(self, index: int) -> Callable[[str], None]:
+    def publisher(self, index: int, size: int) -> Publisher:
         sock = socket.create_connection(("127.0.0.1", self.port))
         sock.sendall(f"pub{index}\n".encode())
         sock.settimeout(5.0)  # a server stuck in its send loop stops taking lines: give up
         self.socks.append(sock)
         drain = threading.Thread(target=_discard, args=(sock,), daemon=True)
         drain.start()  # the server sends the publisher everything too: read it, as a client
-        return lambda text: sock.sendall(text.encode() + b"\n")
+        return Publisher(lambda frames: sock.sendall(frames[0]), _line, index, size)
 
     def close_publishers(self) -> None:
         for sock in self.socks:
             sock.close()
 
-    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+    def subscriber_args(self, count_only: bool) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        _decoding_only(self, count_only)
         return tcp_subscriber, (self.port,)
 
 
@@ -208,20 +225,34 @@ class Redis(System):
         redis.Redis(port=self.port).ping()
         self.conns: list[Any] = []
 
-    def publisher(self, index: int) -> Callable[[str], None]:
+    def publisher(self, index: int, size: int) -> Publisher:
         import redis
 
         conn = redis.Redis(port=self.port)
         self.conns.append(conn)
         sender = f"pub{index}"
-        return lambda text: conn.publish(ROOM, json.dumps({"sender": sender, "text": text}))
+
+        def encode(text: str) -> list[bytes]:
+            return [json.dumps({"sender": sender, "text": text}).encode()]
+
+        return Publisher(lambda frames: conn.publish(ROOM, frames[0]), encode, index, size)
 
     def close_publishers(self) -> None:
         for conn in self.conns:
             conn.close()
 
-    def subscriber_args(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+    def subscriber_args(self, count_only: bool) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        _decoding_only(self, count_only)
         return redis_subscriber, (self.port,)
+
+
+def _line(text: str) -> list[bytes]:
+    return [text.encode() + b"\n"]
+
+
+def _decoding_only(system: System, count_only: bool) -> None:
+    if count_only:
+        raise ValueError(f"{system.name}: counting subscribers are for the ZeroMQ systems")
 
 
 def _discard(sock: socket.socket) -> None:
@@ -237,7 +268,7 @@ def _discard(sock: socket.socket) -> None:
 LINE = re.compile(rb"^\[(\d\d:\d\d:\d\d)\] ([^:]+): (.*)$")
 
 
-def tcp_subscriber(port: int, sockets: int, expected: int, *shared: Any) -> None:
+def tcp_subscriber(port: int, sockets: int, *shared: Any) -> None:
     socks = []
     for i in range(sockets):
         sock = socket.socket()
@@ -248,7 +279,7 @@ def tcp_subscriber(port: int, sockets: int, expected: int, *shared: Any) -> None
         sock.sendall(f"sub{os.getpid()}-{i}\n".encode())
         socks.append(sock)
     buffers = [b""] * sockets
-    pending: list[list[str]] = [[] for _ in range(sockets)]
+    pending: list[list[int]] = [[] for _ in range(sockets)]
 
     def wait(ms: int) -> list[int]:
         readable, _, _ = select.select(socks, [], [], ms / 1000)
@@ -259,18 +290,17 @@ def tcp_subscriber(port: int, sockets: int, expected: int, *shared: Any) -> None
             *lines, buffers[i] = buffers[i].split(b"\n")
             for line in lines:
                 match = LINE.match(line)  # decode, as a client of this server must
-                if match:
-                    pending[i].append(match.group(3).decode())
+                pending[i].append(stamp_of(match.group(3).decode()) if match else OTHER)
         return [i for i in range(sockets) if pending[i]]
 
-    def receive(i: int) -> str | None:
+    def receive(i: int) -> int | None:
         return pending[i].pop(0) if pending[i] else None
 
-    ready, finished, progress, results = shared
-    results.put(run_subscriber(sockets, expected, wait, receive, ready, finished, progress))
+    *counting, results = shared
+    results.put(run_subscriber(sockets, wait, receive, *counting))
 
 
-def redis_subscriber(port: int, sockets: int, expected: int, *shared: Any) -> None:
+def redis_subscriber(port: int, sockets: int, *shared: Any) -> None:
     import redis
 
     subs = []
@@ -284,14 +314,15 @@ def redis_subscriber(port: int, sockets: int, expected: int, *shared: Any) -> No
         readable, _, _ = select.select(list(fds), [], [], ms / 1000)
         return [fds[s] for s in readable]
 
-    def receive(i: int) -> str | None:
+    def receive(i: int) -> int | None:
         msg = subs[i].get_message(timeout=0)
         if msg is None:
             return None
-        return str(json.loads(msg["data"])["text"])
+        return stamp_of(str(json.loads(msg["data"])["text"]))
 
-    ready, finished, progress, results = shared
-    results.put(run_subscriber(sockets, expected, wait, receive, ready, finished, progress))
+    *counting, results = shared
+    results.put(run_subscriber(sockets, wait, receive, *counting))
 
 
-SYSTEMS: list[type[System]] = [Zchat, Proxy, Classroom, Redis]
+SYSTEMS: list[type[System]] = [Zchat, Proxy, Classroom, Redis]  # the end-to-end runs
+COUNTING_SYSTEMS: list[type[System]] = [ZchatInMemory, Zchat, Proxy]  # the broker alone

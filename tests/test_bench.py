@@ -1,26 +1,41 @@
-"""`zchat bench`: a short real run, so that the command keeps working. Its numbers are
-checked by the benchmark harness in bench/, not here (timing in tests is flaky)."""
+"""`zchat bench` and the harness in bench/: short real runs, so that they keep working.
+Their numbers are checked by the harness's own report, not here (timing in tests is
+flaky): these tests check what is reported, never how fast anything was."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from support import Proc, child_env, zchat_command
+from zchat import protocol as p
+from zchat.bench import LINE_STAMP, STAMP_DIGITS, WARMUP, Publisher, stamp_of
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-def test_bench_spawns_a_broker_and_reports_every_figure() -> None:
-    result = subprocess.run(
-        zchat_command("bench", "--spawn", "-s", "3", "-n", "300", "--size", "80", "--json"),
+def run_bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        zchat_command("bench", *args),
         capture_output=True,
         text=True,
         env=child_env(),
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_bench_spawns_a_broker_and_reports_every_figure() -> None:
+    result = run_bench("--spawn", "-s", "3", "-n", "300", "--size", "80", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["publishers"], report["subscribers"], report["size"]) == (1, 3, 80)
+    assert report["count_only"] is False
     assert report["sent"] == 300
     assert report["expected"] == 900
     assert report["delivered"] + report["lost"] == 900
@@ -29,17 +44,56 @@ def test_bench_spawns_a_broker_and_reports_every_figure() -> None:
     latency = report["latency_ms"]
     assert set(latency) == {"p50", "p90", "p99", "max"}
     assert 0 <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    # a broker of its own: its CPU is read too, and what limited the run is said
+    assert report["broker_cpu_seconds"] >= 0
+    assert report["broker_us_per_line"] == pytest.approx(1e6 * report["broker_cpu_seconds"] / 300)
+    assert report["limited_by"]
+
+
+def test_bench_count_only_counts_every_line_without_decoding() -> None:
+    result = run_bench("--spawn", "--count-only", "-s", "3", "-n", "300")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "counting subscribers (no decoding)" in out
+    assert re.search(r"^delivered +900 of 900 ", out, re.M), out
+    assert re.search(r"^lost +0 \(0\.00%\)", out, re.M), out
+    assert "broker CPU" in out
+    assert "µs per line" in out
+    assert "limited by " in out
+
+
+def test_a_publishers_lines_carry_their_send_time_where_both_subscribers_find_it() -> None:
+    sent: list[list[bytes]] = []
+
+    def encode(text: str) -> list[bytes]:
+        return p.encode_client(p.Say("a" * 32, "bench", text))
+
+    publisher = Publisher(sent.append, encode, 7, 100)
+    publisher.say("warmup")
+    publisher.line()
+    publisher.line()
+    warmup, first, second = (p.decode_client(frames) for frames in sent)
+    assert isinstance(warmup, p.Say)
+    assert stamp_of(warmup.text) == WARMUP
+    for frames, say in ((sent[1], first), (sent[2], second)):
+        assert isinstance(say, p.Say)
+        assert len(say.text.encode()) == 100
+        assert say.text[STAMP_DIGITS:].startswith(" 007 ")
+        found = LINE_STAMP.search(frames[-1])  # what a counting subscriber reads
+        assert found is not None
+        assert int(found[1]) == stamp_of(say.text) > 0  # what a decoding one reads
+    assert isinstance(first, p.Say)
+    assert isinstance(second, p.Say)
+    assert stamp_of(first.text) <= stamp_of(second.text)
+
+
+def test_a_publisher_refuses_frames_that_lose_the_send_time() -> None:
+    with pytest.raises(ValueError, match="exactly once"):
+        Publisher(lambda _: None, lambda text: [b"no time here"], 0, 100)
 
 
 def test_bench_against_no_broker_fails_clearly() -> None:
-    result = subprocess.run(
-        zchat_command("bench", "--port", "1", "-s", "1", "-n", "1"),
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=60,
-        check=False,
-    )
+    result = run_bench("--port", "1", "-s", "1", "-n", "1", timeout=60)
     assert result.returncode == 1
     assert "no answer from the broker at 127.0.0.1:1" in result.stderr
 
@@ -48,15 +102,78 @@ def test_bench_against_a_limited_broker_says_why_lines_are_lost(
     broker_proc: tuple[Proc, int],
 ) -> None:
     _, port = broker_proc  # the default flood limit: 50 at once, then 20 a second
-    result = subprocess.run(
-        zchat_command("bench", "--port", str(port), "-s", "1", "-n", "500", "--size", "40"),
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-        check=False,
-    )
+    result = run_bench("--port", str(port), "-s", "1", "-n", "500", "--size", "40")
     assert result.returncode == 0, result.stderr
     assert "lost" in result.stdout
     assert "default flood limit (20 a second per session)" in result.stderr
     assert "--rate 0" in result.stderr
+
+
+@pytest.mark.timeout(400)
+def test_the_harness_prints_both_tables_and_writes_the_report(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    kept = "## Where the time goes\n\nWritten by hand, and kept.\n"
+    doc.write_text(f"# Benchmarks\n\n## Old table\n\n| gone |\n\n{kept}", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--smoke", "--reps", "1", "--doc", str(doc)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=380,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    alone = out.index("Broker alone: counting subscribers")
+    end_to_end = out.index("End to end: decoding subscribers")
+    assert alone < end_to_end
+    for system in ("zchat --db :memory:", "zchat (WAL file)", "libzmq proxy"):
+        assert f" {system} |" in out[alone:end_to_end]
+    assert "| lines/s into one room, 1 subscriber" in out[alone:end_to_end]
+    assert "| broker CPU per line (µs)" in out[alone:end_to_end]
+    assert "| p99 latency (ms), 1,000 lines/s to 100 subscribers" in out[alone:end_to_end]
+    assert out[alone:end_to_end].count("| what limited them |") == 2
+    assert "What limited each run" in out[end_to_end:]
+    report = doc.read_text(encoding="utf-8")
+    for heading in (
+        "## Broker alone: counting subscribers",
+        "## End to end: 1 publisher → N decoding subscribers",
+        "## Client decode: µs per received room event",
+        "## Targets",
+    ):
+        assert heading in report
+    assert "| gone |" not in report
+    assert kept in report
+
+
+def test_the_decode_benchmark_prints_a_figure_per_path() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "decode.py"), "--events", "3000"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    paths = ("decode_server alone", "blocking Client", "AsyncClient")
+    for line, path in zip(lines, paths, strict=True):
+        assert "µs per event" in line
+        assert path in line
+        assert float(line.split()[0]) > 0
+
+
+def test_the_broker_profile_shows_its_three_views() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "profile_broker.py"), "--lines", "600", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=True,
+    )
+    out = result.stdout
+    assert "BrokerRules.on_inbound whole, :memory:" in out
+    assert "2. cProfile of BrokerRules.on_inbound" in out
+    assert "3. Through sockets" in out
+    assert "µs per line" in out

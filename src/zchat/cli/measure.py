@@ -52,6 +52,12 @@ FLOOD_HINT_RATE = 20  # lines a second per publisher past the broker's default l
     help="Messages per second per publisher; 0 sends as fast as the broker takes them.",
 )
 @click.option("--room", default="bench", show_default=True, help="Room to use.")
+@click.option(
+    "--count-only",
+    is_flag=True,
+    help="Subscribers count lines and read their send time without decoding them, so "
+    "that the broker is measured rather than its readers.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def bench(
     host: str,
@@ -63,12 +69,14 @@ def bench(
     size: int,
     rate: float,
     room: str,
+    count_only: bool,
     as_json: bool,
 ) -> None:
     """Measure a broker: throughput, loss and end-to-end latency.
 
-    Prints a progress line each second on stderr, then sent, delivered, lost, msgs/s
-    and latency p50/p90/p99/max."""
+    Prints a progress line each second on stderr, then sent, delivered, lost, msgs/s,
+    latency p50/p90/p99/max, how busy each part was and what limited the run. With
+    --spawn, the broker's CPU per line and per delivered message too."""
     import json
 
     from zchat.bench import Bench, BenchConfig, ZchatTarget, spawn_broker
@@ -77,9 +85,12 @@ def bench(
     broker = None
     if spawn:
         broker, port = spawn_broker(host)
-    config = BenchConfig(host, port, publishers, subscribers, messages, size, rate, room)
+    config = BenchConfig(
+        host, port, publishers, subscribers, messages, size, rate, room, count_only=count_only
+    )
     try:
-        result = Bench(config, ZchatTarget(host, port, room)).run()
+        pid = broker.pid if broker is not None else None
+        result = Bench(config, ZchatTarget(host, port, room), broker_pid=pid).run()
     except ZchatError as exc:
         raise Failure(str(exc)) from None
     finally:
