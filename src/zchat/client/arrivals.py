@@ -73,9 +73,10 @@ class Arrivals(CoreState):
         view = self.views.get(event.room)
         if view is None or self.state is State.JOINING:
             return  # not ours (yet): what we need comes with the WELCOME or the history
-        if isinstance(event, p.Chat) and event.sender == self.name:
-            self._pending.pop(event.id, None)
-        if isinstance(event, p.Left) and event.sender == self.name and self.leaving:
+        if type(event) is p.Chat:  # identity, not isinstance: this runs for every line
+            if event.sender == self.name:
+                self._pending.pop(event.id, None)
+        elif type(event) is p.Left and event.sender == self.name and self.leaving:
             self.state = State.CLOSED
         shown, before = view.live(event)
         if shown and self._intros:
@@ -101,10 +102,10 @@ class Arrivals(CoreState):
             view = self.views.get(event.room)
             if view is not None:
                 view.seen = max(view.seen, event.seq)
-            if isinstance(event, p.TopicChanged) and view is not None:
-                view.topic = event.text
-            if isinstance(event, p.Chat) and event.sender == self.name and not replayed:
-                self._pending.pop(event.id, None)  # an echo that came through history
+                if type(event) is p.TopicChanged:
+                    view.topic = event.text
+            if type(event) is p.Chat and not replayed and event.sender == self.name:
+                self._pending.pop(event.id, None)
             self.events.append(from_room_event(event, replayed))
 
     def _on_history(self, history: p.History, now: float) -> None:

@@ -176,26 +176,24 @@ def published(frame: bytes) -> RoomEvent | Tail | Heartbeat | None:
         obj = _PUBLISHED.decode(_utf8(frame))
         if obj.v != PROTOCOL_VERSION:
             return None
-        match obj:
-            case _Message() | _Action():
-                room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
-                action = isinstance(obj, _Action)
-                return Chat(room, seq, ts, _name(sender), clean_text(obj.text), _id(obj.id), action)
-            case _Join():
-                return Joined(_room(obj.room), _count(obj.seq), _ts(obj.ts), _name(obj.sender))
-            case _Leave():
-                room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
-                return Left(room, seq, ts, _name(sender), clean_text(obj.reason))
-            case _Nick():
-                room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
-                return Renamed(room, seq, ts, _name(sender), _name(obj.name))
-            case _Topic():
-                room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
-                return TopicChanged(room, seq, ts, _name(sender), clean_text(obj.text))
-            case _Tail():
-                return Tail(_room(obj.room), _count(obj.seq))
-            case _Heartbeat():
-                return Heartbeat(obj.epoch, _ts(obj.ts))
+        kind = type(obj)  # compared by identity: cheaper than a match on classes
+        if kind is _Message or kind is _Action:
+            room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
+            action = kind is _Action
+            return Chat(room, seq, ts, _name(sender), clean_text(obj.text), _id(obj.id), action)
+        if kind is _Tail:
+            return Tail(_room(obj.room), _count(obj.seq))
+        if kind is _Heartbeat:
+            return Heartbeat(obj.epoch, _ts(obj.ts))
+        room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), _name(obj.sender)
+        if kind is _Join:
+            return Joined(room, seq, ts, sender)
+        if kind is _Leave:
+            return Left(room, seq, ts, sender, clean_text(obj.reason))
+        if kind is _Nick:
+            return Renamed(room, seq, ts, sender, _name(obj.name))
+        if kind is _Topic:
+            return TopicChanged(room, seq, ts, sender, clean_text(obj.text))
     except (ValueError, RecursionError, _NotFast):  # msgspec.DecodeError is a ValueError
         return None
     return None
