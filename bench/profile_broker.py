@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import dataclasses
 import json
 import os
 import pstats
@@ -35,6 +34,8 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+import msgspec
 
 from zchat import protocol as p
 from zchat.bench import Bench, BenchConfig, ZchatTarget, cpu_seconds, spawn_broker
@@ -112,7 +113,7 @@ def store_cost(db: str, lines: int) -> float:
 def stages(lines: int, folder: Path) -> dict[str, float]:
     frame = says(1)[0]
     event = p.Chat(ROOM, 0, TS, "bench", TEXT, "m1")
-    numbered = dataclasses.replace(event, seq=7)
+    numbered = msgspec.structs.replace(event, seq=7)
     topic = p.room_topic(ROOM)
     wal = str(folder / "stages.db")
 
@@ -129,8 +130,8 @@ def stages(lines: int, folder: Path) -> dict[str, float]:
         ),
         "text checks (check_text, clean_text)": per_line(times(lambda: checked_text(TEXT)), lines),
         "clock() (datetime.now)": per_line(times(lambda: datetime.now(UTC)), lines),
-        "numbering (dataclasses.replace)": per_line(
-            times(lambda: dataclasses.replace(event, seq=7)), lines
+        "numbering (msgspec.structs.replace)": per_line(
+            times(lambda: msgspec.structs.replace(event, seq=7)), lines
         ),
         "JSON out to publish (encode_server)": per_line(
             times(lambda: p.encode_server(topic, numbered)), lines

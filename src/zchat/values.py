@@ -56,9 +56,12 @@ def is_canonical_room(room: str) -> bool:
     return len(room) <= MAX_ROOM_CHARS and bool(_NAME_RE.fullmatch(room)) and room == room.lower()
 
 
+# a lone surrogate (JSON "\ud800") cannot be encoded as UTF-8: it would break encoding
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def _without_surrogates(text: str) -> str:
-    # a lone surrogate (JSON "\ud800") cannot be encoded as UTF-8: it would break encoding
-    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return text if text.isascii() else _SURROGATE_RE.sub("\ufffd", text)
 
 
 def clean_text(text: str) -> str:
@@ -83,10 +86,14 @@ def check_text(text: str) -> str:
     The broker cleans it for display (``clean_text``) when it publishes it."""
     if not text.strip():
         raise InvalidInput("message is empty")
-    size = len(text.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(text.encode("utf-8"))  # fails only on a lone surrogate
+    except UnicodeEncodeError:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        text = _without_surrogates(text)
     if size > MAX_TEXT_BYTES:
         raise InvalidInput(f"message is {size} bytes long, the limit is {MAX_TEXT_BYTES}")
-    return _without_surrogates(text)
+    return text
 
 
 def check_reason(reason: str) -> str:

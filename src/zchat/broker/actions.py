@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from zchat import protocol as p
 from zchat.errors import InvalidInput
+
+# Where a frame came from: its address, or what tells it when asked (asking costs a
+# system call, so the socket loop hands over the question and only some answers ask it).
+Peer: TypeAlias = str | Callable[[], str | None] | None
+
+
+def address(peer: Peer) -> str | None:
+    return peer() if callable(peer) else peer
 
 
 @dataclass

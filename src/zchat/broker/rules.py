@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 
 from zchat import protocol as p
-from zchat.broker.actions import Actions, Answer, checked_text, fails
+from zchat.broker.actions import Actions, Answer, Peer, address, checked_text, fails
 from zchat.broker.joining import Joining
 from zchat.broker.orphans import Orphans
 from zchat.broker.policing import OPERATOR, Policing
@@ -73,9 +73,11 @@ class BrokerRules(Joining, Policing):
     # --- the in-socket -----------------------------------------------------------------
 
     def on_inbound(
-        self, frames: list[bytes], peer: str | None, now: float, user: str | None = None
+        self, frames: list[bytes], peer: Peer, now: float, user: str | None = None
     ) -> Actions:
-        """One frame from the in-socket; ``user`` is its key's name in secure mode."""
+        """One frame from the in-socket; ``peer``: its address, or what tells it when
+        asked (it costs a system call: only joins and drops ask); ``user`` is its key's
+        name in secure mode."""
         self._now = now
         actions = Actions()
         if self._flooding and self._over_limit(frames, now, user):
@@ -83,10 +85,10 @@ class BrokerRules(Joining, Policing):
         try:
             msg = p.decode_client(frames)
         except ProtocolError as exc:
-            self._drop(exc.code, f"{exc} (from {peer or 'unknown peer'})", now)
+            self._drop(exc.code, f"{exc} (from {address(peer) or 'unknown peer'})", now)
             return actions
         if isinstance(msg, p.Join):
-            self._on_join(msg, peer or "?", now, actions, user)
+            self._on_join(msg, address(peer) or "?", now, actions, user)
             return actions
         session = self.presence.by_secret.get(msg.secret)
         if session is not None and not self.policy.same_key(session.user, user):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import logging
 import secrets
@@ -288,7 +289,8 @@ class Broker:
                     next_beat = now + interval
                 timeout_ms = max(0, int((next_beat - now) * 1000) + 1)
                 ready = dict(poller.poll(timeout_ms))
-                self._watch_connections()
+                if any(monitor in ready for monitor in self._monitors):
+                    self._watch_connections()
                 if self._out in ready:
                     self._drain_subscriptions()
                 if self._in in ready:
@@ -364,19 +366,19 @@ class Broker:
         batch = Actions()
         until = time.monotonic() + BATCH_SECONDS
         for _ in range(BATCH):
-            try:
-                frames = self._in.recv_multipart(zmq.NOBLOCK, copy=False)
+            try:  # recv, not recv_multipart: a client sends one frame, and this is the loop
+                frame = self._in.recv(zmq.NOBLOCK, copy=False)  # that costs per line
             except zmq.Again:
                 break
-            try:
-                peer: str | None = str(frames[0].get("Peer-Address"))
-            except zmq.ZMQError:
-                peer = None
-            now, fd = time.monotonic(), _descriptor(frames[0])
+            payload = [frame.bytes]
+            while frame.more:  # not a client's: read it all, for the rules to drop
+                frame = self._in.recv(copy=False)
+                payload.append(frame.bytes)
+            now, fd = time.monotonic(), _descriptor(frame)
             if fd is not None and not self.guard.frame(fd, now):
                 continue
-            payload = [f.bytes for f in frames]
-            user = self._user(frames[0])
+            peer = functools.partial(_peer_address, frame)  # asked for joins and drops only
+            user = self._user(frame)
             batch.extend(self._guarded(self.rules.on_inbound, payload, peer, now, user))
             if now > until:
                 break
@@ -483,7 +485,10 @@ class Broker:
             self._send(frames)
 
     def _send(self, frames: list[bytes]) -> None:
-        self._out.send_multipart(frames)
+        out = self._out
+        for frame in frames[:-1]:  # send by send: a third of send_multipart's cost
+            out.send(frame, zmq.SNDMORE)
+        out.send(frames[-1])
         if frames[0].startswith(p.INBOX_PREFIX):
             fd = self._inbox_fds.get(frames[0])
             if fd is not None:
@@ -509,6 +514,14 @@ class Broker:
         self._wake_r.close()
         self._wake_w.close()
         self.store.close()
+
+
+def _peer_address(frame: zmq.Frame) -> str | None:
+    """The address a frame came from (None for frames libzmq made up itself)."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except zmq.ZMQError:
+        return None
 
 
 def _descriptor(frame: zmq.Frame) -> int | None:
