@@ -176,8 +176,9 @@ class RulesState:
         of who came, went or was renamed is left out, and the change itself stands."""
         room = self._room(event.room)
         numbered = msgspec.structs.replace(event, seq=room.seq + 1)
+        frame = p.encode_event(numbered)  # once, for the store and for the subscribers
         try:
-            self.store.append(numbered, room.topic)
+            self.store.append(numbered, room.topic, frame)
         except StorageFull:
             if isinstance(event, p.TopicChanged):
                 room.topic = self.store.room_state(event.room)[1]  # the refused one goes
@@ -186,7 +187,7 @@ class RulesState:
             return
         room.seq = numbered.seq
         self._busy[event.room] = (self._now, room.seq)
-        actions.publish.append(p.encode_server(p.room_topic(event.room), numbered))
+        actions.publish.append([p.room_topic(event.room), frame])
 
     def _announce(self, session: Session, notice: p.RoomEvent, actions: Actions) -> None:
         """Publish a notice that ``session`` came, went or was renamed; a quiet session's

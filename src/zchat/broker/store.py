@@ -88,7 +88,11 @@ CREATE TABLE present (
 ) WITHOUT ROWID
 """
 # The stored events that change who is present (their bodies start with their type).
-_PRESENCE_EVENTS = ('{"type": "join"%', '{"type": "leave"%', '{"type": "nick"%')
+# stored bodies as json.dumps wrote them before, and as msgspec does; a line that only
+# quotes one is decoded, found to be a line, and left alone
+_PRESENCE_EVENTS = tuple(
+    f'%"type":{space}"{kind}"%' for kind in ("join", "leave", "nick") for space in ("", " ")
+)
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,10 @@ class HistoryStore:
         self.mode = mode
         self._closed = False
         self._oldest: dict[str, int] = {}  # room -> its oldest seq kept
+        # lines taken since the last flush: written in one statement before the commit,
+        # or before anything else reads or writes (see Writer.defer)
+        self._lines: list[tuple[str, int, str]] = []  # (room, seq, body)
+        self._last: dict[str, tuple[int, str]] = {}  # room -> (seq, topic) after them
         self._lock: HistoryLock | None = None
         if self.path != ":memory:":
             self._lock = HistoryLock(self._folder_ready(Path(self.path)), port)
@@ -237,34 +245,60 @@ class HistoryStore:
 
     def room_state(self, room: str) -> tuple[int, str]:
         """(last seq, topic) of a room; (0, "") for a room never seen."""
+        self._flush()
         row = self._db.execute("SELECT seq, topic FROM rooms WHERE room = ?", (room,)).fetchone()
         return (row[0], row[1]) if row else (0, "")
 
     def set_topic(self, room: str, seq: int, topic: str) -> None:
+        self._flush()
         self._writer.write(lambda: self._save_room(room, seq, topic))
 
     # --- events -----------------------------------------------------------------------
 
-    def append(self, event: p.RoomEvent, topic: str) -> None:
+    def append(self, event: p.RoomEvent, topic: str, frame: bytes = b"") -> None:
         """Store one event, in the open transaction; ``commit`` makes it durable.
-        StorageFull if it cannot be stored: then nothing of it is."""
-        self._writer.write(lambda: self._insert(event, topic), event)
+        StorageFull if it cannot be stored: then nothing of it is. ``frame``: the event
+        as published (encode_event), stored as it is; made here if not given."""
+        body = (frame or p.encode_event(event)).decode("utf-8")
+        if type(event) is p.Chat and self._writer.defer(event):  # a line: with its batch
+            self._lines.append((event.room, event.seq, body))
+            self._last[event.room] = (event.seq, topic)
+            return
+        self._flush()  # in order: a room's row never goes back
+        self._writer.write(lambda: self._insert(event, topic, body), event)
 
-    def _insert(self, event: p.RoomEvent, topic: str) -> None:
-        body = json.dumps(p.event_body(event), ensure_ascii=False)
+    def _insert(self, event: p.RoomEvent, topic: str, body: str) -> None:
         self._db.execute(
             "INSERT INTO events (room, seq, body) VALUES (?, ?, ?)", (event.room, event.seq, body)
         )
         self._save_room(event.room, event.seq, topic)
         _track(self._db, event)
-        oldest = self._oldest.get(event.room)
+        self._prune(event.room, event.seq)
+
+    def _flush(self) -> None:
+        """Write the lines taken since the last flush: one statement for all of them,
+        each room's row once."""
+        if self._lines:
+            self._writer.flush(self._write_lines)
+
+    def _write_lines(self) -> None:
+        lines, last = self._lines, self._last
+        self._lines, self._last = [], {}  # written, or lost with their batch
+        self._db.executemany("INSERT INTO events (room, seq, body) VALUES (?, ?, ?)", lines)
+        for room, (seq, topic) in last.items():
+            self._save_room(room, seq, topic)
+            self._prune(room, seq)
+
+    def _prune(self, room: str, seq: int) -> None:
+        """Delete a room's events older than the retention, once it is PRUNE_SLACK past."""
+        oldest = self._oldest.get(room)
         if oldest is None:
-            row = self._db.execute("SELECT MIN(seq) FROM events WHERE room = ?", (event.room,))
-            oldest = row.fetchone()[0] or event.seq
-        if event.seq - oldest >= self.retention + PRUNE_SLACK:
-            oldest = event.seq - self.retention + 1
-            self._db.execute("DELETE FROM events WHERE room = ? AND seq < ?", (event.room, oldest))
-        self._oldest[event.room] = oldest  # reached only if every statement succeeded
+            row = self._db.execute("SELECT MIN(seq) FROM events WHERE room = ?", (room,))
+            oldest = row.fetchone()[0] or seq
+        if seq - oldest >= self.retention + PRUNE_SLACK:
+            oldest = seq - self.retention + 1
+            self._db.execute("DELETE FROM events WHERE room = ? AND seq < ?", (room, oldest))
+        self._oldest[room] = oldest  # reached only if every statement succeeded
 
     def _save_room(self, room: str, seq: int, topic: str) -> None:
         self._db.execute(
@@ -280,6 +314,7 @@ class HistoryStore:
         many wanted events are not among them: for a range (``after`` > 0) every seq in
         it, for the last ``limit`` (``after`` 0) only those. Pruned by the retention, or
         beyond ``limit``, they are lost to the asker."""
+        self._flush()
         rows = self._db.execute(
             "SELECT body FROM events WHERE room = ? AND seq > ? AND seq < ? "
             "ORDER BY seq DESC LIMIT ?",
@@ -292,6 +327,7 @@ class HistoryStore:
 
     def present(self) -> dict[str, list[str]]:
         """Room -> the names its stored events leave in it (joined, never left), sorted."""
+        self._flush()
         rows = self._db.execute("SELECT room, shown FROM present ORDER BY room, shown")
         found: dict[str, list[str]] = {}
         for room, shown in rows:
@@ -331,6 +367,7 @@ class HistoryStore:
 
     def commit(self) -> None:
         """Make the batch durable; StorageFull if it could not be (writing.py)."""
+        self._flush()
         self._writer.commit()
 
     def close(self) -> None:
@@ -338,6 +375,7 @@ class HistoryStore:
             return
         self._closed = True
         try:
+            self._flush()
             self._writer.close()
         finally:
             if self._lock is not None:

@@ -9,6 +9,8 @@ broker, nor let it publish what it did not store:
   which goes back to whoever asked for the write.
 * A commit that fails takes its whole batch with it: ``commit`` raises StorageFull with
   the batch's room events (``lost``), and the loop publishes none of them.
+* Lines are written in one statement per batch (``defer``, then ``flush`` before the
+  commit): a flush that fails takes its batch with it, as a failed commit does.
 * After a failure each write is committed at once, so that each one fails alone (and
   is refused to its sender) rather than with a batch, until one succeeds: the disk has
   room again, and batches resume. Nobody has to restart anything.
@@ -102,6 +104,33 @@ class Writer:
                     self._lost = earlier
                 raise self._refuse(self._cause)
         return done
+
+    def defer(self, event: p.RoomEvent) -> bool:
+        """Take the write of ``event`` to be made with its batch (by ``flush``, before
+        the commit or anything else reads or writes): True; False if it must be made now,
+        alone (the disk was full: each write is committed at once until one succeeds).
+        StorageFull if this batch is already lost."""
+        if self._full:
+            return False
+        if self._lost is not None:
+            raise self._refuse(self._cause)
+        self._dirty = True
+        self._unsaved.append(event)
+        return True
+
+    def flush(self, statements: Callable[[], None]) -> None:
+        """Make the deferred writes. Should SQLite fail to, the whole batch is lost, as
+        when its commit fails: the next ``commit`` reports it."""
+        try:
+            statements()
+        except sqlite3.OperationalError as exc:
+            if not _failed_write(exc):
+                raise
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._restart()
+            self._full = True
+            self._refuse(str(exc))
 
     def commit(self) -> None:
         """Make the batch durable. StorageFull if it could not be: its ``lost`` events,

@@ -48,6 +48,7 @@ from zchat.protocol.decode import (
 )
 from zchat.protocol.encode import (
     encode_client,
+    encode_event,
     encode_server,
     event_body,
 )
@@ -204,6 +205,7 @@ __all__ = [
     "decode_event",
     "decode_server",
     "encode_client",
+    "encode_event",
     "encode_server",
     "event_body",
     "format_ts",

@@ -112,6 +112,11 @@ def event_body(event: RoomEvent) -> dict[str, Any]:
             return {"type": "topic", **head, "text": text}
 
 
+def encode_event(event: RoomEvent) -> bytes:
+    """A room event's frame, as published and as stored (made once for both)."""
+    return _dump(event_body(event))
+
+
 def _state_body(state: RoomState) -> dict[str, Any]:
     return {"seq": state.seq, "members": list(state.members), "topic": state.topic}
 
