@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
 import shutil
@@ -133,11 +132,8 @@ def stages(lines: int, folder: Path) -> dict[str, float]:
         "numbering (msgspec.structs.replace)": per_line(
             times(lambda: msgspec.structs.replace(event, seq=7)), lines
         ),
-        "JSON out to publish (encode_server)": per_line(
-            times(lambda: p.encode_server(topic, numbered)), lines
-        ),
-        "JSON out again for the store (event_body, json.dumps)": per_line(
-            times(lambda: json.dumps(p.event_body(numbered), ensure_ascii=False)), lines
+        "JSON out, once for the store and the subscribers (encode_event)": per_line(
+            times(lambda: [topic, p.encode_event(numbered)]), lines
         ),
         "store.append + commit every 256, :memory:": store_cost(":memory:", lines),
         "store.append + commit every 256, WAL file": store_cost(str(folder / "store.db"), lines),

@@ -37,8 +37,23 @@ def check_name(name: str) -> str:
     return name
 
 
+# Room names that passed, as written -> canonical: every line names its room.
+_ROOMS_SEEN: dict[str, str] = {}
+_ROOMS_REMEMBERED = 4096
+
+
 def check_room(room: str) -> str:
     """Return the canonical form of a room name (lower case, no '#'), or raise."""
+    canonical = _ROOMS_SEEN.get(room)
+    if canonical is None:
+        canonical = _checked_room(room)
+        if len(_ROOMS_SEEN) >= _ROOMS_REMEMBERED:
+            _ROOMS_SEEN.clear()
+        _ROOMS_SEEN[room] = canonical
+    return canonical
+
+
+def _checked_room(room: str) -> str:
     bare = room.removeprefix("#")
     if not bare:
         raise InvalidInput("room name is empty")

@@ -103,10 +103,10 @@ class _NotFast(Exception):
     """A value the fast way does not take: decode.py decides."""
 
 
-# names and rooms that passed their rule, remembered (they repeat on every line)
+# names that passed their rule, remembered (they repeat on every line; check_room
+# remembers rooms itself)
 _MEMORY = 4096
 _names: set[str] = set()
-_rooms: dict[str, str] = {}  # as written -> canonical
 
 
 def _name(name: str) -> str:
@@ -122,16 +122,10 @@ def _name(name: str) -> str:
 
 
 def _room(room: str) -> str:
-    canonical = _rooms.get(room)
-    if canonical is None:
-        try:
-            canonical = check_room(room)
-        except InvalidInput:
-            raise _NotFast from None
-        if len(_rooms) >= _MEMORY:
-            _rooms.clear()
-        _rooms[room] = canonical
-    return canonical
+    try:
+        return check_room(room)
+    except InvalidInput:
+        raise _NotFast from None
 
 
 def _count(value: int) -> int:
