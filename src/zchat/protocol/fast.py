@@ -25,7 +25,7 @@ from zchat.protocol.records import (
     Tail,
     TopicChanged,
 )
-from zchat.protocol.topics import ID_RE, MAX_ID_CHARS, PROTOCOL_VERSION, TOKEN_RE, parse_ts
+from zchat.protocol.topics import ID_RE, MAX_ID_CHARS, PROTOCOL_VERSION, parse_ts
 from zchat.values import check_name, check_room, clean_text
 
 # The largest count a frame may carry: SQLite's integers are 64-bit and signed.
@@ -152,7 +152,8 @@ def _ts(value: str) -> datetime:
 
 
 def _token(value: str) -> str:
-    if TOKEN_RE.fullmatch(value) is None:
+    # TOKEN_RE's rule (32 lower-case hex digits) without the regular expression's cost
+    if len(value) != 32 or value.strip("0123456789abcdef"):
         raise _NotFast
     return value
 
