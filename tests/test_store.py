@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -51,6 +52,31 @@ def test_every_kind_of_event_comes_back_as_it_went_in_oldest_first(memory: Histo
     memory.commit()
     assert memory.history("general", 0, 7, 50) == (events, 0)
     assert memory.room_state("general") == (6, "Rapat jam 3")
+
+
+def test_events_stored_as_json_dumps_wrote_them_still_come_back(tmp_path: Path) -> None:
+    """A file from before the compact layout: bodies without the version, with spaces."""
+    path = tmp_path / "old.db"
+    events: list[p.RoomEvent] = [
+        p.Joined("general", 1, TS, "Alice"),
+        p.Chat("general", 2, TS, "Alice", "Halo semua! \u00e9\u4e2d", "m1"),
+        p.Left("general", 3, TS, "Alice", "quit: bye"),
+    ]
+    store = HistoryStore(path)
+    for event in events:
+        store.append(event, "")
+    store.close()
+    old = sqlite3.connect(path)
+    for seq, event in enumerate(events, 1):
+        body = json.dumps(p.event_body(event), ensure_ascii=False)
+        old.execute("UPDATE events SET body = ? WHERE seq = ?", (body, seq))
+    old.commit()
+    old.close()
+    again = HistoryStore(path)
+    try:
+        assert again.history("general", 0, 4, 50) == (events, 0)
+    finally:
+        again.close()
 
 
 def test_history_bounds_are_exclusive_and_the_limit_keeps_the_newest(

@@ -30,7 +30,6 @@ A full disk does not stop the broker: writing.py says what happens instead.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import time
@@ -320,7 +319,7 @@ class HistoryStore:
             "ORDER BY seq DESC LIMIT ?",
             (room, after, before, limit),
         ).fetchall()
-        events = [p.decode_event(json.loads(body)) for (body,) in reversed(rows)]
+        events = [p.decode_stored(body) for (body,) in reversed(rows)]
         # a range asked for (a gap, a rejoin) wants all of it; "the last N" only N
         wanted = max(0, before - after - 1) if after > 0 else min(limit, max(0, before - 1))
         return events, wanted - len(events)
@@ -416,7 +415,7 @@ def _upgrade(db: sqlite3.Connection) -> None:
         )
         for (body,) in rows.fetchall():
             with contextlib.suppress(ValueError, ProtocolError):  # not ours to repair
-                _track(db, p.decode_event(json.loads(body)))
+                _track(db, p.decode_stored(body))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

@@ -45,6 +45,7 @@ from zchat.protocol.decode import (
     decode_client,
     decode_event,
     decode_server,
+    decode_stored,
 )
 from zchat.protocol.encode import (
     encode_client,
@@ -204,6 +205,7 @@ __all__ = [
     "decode_client",
     "decode_event",
     "decode_server",
+    "decode_stored",
     "encode_client",
     "encode_event",
     "encode_server",

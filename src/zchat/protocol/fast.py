@@ -158,13 +158,13 @@ def _token(value: str) -> str:
     return value
 
 
-def _utf8(frame: bytes) -> bytes | str:
+def _utf8(frame: bytes | str) -> bytes | str:
     """The frame, all of it UTF-8 (msgspec does not look inside the fields it skips):
-    ASCII as it is, else decoded (UnicodeDecodeError is a ValueError)."""
-    return frame if frame.isascii() else frame.decode("utf-8")
+    ASCII or text as it is, else decoded (UnicodeDecodeError is a ValueError)."""
+    return frame if isinstance(frame, str) or frame.isascii() else frame.decode("utf-8")
 
 
-def published(frame: bytes) -> RoomEvent | Tail | Heartbeat | None:
+def published(frame: bytes | str) -> RoomEvent | Tail | Heartbeat | None:
     """The record in a frame the broker published, if it is one of the common kinds
     and valid; None otherwise."""
     try:
