@@ -16,6 +16,7 @@ from zchat.client.core import (
     FloodRefusal,
     State,
 )
+from zchat.client.message import Members
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
 
 TS = datetime(2025, 3, 1, 14, 30, 15, tzinfo=UTC)
@@ -498,3 +499,23 @@ def test_a_join_answered_twice_shows_its_history_once() -> None:
         "— end of the history of #general —",
         "in #general: nobody else yet",
     ]
+
+
+def test_a_big_rooms_crowd_and_member_count_are_told(core: ClientCore) -> None:
+    crowd = p.Crowd("general", 1200, 37, 60)
+    core.on_publish(p.encode_server(b"room/general/", crowd), 1.0)
+    core.on_publish(p.encode_server(b"room/nowhere/", p.Crowd("nowhere", 1, 0, 60)), 1.0)
+    assert texts(core) == ["1,200 joined, 37 left #general in the last minute"]
+    enter(core, "big", 0, 2.0)
+    assert texts(core)[0] == "in #big: Bob"  # all listed
+    core.enter("huge")
+    core.take_outbox()
+    state = p.RoomState(0, ("Alice", "Bob", "Carol"), "", 2000)
+    core.on_publish(to_me(core, p.Entered("huge", state)), 3.0)
+    assert texts(core) == ["in #huge: Bob, Carol and 1,997 more"]
+    id_, _ = core.who("huge")
+    answer = p.Members("huge", ("Alice", "Bob"), "", id_, 2000)
+    core.on_publish(to_me(core, answer), 4.0)
+    assert texts(core) == ["in #huge: Alice, Bob and 1,998 more"]
+    members = core.take_answer(id_)
+    assert isinstance(members, Members) and members.more == 1998

@@ -97,7 +97,7 @@ CLIENT_RECORDS: dict[type, st.SearchStrategy[Any]] = {
     p.Msg: st.builds(p.Msg, TOKENS, TEXTS, TEXTS, IDS),
     p.Nick: st.builds(p.Nick, TOKENS, TEXTS),
     p.SetTopic: st.builds(p.SetTopic, TOKENS, TEXTS, TEXTS),
-    p.Who: st.builds(p.Who, TOKENS, TEXTS, IDS),
+    p.Who: st.builds(p.Who, TOKENS, TEXTS, IDS, st.just("") | NAMES),
     p.ListRooms: st.builds(p.ListRooms, TOKENS, IDS),
     p.GetHistory: st.builds(p.GetHistory, TOKENS, TEXTS, COUNTS, COUNTS, COUNTS, IDS),
     p.Moderate: st.builds(p.Moderate, TOKENS, st.sampled_from(p.MODERATE_OPS), TEXTS, REASONS, IDS),
@@ -112,10 +112,11 @@ ROOM_EVENTS: dict[type, st.SearchStrategy[Any]] = {
     p.Renamed: st.builds(p.Renamed, ROOMS, COUNTS, STAMPS, NAMES, NAMES),
     p.TopicChanged: st.builds(p.TopicChanged, ROOMS, COUNTS, STAMPS, NAMES, CLEAN),
 }
-STATES = st.builds(p.RoomState, COUNTS, _tuples(NAMES), CLEAN)
+STATES = st.builds(p.RoomState, COUNTS, _tuples(NAMES), CLEAN, COUNTS)
 SERVER_RECORDS: dict[type, st.SearchStrategy[Any]] = {
     **ROOM_EVENTS,
     p.Tail: st.builds(p.Tail, ROOMS, COUNTS),
+    p.Crowd: st.builds(p.Crowd, ROOMS, COUNTS, COUNTS, COUNTS),
     p.Welcome: st.builds(p.Welcome, NAMES, TEXTS, st.dictionaries(ROOMS, STATES, max_size=3)),
     p.Refused: st.builds(p.Refused, TEXTS, CLEAN),
     p.Error: st.builds(
@@ -125,7 +126,7 @@ SERVER_RECORDS: dict[type, st.SearchStrategy[Any]] = {
     p.Parted: st.builds(p.Parted, ROOMS),
     p.History: st.builds(p.History, ROOMS, _tuples(st.one_of(*ROOM_EVENTS.values())), COUNTS, IDS),
     p.Private: st.builds(p.Private, STAMPS, NAMES, NAMES, CLEAN, IDS),
-    p.Members: st.builds(p.Members, ROOMS, _tuples(NAMES), CLEAN, IDS),
+    p.Members: st.builds(p.Members, ROOMS, _tuples(NAMES), CLEAN, IDS, COUNTS),
     p.RoomList: st.builds(p.RoomList, _tuples(st.builds(p.RoomInfo, ROOMS, COUNTS, CLEAN)), IDS),
     p.NickChanged: st.builds(p.NickChanged, NAMES),
     p.Kicked: st.builds(p.Kicked, CLEAN, CLEAN, st.booleans()),  # by: a name, or the operator

@@ -128,6 +128,7 @@ class Joining(RulesState):
             else:
                 self._send_history(session, room, 0, 0, limit, actions)
         ts = self.clock()
+        session.announced.update(goes_on)  # its coming was told by the earlier broker
         for room in rooms:
             if room not in goes_on:
                 self._announce(session, p.Joined(room, 0, ts, name), actions)

@@ -38,6 +38,9 @@ NEW_ROOM_RATE = 1.0
 NEW_ROOM_BURST = 64
 
 
+QUIET_JOINS = 200
+
+
 @dataclass(frozen=True)
 class RuleLimits:
     """What the rules bound beyond each session's flood limit (SECURITY.md, "Limits")."""
@@ -45,6 +48,10 @@ class RuleLimits:
     pending_joins: int = MAX_PENDING_JOINS
     pending_joins_per_address: int = MAX_PENDING_JOINS_PER_ADDRESS
     new_rooms: RateLimit = RateLimit(NEW_ROOM_RATE, NEW_ROOM_BURST)
+    # above this many members, a room's joins and leaves are told once a minute, in sum
+    # (a notice each would cost every member a line per arrival: n² for n arrivals);
+    # 0: always one each
+    quiet_joins: int = QUIET_JOINS
 
 
 @dataclass

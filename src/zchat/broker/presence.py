@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from zchat import protocol as p
@@ -22,7 +24,14 @@ class Session:
     since: float = 0.0  # when it joined
     suspect: float | None = None  # when its inbox may have been lost (secure mode)
     quiet: bool = False  # only posts: no member of its rooms, its comings and goings untold
+    # the rooms whose notice of its coming was published: its going is told there too,
+    # whatever the room's size since (history never shows one without the other)
+    announced: set[str] = field(default_factory=set)
     waiting: list[p.Enter] = field(default_factory=list)  # enters whose marker has not come
+
+
+# A welcome, an entered and a who list this many names at most, and the count.
+MEMBERS_LISTED = 200
 
 
 @dataclass
@@ -30,9 +39,20 @@ class Room:
     seq: int = 0
     topic: str = ""
     members: dict[str, str] = field(default_factory=dict)  # lower-case name -> name
+    joined_untold: int = 0  # in a big room: arrivals not told one by one yet (Crowd)
+    left_untold: int = 0
+    untold_since: float | None = None  # when the first of them came
 
-    def state(self) -> p.RoomState:
-        return p.RoomState(self.seq, tuple(sorted(self.members.values())), self.topic)
+    def state(self, others: Iterable[str] = (), after: str = "") -> p.RoomState:
+        """Its members (and ``others``, names soon to be members), sorted: the first
+        MEMBERS_LISTED of those after ``after``, and how many in all if not all."""
+        names = {*self.members.values(), *others}
+        if after:
+            names = {name for name in names if name > after}
+        if len(names) <= MEMBERS_LISTED:
+            return p.RoomState(self.seq, tuple(sorted(names)), self.topic)
+        listed = tuple(heapq.nsmallest(MEMBERS_LISTED, names))
+        return p.RoomState(self.seq, listed, self.topic, len(names))
 
 
 class Presence:

@@ -146,10 +146,10 @@ class BrokerRules(Joining, Policing):
                 room = self._member_room(session, room)
                 topic = self.presence.rooms[room].topic = fails("bad-topic", p.check_topic, text)
                 self._publish(p.TopicChanged(room, 0, self.clock(), session.name, topic), actions)
-            case p.Who(_, room, id_):
+            case p.Who(_, room, id_, after):
                 room = fails("bad-room", p.check_room, room)
-                state = self._room(room).state()
-                answer = p.Members(room, state.members, state.topic, id_)
+                state = self._room(room).state(after=after)  # a big room's next page
+                answer = p.Members(room, state.members, state.topic, id_, state.count)
                 self._to_inbox(session.inbox, answer, actions)
                 self.presence.forget_if_empty(room)
             case p.ListRooms(_, id_):
@@ -187,6 +187,7 @@ class BrokerRules(Joining, Policing):
                 del self._busy[name]
                 continue
             actions.publish.append(p.encode_server(p.room_topic(name), p.Tail(name, seq)))
+        self.crowds(now, actions)
         return actions
 
     def shutdown(self, text: str = "stopped by its operator") -> Actions:

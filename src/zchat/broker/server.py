@@ -28,7 +28,7 @@ import zmq
 from zchat import admin
 from zchat import protocol as p
 from zchat.broker.guard import ConnectionGuard, ConnectionLimits
-from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, RateLimit
+from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, QUIET_JOINS, RateLimit, RuleLimits
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.broker.policy import SecurePolicy
 from zchat.broker.rules import Actions, Answer, BrokerRules
@@ -83,6 +83,8 @@ class BrokerConfig:
     admin_socket: str = ""  # the operator's socket file; "" for admin.default_path(port)
     # seconds the sessions of the previous broker are waited for (orphans.py)
     rejoin_grace: float = REJOIN_GRACE_SECONDS
+    # above this many members a room's joins and leaves are told in sum; 0: each one
+    quiet_joins: int = QUIET_JOINS
     connection: ConnectionLimits = field(default_factory=ConnectionLimits)  # per connection
 
     def check(self) -> None:
@@ -92,6 +94,8 @@ class BrokerConfig:
             raise ConfigError("the rate must be 0 (no limit) or more, and the burst at least 1")
         if self.rejoin_grace < 0:
             raise ConfigError("the rejoin grace period must be 0 seconds or more")
+        if self.quiet_joins < 0:
+            raise ConfigError("the quiet-joins size must be 0 (never quiet) or more")
 
 
 def warn_if_exposed(config: BrokerConfig) -> str | None:
@@ -127,6 +131,7 @@ class Broker:
             secure=keyring is not None,
             limit=flood,
             grace=config.rejoin_grace,
+            limits=RuleLimits(quiet_joins=config.quiet_joins),
         )
         self.guard = ConnectionGuard(config.connection, flood)
         # The broker's ZAP handler serves its whole context: it gets one of its own

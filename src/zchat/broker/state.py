@@ -37,6 +37,9 @@ MAX_WAITING_ENTERS = 8  # per session
 MAX_MARKERS = 32  # marker subscriptions remembered per inbox
 # For this long after a room's last event, each heartbeat carries the room's last seq.
 TAIL_SECONDS = 10.0
+# In a big room (limits.quiet_joins), arrivals and departures are told in sum, at most
+# this often.
+CROWD_SECONDS = 60.0
 # Secure mode: a session whose inbox unsubscription may have come from another key's
 # refused subscription is ended only if it has not been heard of for this long.
 SUSPECT_SECONDS = 3.0
@@ -100,9 +103,8 @@ class RulesState:
         return list(self.presence.by_secret.values())
 
     def members(self, room: str) -> list[str]:
-        return (
-            list(self.presence.rooms[room].state().members) if room in self.presence.rooms else []
-        )
+        found = self.presence.rooms.get(room)
+        return sorted(found.members.values()) if found is not None else []
 
     # --- internals -------------------------------------------------------------------------
 
@@ -191,9 +193,43 @@ class RulesState:
 
     def _announce(self, session: Session, notice: p.RoomEvent, actions: Actions) -> None:
         """Publish a notice that ``session`` came, went or was renamed; a quiet session's
-        go untold (it only posts)."""
-        if not session.quiet:
-            self._publish(notice, actions)
+        go untold (it only posts). In a room of more than ``quiet_joins`` members an
+        arrival is counted instead, and told in sum once a minute (``crowds``); a
+        session whose arrival was told has its going told too, and only such a one."""
+        room = notice.room
+        if session.quiet:
+            return
+        if type(notice) is p.Joined:
+            limit = self.limits.quiet_joins
+            if room in self.presence.rooms and 0 < limit < len(self.presence.rooms[room].members):
+                self._untold(room).joined_untold += 1
+                return
+            session.announced.add(room)
+        elif room not in session.announced:  # its arrival went untold: its going too
+            if type(notice) is p.Left:
+                self._untold(room).left_untold += 1
+            return
+        elif type(notice) is p.Left:
+            session.announced.discard(room)
+        self._publish(notice, actions)
+
+    def _untold(self, name: str) -> Room:
+        room = self._room(name)
+        if room.untold_since is None:
+            room.untold_since = self._now
+        return room
+
+    def crowds(self, now: float, actions: Actions) -> None:
+        """Tell each big room who came and went untold, once CROWD_SECONDS have passed
+        since the first of them."""
+        for name, room in self.presence.rooms.items():
+            since = room.untold_since
+            if since is None or now - since < CROWD_SECONDS:
+                continue
+            crowd = p.Crowd(name, room.joined_untold, room.left_untold, round(now - since))
+            actions.publish.append(p.encode_server(p.room_topic(name), crowd))
+            room.joined_untold = room.left_untold = 0
+            room.untold_since = None
 
     def unstored(self, full: StorageFull, actions: Actions) -> Actions:
         """The store's commit failed (its disk is full) and undid room events of this
@@ -271,11 +307,7 @@ class RulesState:
         """A room's state for a session that follows its events from now on: its
         members, and the orphans that will come back in silence or leave with a
         notice (orphans.py)."""
-        state = self._room(room).state()
-        waiting = self.orphans.in_room(room)
-        if not waiting:
-            return state
-        return msgspec.structs.replace(state, members=tuple(sorted({*state.members, *waiting})))
+        return self._room(room).state(others=self.orphans.in_room(room))
 
     def _to_inbox(self, inbox: str, msg: p.ServerMessage, actions: Actions) -> None:
         actions.publish.append(p.encode_server(p.inbox_topic(inbox), msg))

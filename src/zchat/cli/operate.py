@@ -19,6 +19,7 @@ from zchat.broker.guard import (
     DEFAULT_SUBSCRIPTION_BURST,
     DEFAULT_SUBSCRIPTION_RATE,
 )
+from zchat.broker.limits import QUIET_JOINS
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.cli.options import (
     LOG_LEVELS,
@@ -105,6 +106,14 @@ from zchat.cli.options import (
     "(broker restarted).",
 )
 @click.option(
+    "--quiet-joins",
+    type=click.IntRange(min=0),
+    default=QUIET_JOINS,
+    show_default=True,
+    help="Above this many members, a room's joins and leaves are not announced one by one, "
+    "but in sum once a minute ('37 joined, 12 left'); 0 announces each one.",
+)
+@click.option(
     "--admin-socket",
     help="The operator's socket file for `zchat admin`. "
     "Default: $XDG_RUNTIME_DIR/zchat/admin-PORT.sock (or /tmp/zchat-UID/...).",
@@ -171,6 +180,7 @@ def broker(
     send_queue: int,
     peer_timeout: float,
     rejoin_grace: float,
+    quiet_joins: int,
     admin_socket: str | None,
     max_subscriptions: int,
     max_subscription_bytes: int,
@@ -205,6 +215,7 @@ def broker(
             sndhwm=send_queue,
             zmtp_heartbeat_timeout=peer_timeout,
             rejoin_grace=rejoin_grace,
+            quiet_joins=quiet_joins,
             keys=keys_dir if secure else None,
             admin_socket=admin_socket or "",
             connection=ConnectionLimits(

@@ -159,9 +159,11 @@ class AsyncClient:
     async def set_topic(self, text: str, room: str | None = None) -> None:
         await self._submit(self.core.set_topic(room, text))
 
-    async def who(self, room: str | None = None, timeout: float = 5.0) -> Members | None:
+    async def who(
+        self, room: str | None = None, timeout: float = 5.0, after: str = ""
+    ) -> Members | None:
         """Who is in a room, and its topic (see Client.who)."""
-        id_, frames = self.core.who(room)
+        id_, frames = self.core.who(room, after)
         answer = await self._ask(id_, frames, timeout)
         return answer if isinstance(answer, Members) else None
 

@@ -7,7 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from zchat import protocol as p
-from zchat.client.message import Members, from_private, from_room_event
+from zchat.client.message import (
+    Members,
+    crowd_text,
+    from_private,
+    from_room_event,
+    names_text,
+)
 from zchat.client.rooms import Fill, RoomView
 from zchat.client.state import (
     ENTER_ERRORS,
@@ -41,6 +47,9 @@ class Arrivals(CoreState):
                 if view is not None and self.joined and (before := view.tail(seq)) is not None:
                     self.gaps += 1  # the last lines before a quiet spell were dropped
                     self._ask_fill(room, view, before, now)
+            case p.Crowd(room):
+                if room in self.views:
+                    self._note(crowd_text(msg), room)
             case p.Welcome():
                 self._on_welcome(msg, now)
             case p.History():
@@ -182,8 +191,10 @@ class Arrivals(CoreState):
         """Who is in a room just joined, and its topic: said after its history (which
         comes next if the room has lines and any were asked for), so that the times
         shown never go back."""
-        others = [m for m in state.members if m != self.name]
-        notes = [f"in #{room}: {', '.join(others) if others else 'nobody else yet'}"]
+        others = tuple(m for m in state.members if m != self.name)
+        more = max(0, state.count - len(state.members))
+        here = names_text(others, more) if others else "nobody else yet"
+        notes = [f"in #{room}: {here}"]
         if state.topic:
             notes.append(f"topic of #{room}: {state.topic}")
         self._intros[room] = notes
@@ -217,9 +228,9 @@ class Arrivals(CoreState):
             case p.Members(room, _, topic, id_) if id_ in self._topic_queries:
                 self._topic_queries.discard(id_)
                 self._note(f"topic of #{room}: {topic}" if topic else f"#{room} has no topic", room)
-            case p.Members(room, members, topic, id_):
-                here = ", ".join(members) if members else "nobody"
-                answer = Members(room, members, topic)
+            case p.Members(room, members, topic, id_, count):
+                answer = Members(room, members, topic, count)
+                here = names_text(members, answer.more) if members else "nobody"
                 if id_ in self._asked:
                     self._asked[id_] = answer
                 text = f"in #{room}: {here}" + (f" (topic: {topic})" if topic else "")

@@ -22,7 +22,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zchat import protocol as p
 from zchat.client.core import AWAY_SECONDS, REFUSED_RETRY_SECONDS, handshake_text, unreachable
-from zchat.client.message import Message, from_room_event
+from zchat.client.message import Message, crowd_text, from_room_event
 from zchat.client.transport import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -109,6 +109,8 @@ class ListenCore:
                 self._renumbered(room, seq)
                 self._missed(room, seq)
                 self.shown[room] = seq
+            case p.Crowd(room) if room in self.rooms:
+                self._note(crowd_text(msg), room)
             case p.Heartbeat(epoch):
                 restarted = self._epoch not in (None, epoch)
                 if self._back_unsaid:

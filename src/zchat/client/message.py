@@ -15,11 +15,19 @@ Kind: TypeAlias = Literal[
 
 
 class Members(Struct, frozen=True):
-    """Who is in a room, and its topic: the answer to ``who()``."""
+    """Who is in a room, and its topic: the answer to ``who()``. In a big room, one
+    page: the first names (sorted) after the one asked for, and ``count``, how many
+    there are in all from there (0 when all of them are listed)."""
 
     room: str
     names: tuple[str, ...]
     topic: str = ""
+    count: int = 0
+
+    @property
+    def more(self) -> int:
+        """How many are not listed: ask ``who(room, after=names[-1])`` for them."""
+        return max(0, self.count - len(self.names))
 
 
 RoomInfo = p.RoomInfo  # one room of the answer to ``list_rooms()``: room, members, topic
@@ -77,6 +85,21 @@ def from_room_event(event: p.RoomEvent, replayed: bool = False) -> Message:
         case p.TopicChanged(room, seq, ts, sender, text):
             return Message("topic", room, sender, text, ts, seq, replayed=r)
     raise TypeError(f"not a room event: {event!r}")
+
+
+def crowd_text(crowd: p.Crowd) -> str:
+    """``37 joined, 12 left #general in the last minute``: a big room's comings and
+    goings, told in sum."""
+    counts = ((crowd.joined, "joined"), (crowd.left, "left"))
+    told = ", ".join(f"{count:,} {verb}" for count, verb in counts if count)
+    when = "minute" if 50 <= crowd.seconds <= 70 else f"{crowd.seconds} seconds"
+    return f"{told or 'nobody came or went'} #{crowd.room} in the last {when}"
+
+
+def names_text(names: tuple[str, ...], more: int) -> str:
+    """Names as a line shows them, and how many more there are."""
+    shown = ", ".join(names)
+    return f"{shown} and {more:,} more" if more else shown
 
 
 def from_private(dm: p.Private) -> Message:

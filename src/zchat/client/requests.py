@@ -69,10 +69,11 @@ class Requests(CoreState):
     def set_topic(self, room: str | None, text: str) -> list[bytes]:
         return self._request(p.SetTopic(self.secret, self._my_room(room), p.check_topic(text)))
 
-    def who(self, room: str | None) -> tuple[str, list[bytes]]:
-        """Ask who is in a room; its id, for ``take_answer``."""
+    def who(self, room: str | None, after: str = "") -> tuple[str, list[bytes]]:
+        """Ask who is in a room (in a big room, those after ``after``); its id, for
+        ``take_answer``."""
         id_ = self._next_id("w")
-        frames = self._request(p.Who(self.secret, self._any_room(room), id_))
+        frames = self._request(p.Who(self.secret, self._any_room(room), id_, after))
         self._asked[id_] = None
         return id_, frames
 

@@ -170,11 +170,12 @@ class Client:
     def set_topic(self, text: str, room: str | None = None) -> None:
         self._submit(self.core.set_topic(room, text))
 
-    def who(self, room: str | None = None, timeout: float = 5.0) -> Members | None:
+    def who(self, room: str | None = None, timeout: float = 5.0, after: str = "") -> Members | None:
         """Who is in a room (any room; default: your first) and its topic, or None if
         the broker did not answer within ``timeout``. The answer also comes as a system
-        Message (``in #room: …``), with the same record in its ``data``."""
-        id_, frames = self.core.who(room)
+        Message (``in #room: …``), with the same record in its ``data``. A big room is
+        told a page at a time: ``after`` (a name) asks for the names after it."""
+        id_, frames = self.core.who(room, after)
         answer = self._ask(id_, frames, timeout)
         return answer if isinstance(answer, Members) else None
 

@@ -30,7 +30,7 @@ COMMANDS = (
     ("/join #room", "enter a room and make it the current one"),
     ("/part [#room] [why]", "leave a room (default: the current one)"),
     ("/rooms", "list the rooms and how many are in each"),
-    ("/who [#room]", "who is in a room"),
+    ("/who [#room] [NAME]", "who is in a room (a big one: those after NAME)"),
     ("/msg NAME text", "a private line, seen by NAME and you only"),
     ("/me text", 'an action: "* Alice waves"'),
     ("/nick NAME", "change your name, if it is free"),
@@ -191,8 +191,8 @@ class _Chat:
                 await self._attempt(client.part(room or self.room, more if room else rest))
             case "rooms":
                 await self._attempt(client.list_rooms())
-            case "who":
-                await self._attempt(client.who(room or self.room))
+            case "who":  # a big room's next page: the names after one
+                await self._attempt(client.who(room or self.room, after=_after(room, more, rest)))
             case "msg" if first and more.strip():
                 await self._attempt(client.msg(first, more), more)
             case "me" if rest:
@@ -368,3 +368,8 @@ def _count(text: str, default: int) -> int | None:
     if text.isdigit() and 1 <= int(text) <= MAX_HISTORY:
         return int(text)
     return None
+
+
+def _after(room: str | None, more: str, rest: str) -> str:
+    """The name after ``/who [#room]``: where a big room's next page starts."""
+    return (more if room else rest).strip()

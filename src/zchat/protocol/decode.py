@@ -14,6 +14,7 @@ from zchat.protocol.records import (
     MODERATE_OPS,
     Chat,
     ClientMessage,
+    Crowd,
     Done,
     Enter,
     Entered,
@@ -260,7 +261,7 @@ def checked_client(frame: bytes) -> ClientMessage:
         case "topic":
             return SetTopic(secret, f.text("room"), f.text("text"))
         case "who":
-            return Who(secret, f.text("room"), f.id())
+            return Who(secret, f.text("room"), f.id(), f.text("after", ""))
         case "rooms":
             return ListRooms(secret, f.id())
         case "history":
@@ -317,7 +318,7 @@ def decode_stored(body: str | bytes) -> RoomEvent:
 
 def _state(f: _Fields) -> RoomState:
     members = tuple(_checked(check_name, m) for m in f.strings("members", []))
-    return RoomState(f.count("seq"), members, f.clean("topic", ""))
+    return RoomState(f.count("seq"), members, f.clean("topic", ""), f.count("count", 0))
 
 
 def decode_server(frames: Sequence[bytes]) -> tuple[bytes, ServerMessage]:
@@ -336,6 +337,9 @@ def checked_server(frame: bytes) -> ServerMessage:
     match kind:
         case "tail":
             return Tail(f.room(), f.count("seq"))
+        case "crowd":
+            counts = f.count("joined"), f.count("left"), f.count("seconds")
+            return Crowd(f.room(), *counts)
         case "heartbeat":
             return Heartbeat(f.text("epoch"), f.ts())
         case "shutdown":
@@ -370,7 +374,7 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
             return Private(f.ts(), f.name("sender"), f.name("to"), f.clean("text"), f.id())
         case "members":
             members = tuple(_checked(check_name, m) for m in f.strings("members"))
-            return Members(f.room(), members, f.clean("topic", ""), f.id())
+            return Members(f.room(), members, f.clean("topic", ""), f.id(), f.count("count", 0))
         case "rooms":
             listed = f.obj.get("rooms")
             if not isinstance(listed, list):

@@ -9,6 +9,7 @@ import msgspec
 from zchat.protocol.records import (
     Chat,
     ClientMessage,
+    Crowd,
     Done,
     Enter,
     Entered,
@@ -84,8 +85,10 @@ def encode_client(msg: ClientMessage) -> list[bytes]:
             body = {"type": "nick", "secret": secret, "name": name}
         case SetTopic(secret, room, text):
             body = {"type": "topic", "secret": secret, "room": room, "text": text}
-        case Who(secret, room, id_):
+        case Who(secret, room, id_, after):
             body = {"type": "who", "secret": secret, "room": room, "id": id_}
+            if after:
+                body["after"] = after
         case ListRooms(secret, id_):
             body = {"type": "rooms", "secret": secret, "id": id_}
         case GetHistory(secret, room, after, before, limit, id_):
@@ -118,7 +121,10 @@ def encode_event(event: RoomEvent) -> bytes:
 
 
 def _state_body(state: RoomState) -> dict[str, Any]:
-    return {"seq": state.seq, "members": list(state.members), "topic": state.topic}
+    body = {"seq": state.seq, "members": list(state.members), "topic": state.topic}
+    if state.count:
+        body["count"] = state.count
+    return body
 
 
 def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
@@ -128,6 +134,9 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
             body = event_body(msg)
         case Tail(room, seq):
             body = {"type": "tail", "room": room, "seq": seq}
+        case Crowd(room, joined, left, seconds):
+            body = {"type": "crowd", "room": room, "joined": joined, "left": left}
+            body["seconds"] = seconds
         case Welcome(name, epoch, rooms):
             states = {room: _state_body(state) for room, state in rooms.items()}
             body = {"type": "welcome", "name": name, "epoch": epoch, "rooms": states}
@@ -147,9 +156,11 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
         case Private(ts, sender, to, text, id_):
             body = {"type": "private", "ts": format_ts(ts), "sender": sender, "to": to}
             body |= {"text": text, "id": id_}
-        case Members(room, members, topic_text, id_):
+        case Members(room, members, topic_text, id_, count):
             body = {"type": "members", "room": room, "members": list(members), "topic": topic_text}
             body["id"] = id_
+            if count:
+                body["count"] = count
         case RoomList(rooms, id_):
             listed = [{"room": r.room, "members": r.members, "topic": r.topic} for r in rooms]
             body = {"type": "rooms", "rooms": listed, "id": id_}

@@ -85,6 +85,7 @@ class Who(Struct, frozen=True):
     secret: str
     room: str
     id: str = ""  # echoed in the Members answer
+    after: str = ""  # a big room's next page: the names that sort after this one
 
 
 class ListRooms(Struct, frozen=True):
@@ -178,10 +179,21 @@ class Tail(Struct, frozen=True):
     seq: int
 
 
+class Crowd(Struct, frozen=True):
+    """In a room bigger than the broker's quiet-joins size, who came and went without a
+    notice each, told once a minute. Not an event: neither numbered nor stored."""
+
+    room: str
+    joined: int
+    left: int
+    seconds: int
+
+
 class RoomState(Struct, frozen=True):
     seq: int
-    members: tuple[str, ...]
+    members: tuple[str, ...]  # sorted; in a big room the first MEMBERS_LISTED only
     topic: str = ""
+    count: int = 0  # how many members in all, when more than are listed (0: all are)
 
 
 class RoomInfo(Struct, frozen=True):
@@ -241,6 +253,7 @@ class Members(Struct, frozen=True):
     members: tuple[str, ...]
     topic: str = ""
     id: str = ""
+    count: int = 0  # how many members in all, when more than are listed (0: all are)
 
 
 class RoomList(Struct, frozen=True):
@@ -282,4 +295,4 @@ InboxMessage: TypeAlias = (
     Welcome | Refused | Error | Entered | Parted | History | Private | Members | RoomList
     | NickChanged | Kicked | Done
 )  # fmt: skip
-ServerMessage: TypeAlias = RoomEvent | Tail | InboxMessage | Heartbeat | Shutdown
+ServerMessage: TypeAlias = RoomEvent | Tail | Crowd | InboxMessage | Heartbeat | Shutdown
