@@ -116,8 +116,17 @@ def test_the_harness_prints_both_tables_and_writes_the_report(tmp_path: Path) ->
     doc.write_text(f"# Benchmarks\n\n## Old table\n\n| gone |\n\n{kept}", encoding="utf-8")
     result = subprocess.run(
         # its own raw file: the default one in the temporary folder is a real run's
-        [sys.executable, str(BENCH / "run.py"), "--smoke", "--reps", "1", "--doc", str(doc)]
-        + ["--raw", str(tmp_path / "runs.json")],
+        [
+            sys.executable,
+            str(BENCH / "run.py"),
+            "--smoke",
+            "--reps",
+            "1",
+            "--doc",
+            str(doc),
+            "--raw",
+            str(tmp_path / "runs.json"),
+        ],
         capture_output=True,
         text=True,
         env=child_env(),
