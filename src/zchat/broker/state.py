@@ -171,11 +171,12 @@ class RulesState:
             raise Answer("not-in-room", f"you are not in #{room}")
         return room
 
-    def _publish(self, event: p.RoomEvent, actions: Actions) -> None:
+    def _publish(self, event: p.RoomEvent, actions: Actions) -> bool:
         """Number, store and publish one room event (``seq`` 0 in ``event`` is replaced).
         What the store refuses (its disk is full) takes no number and is not published:
         a line or a topic is refused to its sender (StorageFull is an Answer); a notice
-        of who came, went or was renamed is left out, and the change itself stands."""
+        of who came, went or was renamed is left out (False), and the change itself
+        stands."""
         room = self._room(event.room)
         numbered = msgspec.structs.replace(event, seq=room.seq + 1)
         frame = p.encode_event(numbered)  # once, for the store and for the subscribers
@@ -186,10 +187,11 @@ class RulesState:
                 room.topic = self.store.room_state(event.room)[1]  # the refused one goes
             if isinstance(event, p.Chat | p.TopicChanged):
                 raise
-            return
+            return False
         room.seq = numbered.seq
         self._busy[event.room] = (self._now, room.seq)
         actions.publish.append([p.room_topic(event.room), frame])
+        return True
 
     def _announce(self, session: Session, notice: p.RoomEvent, actions: Actions) -> None:
         """Publish a notice that ``session`` came, went or was renamed; a quiet session's
@@ -203,13 +205,14 @@ class RulesState:
             limit = self.limits.quiet_joins
             if room in self.presence.rooms and 0 < limit < len(self.presence.rooms[room].members):
                 self._untold(room).joined_untold += 1
-                return
-            session.announced.add(room)
-        elif room not in session.announced:  # its arrival went untold: its going too
+            elif self._publish(notice, actions):  # not if the disk was full: then its
+                session.announced.add(room)  # going is not told either
+            return
+        if room not in session.announced:  # its arrival went untold: its going too
             if type(notice) is p.Left:
                 self._untold(room).left_untold += 1
             return
-        elif type(notice) is p.Left:
+        if type(notice) is p.Left:
             session.announced.discard(room)
         self._publish(notice, actions)
 
