@@ -188,3 +188,19 @@ def test_the_broker_profile_shows_its_three_views() -> None:
     assert "2. cProfile of BrokerRules.on_inbound" in out
     assert "3. Through sockets" in out
     assert "µs per line" in out
+
+
+@pytest.mark.timeout(200)
+def test_the_memory_run_reports_per_session_and_per_room() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "memory.py"), "--sessions", "40", "--rooms-per-client", "2"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "with 40 sessions" in result.stdout
+    assert "KiB per session" in result.stdout
+    assert "KiB per room of one member" in result.stdout
