@@ -24,22 +24,34 @@ _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # (and some terminals and editors) break a line at them: a forged line in a log.
 _LINE_SEPARATORS = frozenset("\u2028\u2029")
 _ALLOWED = "use only ASCII letters, digits, '_', '-' and '.'"
+_REMEMBERED = 4096  # names and rooms that passed their rule, remembered at most
+
+
+# Names that passed: every line names its sender.
+_NAMES_SEEN: set[str] = set()
 
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid user name, else raise InvalidInput."""
+    if name not in _NAMES_SEEN:
+        _checked_name(name)
+        if len(_NAMES_SEEN) >= _REMEMBERED:
+            _NAMES_SEEN.clear()
+        _NAMES_SEEN.add(name)
+    return name
+
+
+def _checked_name(name: str) -> None:
     if not name:
         raise InvalidInput(f"name is empty: {_ALLOWED}, 1 to {MAX_NAME_CHARS} of them")
     if len(name) > MAX_NAME_CHARS:
         raise InvalidInput(f"name is {len(name)} characters long, the limit is {MAX_NAME_CHARS}")
     if not _NAME_RE.fullmatch(name):
         raise InvalidInput(f"name {name!r} is not allowed: {_ALLOWED}")
-    return name
 
 
 # Room names that passed, as written -> canonical: every line names its room.
 _ROOMS_SEEN: dict[str, str] = {}
-_ROOMS_REMEMBERED = 4096
 
 
 def check_room(room: str) -> str:
@@ -47,7 +59,7 @@ def check_room(room: str) -> str:
     canonical = _ROOMS_SEEN.get(room)
     if canonical is None:
         canonical = _checked_room(room)
-        if len(_ROOMS_SEEN) >= _ROOMS_REMEMBERED:
+        if len(_ROOMS_SEEN) >= _REMEMBERED:
             _ROOMS_SEEN.clear()
         _ROOMS_SEEN[room] = canonical
     return canonical

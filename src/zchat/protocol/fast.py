@@ -103,27 +103,16 @@ class _NotFast(Exception):
     """A value the fast way does not take: decode.py decides."""
 
 
-# names that passed their rule, remembered (they repeat on every line; check_room
-# remembers rooms itself)
-_MEMORY = 4096
-_names: set[str] = set()
-
-
 def _name(name: str) -> str:
-    if name not in _names:
-        try:
-            check_name(name)
-        except InvalidInput:
-            raise _NotFast from None
-        if len(_names) >= _MEMORY:
-            _names.clear()
-        _names.add(name)
-    return name
+    try:
+        return check_name(name)  # remembers the names that passed
+    except InvalidInput:
+        raise _NotFast from None
 
 
 def _room(room: str) -> str:
     try:
-        return check_room(room)
+        return check_room(room)  # remembers the rooms that passed
     except InvalidInput:
         raise _NotFast from None
 
