@@ -26,6 +26,18 @@ What is bounded here, per connection (the rules bound sessions and rooms):
   the TCP level (a reader that never reads, kept alive by its own heartbeats, would
   otherwise make libzmq queue every answer it asks for).
 
+Many connections must not add up to more than one may hold, so each connection has an
+**owner** (its key in secure mode, its peer address in open mode), and what all of an
+owner's connections hold together is bounded too: OWNER_FACTOR times one connection's
+subscriptions and unread bytes, and, for a key, ``per_key`` connections. Connections
+are also counted per address as libzmq accepts them (before any handshake: in secure
+mode a peer without a key is known by nothing else), and in all, under the process's
+limit of open files: past ``per_address``, the newest of that address is cut; past the
+total, the newest of the address that holds most. None of these cuts is penalised (a
+NAT may put many people behind one address), and none waits for the peer to say a
+word. A key the operator banned or withdrew has all its connections cut
+(``cut_owner``), and any that shows itself later is cut on its first frame.
+
 A frame that is not a subscription on the out-socket is cut at once: libzmq 4.3.5
 queues it without its connection, which puts the socket's next subscriptions out of
 step (see Broker._drain_subscriptions).
@@ -61,7 +73,16 @@ FRAME_RATE_MIN = 200.0
 FRAME_BURST_MIN = 1000
 # Bytes published to one connection's inbox that it has not acknowledged.
 DEFAULT_MAX_UNREAD_BYTES = 16 * 1024 * 1024
-DEFAULT_PENALTY_SECONDS = 10.0  # a cut address is refused this long
+DEFAULT_PENALTY_SECONDS = 10.0  # a cut address (or key) is refused this long
+# What all the connections of one owner (a key, or an address in open mode) may hold
+# together: this many times one connection's subscriptions and unread bytes.
+OWNER_FACTOR = 16
+DEFAULT_MAX_CONNECTIONS_PER_KEY = 32  # a person's terminals, listeners and bots
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256  # a NAT, or one machine's users
+RECONCILE_SECONDS = 10.0  # how often records are checked against the descriptors
+# A connection that has not finished its handshake in this long is closed (libzmq's
+# default, 30 s, lets idle connections hold descriptors far too long).
+HANDSHAKE_SECONDS = 5.0
 LOG_EVERY_SECONDS = 60.0  # at most one log line per kind of cut in this long
 MAX_PENALTIES = 10_000  # addresses remembered at once; past it the oldest go
 
@@ -81,11 +102,24 @@ class ConnectionLimits:
     subscription_burst: int = DEFAULT_SUBSCRIPTION_BURST
     unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES
     penalty_seconds: float = DEFAULT_PENALTY_SECONDS
+    per_key: int = DEFAULT_MAX_CONNECTIONS_PER_KEY  # 0: no bound
+    per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS  # 0: no bound
     enabled: bool = True  # False: nothing is counted or cut
 
     @property
     def subscription_limit(self) -> RateLimit:
         return RateLimit(self.subscription_rate, self.subscription_burst)
+
+
+@dataclass
+class Owner:
+    """What the connections of one key (or, in open mode, one address) hold together."""
+
+    name: str  # "key NAME" or the address
+    connections: dict[int, None] = field(default_factory=dict)  # descriptors, oldest first
+    topics: int = 0
+    topic_bytes: int = 0
+    unread: int = 0
 
 
 @dataclass
@@ -98,6 +132,8 @@ class Connection:
     unread: int = 0  # inbox bytes published and not yet acknowledged (an upper bound)
     acked: int = -1  # tcpi_bytes_acked when ``unread`` was last brought up to date
     cut: bool = False
+    owner: Owner | None = None  # known from its first frame
+    user: str | None = None  # the key it came with (secure mode)
 
 
 class ConnectionGuard:
@@ -108,6 +144,7 @@ class ConnectionGuard:
         limits: ConnectionLimits,
         flood: RateLimit,
         clock: Callable[[], float] = time.monotonic,
+        max_connections: int = 0,
     ) -> None:
         self.limits = limits
         self.frame_limit = (
@@ -119,14 +156,18 @@ class ConnectionGuard:
             )
         )
         self.clock = clock
+        self.max_connections = max_connections  # in all (open files allow); 0: no bound
         self.cuts: Counter[str] = Counter()  # why -> connections cut
-        self.refusals = 0  # handshakes refused to penalised addresses
+        self.refusals = 0  # handshakes refused to penalised addresses and keys
         self._connections: dict[int, Connection] = {}
-        self._penalties: dict[str, float] = {}  # address -> refused until (monotonic)
+        self._owners: dict[str, Owner] = {}
+        self._addresses: dict[str, dict[int, None]] = {}  # address -> descriptors, oldest first
+        self._penalties: dict[str, float] = {}  # address or "key NAME" -> refused until
         self._logged: dict[str, float] = {}
         self._unlogged: Counter[str] = Counter()
+        self._reconciled = clock()
 
-    # --- the ZAP handler's question (another thread: reads one dict entry) -----------
+    # --- the ZAP handler's questions (another thread: each reads one dict entry) -------
 
     def refused(self, address: str) -> bool:
         until = self._penalties.get(address)
@@ -135,40 +176,57 @@ class ConnectionGuard:
         self.refusals += 1
         return True
 
+    def key_refused(self, name: str) -> bool:
+        return self.refused(_key(name))
+
     # --- frames ------------------------------------------------------------------------
 
-    def subscription(self, fd: int, data: bytes, now: float) -> bool:
+    def subscription(self, fd: int, data: bytes, now: float, user: str | None = None) -> bool:
         """Account one message from the out-socket's connection ``fd``; False if it must
         be ignored (its connection is cut, or is cut now)."""
         if not self.limits.enabled:
             return True
-        conn = self._connection(fd, now)
+        conn = self._connection(fd, now, user)
         if conn.cut:
             return False
         if not data or data[0] not in (0, 1):
             return self._cut(fd, conn, "junk", "sent a message that is not a subscription")
         topic = data[1:]
+        owner = conn.owner
+        assert owner is not None
         if data[0] == 1:
             if len(topic) > MAX_TOPIC_BYTES:
                 return self._cut(fd, conn, "topic", f"subscribed to a {len(topic)}-byte topic")
             if topic not in conn.topics:
                 conn.topics[topic] = None
                 conn.topic_bytes += len(topic)
+                owner.topics += 1
+                owner.topic_bytes += len(topic)
         elif conn.topics.pop(topic, 0) is None:
             conn.topic_bytes -= len(topic)
-        if len(conn.topics) > self.limits.subscriptions:
+            owner.topics -= 1
+            owner.topic_bytes -= len(topic)
+        limits = self.limits
+        if len(conn.topics) > limits.subscriptions:
             return self._cut(fd, conn, "subscriptions", f"held {len(conn.topics)} subscriptions")
-        if conn.topic_bytes > self.limits.subscription_bytes:
+        if conn.topic_bytes > limits.subscription_bytes:
             return self._cut(fd, conn, "subscriptions", f"held {conn.topic_bytes} bytes of topics")
-        if not conn.subscriptions.take(self.limits.subscription_limit, now):
+        if owner.topics > OWNER_FACTOR * limits.subscriptions:
+            held = f"held {owner.topics} subscriptions on {len(owner.connections)} connections"
+            return self._cut(fd, conn, "subscriptions", held)
+        if owner.topic_bytes > OWNER_FACTOR * limits.subscription_bytes:
+            many = len(owner.connections)
+            held = f"held {owner.topic_bytes} bytes of topics on {many} connections"
+            return self._cut(fd, conn, "subscriptions", held)
+        if not conn.subscriptions.take(limits.subscription_limit, now):
             return self._cut(fd, conn, "churn", "changed subscriptions too fast")
         return True
 
-    def frame(self, fd: int, now: float) -> bool:
+    def frame(self, fd: int, now: float, user: str | None = None) -> bool:
         """Account one frame from the in-socket's connection ``fd``; False to drop it."""
         if not self.limits.enabled:
             return True
-        conn = self._connection(fd, now)
+        conn = self._connection(fd, now, user)
         if conn.cut:
             return False
         if not conn.frames.take(self.frame_limit, now):
@@ -183,14 +241,42 @@ class ConnectionGuard:
         if conn is not None and not conn.cut:
             self._cut(fd, conn, "resync", "subscribed while the socket was out of step", False)
 
+    def seen(self, fd: int, now: float, user: str) -> None:
+        """A frame came from ``fd`` with ``user``'s key and is not accounted (the key is
+        banned or withdrawn): the connection is known, for ``cut_owner``."""
+        if self.limits.enabled:
+            self._connection(fd, now, user)
+
+    def cut_owner(self, user: str) -> int:
+        """Cut every connection of the key ``user`` (banned, or withdrawn): how many."""
+        owner = self._owners.get(_key(user))
+        if owner is None:
+            return 0
+        cut = 0
+        for fd in list(owner.connections):
+            conn = self._connections.get(fd)
+            if conn is not None and not conn.cut:
+                self._cut(fd, conn, "barred", f"came with the key of {user}, now barred", False)
+                cut += 1
+        return cut
+
+    def users(self) -> set[str]:
+        """The keys that have connections."""
+        return {conn.user for conn in self._connections.values() if conn.user and not conn.cut}
+
     def sent(self, fd: int, size: int) -> None:
         """``size`` bytes were published to an inbox that ``fd`` subscribes to."""
         conn = self._connections.get(fd)
         if conn is None or conn.cut or conn.peer is None:
             return
         conn.unread += size
+        owner = conn.owner
+        if owner is not None:
+            owner.unread += size
         if conn.unread > self.limits.unread_bytes:
             self._settle(fd, conn)
+        elif owner is not None and owner.unread > OWNER_FACTOR * self.limits.unread_bytes:
+            self._settle_owner(owner)
 
     def check_unread(self) -> None:
         """Bring every connection's unread bytes up to date (the heartbeat calls it)."""
@@ -202,20 +288,64 @@ class ConnectionGuard:
         acked = _bytes_acked(fd)
         if acked is None:
             return
+        before = conn.unread
         if conn.acked >= 0:
             conn.unread = max(0, conn.unread - (acked - conn.acked))
         conn.acked = acked
+        if conn.owner is not None:
+            conn.owner.unread -= before - conn.unread
         if conn.unread > self.limits.unread_bytes:
             self._cut(fd, conn, "unread", f"left {conn.unread} bytes of answers unread")
 
+    def _settle_owner(self, owner: Owner) -> None:
+        """The owner's connections together left too much unread: bring them up to
+        date, then cut the ones that left most until the rest are within the bound."""
+        held = [(fd, self._connections[fd]) for fd in owner.connections if fd in self._connections]
+        for fd, conn in held:
+            if not conn.cut:
+                self._settle(fd, conn)
+        for fd, conn in sorted(held, key=lambda pair: -pair[1].unread):
+            if owner.unread <= OWNER_FACTOR * self.limits.unread_bytes:
+                break
+            if not conn.cut:
+                unread = f"left {owner.unread} bytes of answers unread on {len(held)} connections"
+                self._cut(fd, conn, "unread", unread)
+
     # --- connections -------------------------------------------------------------------
 
+    def accepted(self, fd: int, now: float) -> None:
+        """The monitor says libzmq accepted a connection on ``fd``: count it for its
+        address, and cut what goes past the bounds on connections (newest first)."""
+        if not self.limits.enabled:
+            return
+        known = self._connections.get(fd)
+        if known is not None and (known.cut or known.peer is None or _peer_of(fd) != known.peer):
+            self._forget(fd)  # the record of a connection whose close was not reported
+        conn = self._connection(fd, now, None)
+        if conn.peer is None:
+            return
+        address = conn.peer[0]
+        held = self._addresses.get(address, {})
+        if self.limits.per_address and len(held) > self.limits.per_address:
+            self._cut(fd, conn, "connections", f"was {address}'s connection {len(held)}", False)
+        elif self.max_connections and len(self._connections) > self.max_connections:
+            if now - self._reconciled >= 1.0:  # a close the monitor did not report?
+                self._reconcile(now)
+            if len(self._connections) > self.max_connections and self._addresses:
+                largest = max(self._addresses.items(), key=lambda item: len(item[1]))
+                victim = next(reversed(largest[1]))
+                detail = f"was the newest of {len(largest[1])} from the address that held most"
+                self._cut(victim, self._connections[victim], "connections", detail, False)
+
     def closed(self, fd: int) -> None:
-        """The monitor says libzmq closed (or accepted anew) the descriptor ``fd``."""
-        self._connections.pop(fd, None)
+        """The monitor says libzmq closed the descriptor ``fd`` (or lost its peer)."""
+        conn = self._connections.get(fd)
+        if conn is not None and (conn.cut or conn.peer is None or _peer_of(fd) != conn.peer):
+            self._forget(fd)  # else the event is late: fd is already another connection
 
     def expire(self, now: float) -> None:
-        """Forget penalties that are over; report cuts not logged yet."""
+        """Forget penalties that are over; report cuts not logged yet; now and then,
+        forget connections whose close the monitor did not report."""
         for address, until in list(self._penalties.items()):
             if now >= until:
                 del self._penalties[address]
@@ -224,12 +354,24 @@ class ConnectionGuard:
                 log.warning("cut %d more connection(s) that %s", count, _REASONS[why])
                 self._logged[why] = now
                 del self._unlogged[why]
+        if now - self._reconciled >= RECONCILE_SECONDS:
+            self._reconcile(now)
 
     @property
     def penalised(self) -> int:
         return len(self._penalties)
 
-    def _connection(self, fd: int, now: float) -> Connection:
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def _reconcile(self, now: float) -> None:
+        self._reconciled = now
+        for fd, conn in list(self._connections.items()):
+            if conn.peer is None or _peer_of(fd) != conn.peer:
+                self._forget(fd)
+
+    def _connection(self, fd: int, now: float, user: str | None) -> Connection:
         conn = self._connections.get(fd)
         if conn is None:
             conn = self._connections[fd] = Connection(
@@ -237,30 +379,87 @@ class ConnectionGuard:
                 Bucket.full(self.limits.subscription_limit, now),
                 Bucket.full(self.frame_limit, now),
             )
+            if conn.peer is not None:
+                self._addresses.setdefault(conn.peer[0], {})[fd] = None
+        if not conn.cut and (conn.owner is None or (user is not None and conn.user is None)):
+            self._own(fd, conn, user)
         return conn
 
+    def _own(self, fd: int, conn: Connection, user: str | None) -> None:
+        """Charge ``conn`` to its owner: its key if it has one, else its address."""
+        if conn.owner is not None:  # known by its address until its key showed
+            self._disown(fd, conn)
+        conn.user = user
+        name = _key(user) if user is not None else conn.peer[0] if conn.peer else "?"
+        owner = self._owners.get(name)
+        if owner is None:
+            owner = self._owners[name] = Owner(name)
+        owner.connections[fd] = None
+        owner.topics += len(conn.topics)
+        owner.topic_bytes += conn.topic_bytes
+        owner.unread += conn.unread
+        conn.owner = owner
+        per_key = self.limits.per_key
+        if user is not None and per_key and len(owner.connections) > per_key and not conn.cut:
+            detail = f"was connection {len(owner.connections)} of {user}"
+            self._cut(fd, conn, "connections", detail, False)
+
+    def _disown(self, fd: int, conn: Connection) -> None:
+        owner, conn.owner = conn.owner, None
+        if owner is None:
+            return
+        owner.connections.pop(fd, None)
+        owner.topics -= len(conn.topics)
+        owner.topic_bytes -= conn.topic_bytes
+        owner.unread -= conn.unread
+        if not owner.connections:
+            del self._owners[owner.name]
+
+    def _forget(self, fd: int) -> None:
+        conn = self._connections.pop(fd, None)
+        if conn is None:
+            return
+        self._disown(fd, conn)
+        if conn.peer is not None:
+            self._unaddress(fd, conn.peer[0])
+
+    def _unaddress(self, fd: int, address: str) -> None:
+        held = self._addresses.get(address)
+        if held is not None:
+            held.pop(fd, None)
+            if not held:
+                del self._addresses[address]
+
     def _cut(self, fd: int, conn: Connection, why: str, detail: str, penalise: bool = True) -> bool:
-        """Cut ``fd`` if it still is ``conn``'s peer; penalise the address. False."""
+        """Cut ``fd`` if it still is ``conn``'s peer; penalise its key (secure mode) or
+        its address. False."""
         conn.cut = True
         if conn.peer is None or _peer_of(fd) != conn.peer:
-            self._connections.pop(fd, None)  # another connection now: nothing to cut
+            self._forget(fd)  # another connection now: nothing to cut
             return False
         with contextlib.suppress(OSError), _borrowed(fd) as sock:
             sock.shutdown(socket.SHUT_RDWR)
+        self._disown(fd, conn)  # what it held is no longer its owner's, nor its address's
+        self._unaddress(fd, conn.peer[0])
         self.cuts[why] += 1
         now = self.clock()
-        address = conn.peer[0]
+        who = _key(conn.user) if conn.user is not None else conn.peer[0]
         if penalise:
             if len(self._penalties) >= MAX_PENALTIES:
                 del self._penalties[next(iter(self._penalties))]
-            self._penalties[address] = now + self.limits.penalty_seconds
+            self._penalties[who] = now + self.limits.penalty_seconds
         if now - self._logged.get(why, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
             self._logged[why] = now
-            refused = f"; {address} is refused for {self.limits.penalty_seconds:g} s" * penalise
+            refused = f"; {who} is refused for {self.limits.penalty_seconds:g} s" * penalise
             log.warning("cut a connection from %s:%d that %s%s", *conn.peer, detail, refused)
         else:
             self._unlogged[why] += 1
         return False
+
+
+def _key(user: str) -> str:
+    """The name of a key's owner record and penalty (apart from any address)."""
+    return f"key {user}"
 
 
 _REASONS = {
@@ -271,6 +470,8 @@ _REASONS = {
     "frames": "sent frames far past the flood limit",
     "unread": "left too many bytes of answers unread",
     "resync": "subscribed while the socket was out of step",
+    "barred": "came with a banned or withdrawn key",
+    "connections": "went past the bounds on connections",
 }
 
 

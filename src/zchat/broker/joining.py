@@ -18,6 +18,7 @@ from zchat.broker.state import (
     SILENT_SECONDS,
     Pending,
     RulesState,
+    owner_of,
 )
 
 log = logging.getLogger("zchat.broker")
@@ -47,17 +48,18 @@ class Joining(RulesState):
             self._drop("field", "join reuses the secret of another waiting join", now)
             return
         self._unpend(msg.inbox)  # a repeated JOIN waits anew, at the end of the line
-        if self._pending_by_peer[peer] >= self.limits.pending_joins_per_address:
-            detail = f"{peer} has {self.limits.pending_joins_per_address} JOINs waiting"
+        owner = owner_of(user, peer)
+        if self._pending_by_peer[owner] >= self.limits.pending_joins_per_address:
+            detail = f"{owner} has {self.limits.pending_joins_per_address} JOINs waiting"
             self._drop("pending-joins", detail, now, "forgot the oldest waiting JOIN")
-            oldest = next(i for i, waiting in self._pending.items() if waiting.peer == peer)
+            oldest = next(i for i, w in self._pending.items() if owner_of(w.user, w.peer) == owner)
             self._unpend(oldest, forget_owner=True)
         if len(self._pending) >= self.limits.pending_joins:
             detail = f"{self.limits.pending_joins} JOINs are waiting"
             self._drop("pending-joins", detail, now, "forgot the oldest waiting JOIN")
             self._unpend(next(iter(self._pending)), forget_owner=True)
         self._pending[msg.inbox] = Pending(now, msg, peer, user)
-        self._pending_by_peer[peer] += 1
+        self._pending_by_peer[owner] += 1
         self._pending_secrets[msg.secret] = msg.inbox
         if user is not None:
             self._owners[msg.inbox] = user
@@ -69,9 +71,10 @@ class Joining(RulesState):
         pending = self._pending.pop(inbox, None)
         if pending is not None:
             self._pending_secrets.pop(pending.join.secret, None)
-            self._pending_by_peer[pending.peer] -= 1
-            if self._pending_by_peer[pending.peer] <= 0:
-                del self._pending_by_peer[pending.peer]
+            owner = owner_of(pending.user, pending.peer)
+            self._pending_by_peer[owner] -= 1
+            if self._pending_by_peer[owner] <= 0:
+                del self._pending_by_peer[owner]
             if forget_owner and inbox not in self._subscribed:
                 self._owners.pop(inbox, None)
         return pending
@@ -94,7 +97,7 @@ class Joining(RulesState):
             rooms = list(dict.fromkeys(fails("invalid-room", p.check_room, r) for r in join.rooms))
             name = self._may_join(name, pending.user)
             if self.presence.holder(name) is None:
-                self._make_rooms(pending.peer, rooms, self._now)
+                self._make_rooms(owner_of(pending.user, pending.peer), rooms, self._now)
         except Answer as answer:
             self._to_inbox(inbox, p.Refused(answer.code, answer.text), actions)
             key = f" with {pending.user}'s key" if pending.user else ""
@@ -111,10 +114,11 @@ class Joining(RulesState):
         resumed = [room for room in rooms if room in join.since and not join.quiet]
         goes_on = self._settle_orphans(name, resumed, actions)
         bucket = Bucket.full(self.limit, pending.since)
+        shared = self._shared_bucket(owner_of(pending.user, pending.peer), pending.since)
         admin = self.policy.is_admin(name)
         session = Session(
             name, join.secret, inbox, [], pending.peer, pending.since, bucket, pending.user, admin,
-            since=pending.since, quiet=join.quiet,
+            since=pending.since, quiet=join.quiet, shared=shared,
         )  # fmt: skip
         self.presence.add(session)
         for room in rooms:
@@ -155,7 +159,7 @@ class Joining(RulesState):
                 raise Answer("busy", "too many rooms being entered at once")
             session.waiting.append(msg)
             return
-        self._make_rooms(session.peer, [room], self._now)
+        self._make_rooms(owner_of(session.user, session.peer), [room], self._now)
         self._room(room)
         if room in session.rooms:  # already there: answer again, announce nothing
             self._to_inbox(session.inbox, p.Entered(room, self._followed(room)), actions)

@@ -1,8 +1,14 @@
-"""Flood control: a token bucket per session.
+"""Flood control: a token bucket per session, and one per owner.
 
 Each session may send ``burst`` requests at once, then ``rate`` a second. What goes
 past that is dropped, and the sender is told once per burst (the next line it gets
 through resets that). Pings and leaves are never limited.
+
+A session's bucket is not all: leaving and joining again would fill it anew. So all
+the sessions of one **owner** draw on a bucket of the owner's too, which outlives them:
+in secure mode the owner is the key, and its bucket is the session's limit (one
+person's sessions share it); in open mode it is the peer address, and its bucket is
+OWNER_FACTOR times the session's (one address may be a whole classroom).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ NEW_ROOM_BURST = 64
 
 
 QUIET_JOINS = 200
+# An address's bucket in open mode, in sessions' worth (see above).
+OWNER_FACTOR = 4
 
 
 @dataclass(frozen=True)

@@ -38,16 +38,38 @@ class Policing(RulesState):
         session = self.presence.by_secret.get(secret)
         if session is None or secret not in self._flooding or session.user != user:
             return False
-        if session.bucket.take(self.limit, now):
-            session.bucket.tokens += 1.0  # not spent here: the long way takes it
+        if self._take(session, now):
+            session.bucket.tokens += 1.0  # not spent here: the long way takes them
+            if session.shared is not None:
+                session.shared.tokens += 1.0
             return False
         self.dropped["rate-limited"] += 1
         return True
 
+    def _take(self, session: Session, now: float) -> bool:
+        """One token from the session's bucket and one from its owner's, or none (the
+        drop is counted in the session's bucket)."""
+        bucket, shared = session.bucket, session.shared
+        if not bucket.take(self.limit, now):
+            return False
+        if shared is None or shared.take(self.shared_limit, now):
+            return True
+        bucket.tokens += 1.0
+        bucket.dropped += 1
+        return False
+
+    def _wait(self, session: Session) -> float:
+        """Seconds until the session may send again (as of its last ``_take``)."""
+        wait = session.bucket.wait(self.limit)
+        if session.shared is not None:
+            wait = max(wait, session.shared.wait(self.shared_limit))
+        return wait
+
     def _admit(self, session: Session, msg: p.ClientMessage, now: float, actions: Actions) -> bool:
-        """The session's token bucket: False if this request is dropped for flooding."""
+        """The session's token bucket, and its owner's: False if this request is
+        dropped for flooding."""
         bucket = session.bucket
-        if bucket.take(self.limit, now):
+        if self._take(session, now):
             if bucket.dropped:
                 self._flooding.discard(session.secret)
                 log.info("%s: %d request(s) dropped for flooding", session.name, bucket.end_burst())
@@ -56,8 +78,11 @@ class Policing(RulesState):
         if not bucket.told:
             self._flooding.add(session.secret)
             bucket.told = True
+            shared = session.shared is not None and bucket.tokens >= 1.0
+            limit = self.shared_limit if shared else self.limit
+            whose = self._whose(session) if shared else ""
             text = (
-                f"slow down: at most {self.limit.describe()}; "
+                f"slow down: at most {limit.describe()}{whose}; "
                 "this line and the next ones are dropped until you do"
             )
             # the numbers too, for programs: when to say it again, and the limit
@@ -65,12 +90,18 @@ class Policing(RulesState):
                 "rate-limited",
                 text,
                 getattr(msg, "id", ""),
-                retry_after=bucket.wait(self.limit),
-                rate=self.limit.rate,
-                burst=self.limit.burst,
+                retry_after=self._wait(session),
+                rate=limit.rate,
+                burst=limit.burst,
             )
             self._to_inbox(session.inbox, refusal, actions)
         return False
+
+    def _whose(self, session: Session) -> str:
+        """Whose limit a session ran into when it was its owner's, in words."""
+        if session.user is not None:
+            return f" for all the sessions of {session.user}'s key"
+        return f" for all the sessions from {session.peer}"
 
     # --- moderation (admins in chat, the operator through `zchat admin`) -----------------
 

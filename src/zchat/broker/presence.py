@@ -28,6 +28,9 @@ class Session:
     # whatever the room's size since (history never shows one without the other)
     announced: set[str] = field(default_factory=set)
     waiting: list[p.Enter] = field(default_factory=list)  # enters whose marker has not come
+    # the bucket of its owner (its key, or in open mode its address): all the sessions
+    # of one owner draw on it, and it outlives them (limits.py)
+    shared: Bucket | None = None
 
 
 # A welcome, an entered and a who list this many names at most, and the count.

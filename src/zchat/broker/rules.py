@@ -215,10 +215,7 @@ class BrokerRules(Joining, Policing):
                 break
             self._unpend(inbox, forget_owner=True)
             log.debug("join of %r expired: its subscription never arrived", pending.join.name)
-        full_after = self.limits.new_rooms.burst / max(self.limits.new_rooms.rate, 1e-9)
-        for peer, bucket in list(self._new_rooms.items()):  # full again: forget it
-            if now - bucket.refilled > full_after:
-                del self._new_rooms[peer]
+        self._forget_full_buckets(now)
         for code, count in list(self._suppressed.items()):
             if now - self._last_warning.get(code, 0.0) >= WARN_EVERY_SECONDS:
                 log.warning("%d more of kind %r (dropped or refused)", count, code)

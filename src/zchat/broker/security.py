@@ -9,10 +9,14 @@ sends with its name as the ``User-Id`` property, which the broker reads instead 
 trusting anything the frame says.
 
 A banned user's key is refused too, so a ban also stops them reading the rooms. The
-ban itself ends the session at once (a ``kicked`` frame that says why); connections
-the key made before it (a listener) stay until they drop, and none are let in again.
-The refusal is ZAP status 400 like an unknown key's, the only one a client is told
-of (a 300 hangs up in silence), so a client cannot tell the two apart.
+ban itself ends the session at once (a ``kicked`` frame that says why), and the
+connection guard cuts the connections the key made before it (a listener). The
+refusal is ZAP status 400 like an unknown key's, so a client cannot tell the two
+apart. A key or address the guard cut a moment ago is refused with status 500 (a 300
+would hang up in silence), which a client tells apart: it is let in again shortly.
+
+Refused handshakes are logged at most once per REFUSAL_LOG_SECONDS, the first at once
+and the rest in sum (a peer making fresh keys must not flood the log).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import zmq
@@ -30,8 +35,13 @@ from zchat.keys import KeyRing
 
 log = logging.getLogger("zchat.broker")
 
-REFUSAL_LOG_SECONDS = 10.0  # at most one log line per refused key in this long
+REFUSAL_LOG_SECONDS = 10.0  # at most one log line of refused handshakes in this long
+# The ZAP status for a connection refused for a while (a cut key or address).
+REFUSED_FOR_NOW = b"500"
 
+
+MAX_ADDRESSES_COUNTED = 10_000  # distinct addresses counted between two log lines
+_KINDS = {"unknown": "unknown keys", "banned": "banned keys"}
 
 ZAP_DOMAIN = b"zchat"  # open mode: set on the broker's sockets so that libzmq asks ZAP
 
@@ -64,12 +74,17 @@ class KeyAuthenticator:
         context: zmq.Context[zmq.Socket[bytes]],
         keyring: KeyRing,
         refused: Callable[[str], bool] = lambda address: False,
+        key_refused: Callable[[str], bool] = lambda name: False,
     ) -> None:
         self.keyring = keyring
         self.banned: frozenset[str] = frozenset()  # lower-case names, replaced whole
         self.refused = 0
+        self.key_refused = key_refused
+        self.address = "?"  # of the handshake being answered (the ZAP thread sets it)
         self._lock = threading.Lock()
-        self._logged: dict[bytes, float] = {}
+        self._logged_at = -REFUSAL_LOG_SECONDS  # when the last line was logged
+        self._unlogged: Counter[str] = Counter()  # why -> refusals not logged yet
+        self._addresses: set[str] = set()  # where those came from
         self._thread = _Authenticator(context, self, refused)
         self._thread.start()
         self._thread.configure_curve_callback("*", credentials_provider=self)
@@ -88,7 +103,7 @@ class KeyAuthenticator:
         """zmq.auth's question, from its thread: may this Z85 public key connect?"""
         if key in self.keyring.users:
             return True
-        self._refused(key, f"unknown key {key.decode('ascii')}")
+        self._refused("unknown", f"unknown key {key.decode('ascii')}")
         return False
 
     def is_banned(self, key: bytes) -> bool:
@@ -97,18 +112,44 @@ class KeyAuthenticator:
         name = self.keyring.name_of(z85_key)
         if name is None or name.lower() not in self.banned:
             return False
-        self._refused(z85_key, f"{name} is banned")
+        self._refused("banned", f"{name} is banned")
         return True
 
-    def _refused(self, key: bytes, why: str) -> None:
+    def _refused(self, kind: str, why: str) -> None:
+        """Count a refusal; log it at once if nothing was logged lately, else later in
+        sum (``report``)."""
         with self._lock:
             self.refused += 1
             now = time.monotonic()
-            if now - self._logged.get(key, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
-                if len(self._logged) > 1000:
-                    self._logged.clear()
-                self._logged[key] = now
-                log.warning("refused a connection: %s", why)
+            if now - self._logged_at >= REFUSAL_LOG_SECONDS and not self._unlogged:
+                self._logged_at = now
+                log.warning("refused a connection from %s: %s", self.address, why)
+                return
+            self._unlogged[kind] += 1
+            if len(self._addresses) < MAX_ADDRESSES_COUNTED:
+                self._addresses.add(self.address)
+
+    def report(self, now: float) -> None:
+        """The refusals not logged yet, in one line, once per REFUSAL_LOG_SECONDS (the
+        broker's heartbeat calls it)."""
+        if not self._unlogged or now - self._logged_at < REFUSAL_LOG_SECONDS:
+            return
+        with self._lock:
+            unlogged, self._unlogged = self._unlogged, Counter()
+            addresses, self._addresses = self._addresses, set()
+            since, self._logged_at = self._logged_at, now
+        count = sum(unlogged.values())
+        kinds = ", ".join(f"{_KINDS[kind]}: {n:,}" for kind, n in sorted(unlogged.items()))
+        many = "+" if len(addresses) >= MAX_ADDRESSES_COUNTED else ""
+        log.warning(
+            "refused %s handshake(s) from %d%s address(es) in the last %.0f s (%s)",
+            f"{count:,}", len(addresses), many, now - since, kinds,
+        )  # fmt: skip
+
+    def for_now(self, key: bytes) -> bool:
+        """From zmq.auth's thread: is this (binary) key refused for a while (cut)?"""
+        name = self.keyring.name_of(z85.encode(key))
+        return name is not None and self.key_refused(name)
 
     def name_of(self, key: bytes) -> str:
         return self.keyring.name_of(z85.encode(key)) or "?"
@@ -127,10 +168,15 @@ class _Gate(ThreadAuthenticator):
         self._address_refused = refused
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
-        if len(msg) >= 6 and self._address_refused(msg[3].decode("ascii", "replace")):
-            self._send_zap_reply(msg[1], b"400", b"refused for a while")
+        address = msg[3].decode("ascii", "replace") if len(msg) >= 6 else "?"
+        if self._address_refused(address):
+            self._send_zap_reply(msg[1], REFUSED_FOR_NOW, b"refused for a while")
             return
+        self._note_address(address)
         await super().handle_zap_message(msg)
+
+    def _note_address(self, address: str) -> None:
+        """The address of the handshake about to be answered."""
 
 
 class _Authenticator(_Gate):
@@ -143,8 +189,18 @@ class _Authenticator(_Gate):
         super().__init__(context, refused)
         self._keys = keys
 
+    def _note_address(self, address: str) -> None:
+        self._keys.address = address
+
     def curve_user_id(self, client_public_key: bytes) -> str:
         return self._keys.name_of(client_public_key)
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        # a key cut a moment ago: refused for now (status 500), before any other check
+        if len(msg) == 7 and msg[5] == b"CURVE" and self._keys.for_now(msg[6]):
+            self._send_zap_reply(msg[1], REFUSED_FOR_NOW, b"refused for a while")
+            return
+        await super().handle_zap_message(msg)
 
     async def _authenticate_curve(self, domain: str, client_key: bytes) -> tuple[bool, bytes]:
         if self._keys.is_banned(client_key):

@@ -27,7 +27,8 @@ import zmq
 
 from zchat import admin
 from zchat import protocol as p
-from zchat.broker.guard import ConnectionGuard, ConnectionLimits
+from zchat.broker.descriptors import connection_budget, raise_open_files_limit
+from zchat.broker.guard import HANDSHAKE_SECONDS, ConnectionGuard, ConnectionLimits
 from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, QUIET_JOINS, RateLimit, RuleLimits
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.broker.policy import SecurePolicy
@@ -63,6 +64,9 @@ PORT_PAIR_TRIES = 50
 # What the connection guard hears of on the monitor sockets: a descriptor that is
 # opened or closed is a new connection (or none), whatever it was before.
 MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+# A banned or withdrawn key's connections are cut this long after, at the heartbeat:
+# the notice that ends its session goes out on them first.
+CUT_BARRED_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class BrokerConfig:
     zmtp_heartbeat_ivl: float = 1.0  # ZMTP PING interval on both sockets
     zmtp_heartbeat_timeout: float = 5.0  # a peer silent this long is disconnected
     linger: float = 1.0  # seconds to flush the shutdown notice on close
+    handshake_timeout: float = HANDSHAKE_SECONDS  # an unfinished handshake is closed then
     sndhwm: int = 10_000  # per-subscriber queue on the out-socket
     sndbuf: int = 0  # the kernel's send buffer per out-connection, bytes; 0: the system's
     db: str = ":memory:"  # the history database; ":memory:" keeps nothing
@@ -133,7 +138,8 @@ class Broker:
             grace=config.rejoin_grace,
             limits=RuleLimits(quiet_joins=config.quiet_joins),
         )
-        self.guard = ConnectionGuard(config.connection, flood)
+        budget = connection_budget(raise_open_files_limit())
+        self.guard = ConnectionGuard(config.connection, flood, max_connections=budget)
         # The broker's ZAP handler serves its whole context: it gets one of its own
         # (``context`` is accepted for compatibility and not used).
         del context
@@ -141,6 +147,8 @@ class Broker:
         self._auth: KeyAuthenticator | None = None
         self._gate: OpenGate | None = None
         self._inbox_fds: dict[bytes, int] = {}  # inbox topic -> its connection's descriptor
+        self._bars: dict[str, bool] = {}  # key name -> banned or withdrawn (see _barred)
+        self._cut_barred_at: float | None = None  # when to cut their connections
         self._cuts_trimmed = 0  # cuts when memory was last given back
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -154,7 +162,9 @@ class Broker:
         self.admin_path = Path()
         try:
             if keyring is not None:
-                self._auth = KeyAuthenticator(self._ctx, keyring, self.guard.refused)
+                self._auth = KeyAuthenticator(
+                    self._ctx, keyring, self.guard.refused, self.guard.key_refused
+                )
                 self._auth.banned = self._banned()
                 self._use_keys(keyring)
             else:
@@ -201,6 +211,7 @@ class Broker:
             elif self._gate is not None:
                 self._gate.secure(sock)
             sock.setsockopt(zmq.LINGER, int(self.config.linger * 1000))
+            sock.setsockopt(zmq.HANDSHAKE_IVL, int(self.config.handshake_timeout * 1000))
             if ":" in self.config.host:
                 sock.setsockopt(zmq.IPV6, 1)
         # Heartbeats on the out-socket only: they find silent peers, whose subscriptions
@@ -316,7 +327,9 @@ class Broker:
                 except zmq.Again:
                     break
                 event, fd = struct.unpack("=HI", frames[0][:6])
-                if event & MONITOR_EVENTS:
+                if event == zmq.EVENT_ACCEPTED:
+                    self.guard.accepted(fd, time.monotonic())
+                elif event & MONITOR_EVENTS:
                     self.guard.closed(fd)
 
     def _police(self, now: float) -> None:
@@ -324,6 +337,10 @@ class Broker:
         (libzmq frees what a cut connection held, but the allocator keeps it)."""
         self.guard.check_unread()
         self.guard.expire(now)
+        if self._auth is not None:
+            self._auth.report(now)
+        if self._cut_barred_at is not None and now >= self._cut_barred_at:
+            self._cut_barred()
         cuts = sum(self.guard.cuts.values())
         if cuts != self._cuts_trimmed:
             self._cuts_trimmed = cuts
@@ -344,14 +361,17 @@ class Broker:
                 # guard cuts the sender, and the connections whose subscriptions were
                 # not applied, which then subscribe again).
                 self._misaligned = True
-            now, fd = time.monotonic(), _descriptor(frame)
+            now, fd, user = time.monotonic(), _descriptor(frame), self._user(frame)
             if fd is not None:
-                if not self.guard.subscription(fd, data, now):
+                if user is not None and data[:1] == b"\x01" and self._barred(user):
+                    self._drop_barred(fd, now, user)  # nothing it asks for is applied
+                    continue
+                if not self.guard.subscription(fd, data, now, user):
                     continue
                 if self._misaligned and data[0] == 1:
                     self.guard.misaligned(fd)
             # apply before the next recv: XPUB_MANUAL applies to the last sender only
-            user, trusted = self._user(frame), not self._misaligned
+            trusted = not self._misaligned
             actions = self._guarded(self.rules.on_subscription, data, now, user, trusted)
             if not trusted:  # it may end a session; it must not touch another's topics
                 actions.subscribe, actions.unsubscribe = [], []
@@ -379,11 +399,14 @@ class Broker:
             while frame.more:  # not a client's: read it all, for the rules to drop
                 frame = self._in.recv(copy=False)
                 payload.append(frame.bytes)
-            now, fd = time.monotonic(), _descriptor(frame)
-            if fd is not None and not self.guard.frame(fd, now):
-                continue
+            now, fd, user = time.monotonic(), _descriptor(frame), self._user(frame)
+            if fd is not None:
+                if user is not None and self._barred(user):
+                    self._drop_barred(fd, now, user)
+                    continue
+                if not self.guard.frame(fd, now, user):
+                    continue
             peer = functools.partial(_peer_address, frame)  # asked for joins and drops only
-            user = self._user(frame)
             batch.extend(self._guarded(self.rules.on_inbound, payload, peer, now, user))
             if now > until:
                 break
@@ -398,6 +421,39 @@ class Broker:
             return str(frame.get("User-Id"))
         except zmq.ZMQError:
             return None
+
+    def _barred(self, user: str) -> bool:
+        """Is ``user``'s key banned or withdrawn (its connections are cut)?"""
+        barred = self._bars.get(user)
+        if barred is None:
+            name = user.lower()
+            withdrawn = not self.rules.policy.still_allowed(name)
+            barred = withdrawn or (self._auth is not None and name in self._auth.banned)
+            if len(self._bars) > 10_000:
+                self._bars.clear()
+            self._bars[user] = barred
+        return barred
+
+    def _drop_barred(self, fd: int, now: float, user: str) -> None:
+        """A frame came from a banned or withdrawn key: it is dropped, and the key's
+        connections are cut at the next heartbeat."""
+        self.rules.dropped["barred"] += 1
+        self.guard.seen(fd, now, user)
+        if self._cut_barred_at is None:
+            self._cut_barred_at = now
+
+    def _bars_changed(self) -> None:
+        """Keys were banned, or withdrawn: their connections are cut a moment later (the
+        notice that ends their sessions goes out first)."""
+        self._bars.clear()
+        self._cut_barred_at = time.monotonic() + CUT_BARRED_SECONDS
+
+    def _cut_barred(self) -> None:
+        """Cut every connection of a key that is now banned or withdrawn."""
+        self._cut_barred_at = None
+        for user in self.guard.users():
+            if self._barred(user) and (cut := self.guard.cut_owner(user)):
+                log.info("cut %d connection(s) of %s, banned or withdrawn", cut, user)
 
     def _serve_admin(self) -> None:
         """One request from the operator; a REP socket must answer every one."""
@@ -441,6 +497,7 @@ class Broker:
         self._auth.reload(keyring)
         self._use_keys(keyring)
         self._apply(self.rules.withdraw())
+        self._bars_changed()
         text = f"keys reloaded: {len(keyring.users)} user(s), {len(keyring.admins)} admin(s)"
         log.info("operator: %s", text)
         return {"ok": True, "text": text}
@@ -454,6 +511,7 @@ class Broker:
             "refused_keys": self._auth.refused if self._auth else 0,
             "cuts": dict(self.guard.cuts),
             "refused_handshakes": self.guard.refusals,
+            "connections": self.guard.connections,
             "penalised_addresses": self.guard.penalised,
             "secure": self.secure,
         }
@@ -476,6 +534,7 @@ class Broker:
     def _apply(self, actions: Actions) -> None:
         if actions.bans_changed and self._auth is not None:
             self._auth.banned = self._banned()  # their next connections are refused
+            self._bars_changed()  # and the ones they have are cut
         for topic in actions.subscribe:
             self._out.subscribe(topic)
         for topic in actions.unsubscribe:

@@ -13,7 +13,7 @@ import msgspec
 
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer, fails
-from zchat.broker.limits import Bucket, RateLimit, RuleLimits
+from zchat.broker.limits import OWNER_FACTOR, Bucket, RateLimit, RuleLimits
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS, RESTART_REASON, Orphans
 from zchat.broker.policy import OpenPolicy, Policy, SecurePolicy
 from zchat.broker.presence import Presence, Room, Session
@@ -43,6 +43,12 @@ CROWD_SECONDS = 60.0
 # Secure mode: a session whose inbox unsubscription may have come from another key's
 # refused subscription is ended only if it has not been heard of for this long.
 SUSPECT_SECONDS = 3.0
+
+
+def owner_of(user: str | None, peer: str) -> str:
+    """Who the limits beyond one session's are charged to: the key in secure mode (a
+    key may connect from anywhere), the peer address in open mode."""
+    return f"key {user}" if user is not None else peer
 
 
 @dataclass
@@ -93,8 +99,11 @@ class RulesState:
         self._owners: dict[str, str] = {}  # secure mode: inbox -> the key's user name
         self._foreign: Counter[str] = Counter()  # inbox -> other keys' refused subscriptions
         self._flooding: set[str] = set()  # secrets of sessions told to slow down
-        self._pending_by_peer: Counter[str] = Counter()  # peer address -> waiting JOINs
-        self._new_rooms: dict[str, Bucket] = {}  # peer address -> its new-room budget
+        self._pending_by_peer: Counter[str] = Counter()  # owner -> waiting JOINs
+        self._new_rooms: dict[str, Bucket] = {}  # owner -> its new-room budget
+        self._shared: dict[str, Bucket] = {}  # owner -> its flood bucket (limits.py)
+        factor = 1 if self.policy.secure else OWNER_FACTOR
+        self.shared_limit = RateLimit(self.limit.rate * factor, self.limit.burst * factor)
 
     # --- queries ----------------------------------------------------------------------
 
@@ -134,9 +143,32 @@ class RulesState:
             names = sorted({name for _, name in orphans})
             log.info("%s left (%s)", ", ".join(names), RESTART_REASON)
 
+    def _shared_bucket(self, owner: str, now: float) -> Bucket:
+        """The flood bucket of ``owner``, which all its sessions draw on."""
+        bucket = self._shared.get(owner)
+        if bucket is None:
+            bucket = self._shared[owner] = Bucket.full(self.shared_limit, now)
+        return bucket
+
+    def _forget_full_buckets(self, now: float) -> None:
+        """Forget the owners' buckets that are full again and that no session holds."""
+        limits = ((self._new_rooms, self.limits.new_rooms), (self._shared, self.shared_limit))
+        held: set[int] | None = None
+        for buckets, limit in limits:
+            full_after = limit.burst / max(limit.rate, 1e-9)
+            for owner, bucket in list(buckets.items()):
+                if now - bucket.refilled <= full_after:
+                    continue
+                if buckets is self._shared:
+                    if held is None:
+                        held = {id(s.shared) for s in self.presence.by_secret.values()}
+                    if id(bucket) in held:
+                        continue
+                del buckets[owner]
+
     def _make_rooms(self, peer: str, rooms: list[str], now: float) -> None:
-        """Charge the new ones among ``rooms`` to ``peer``'s budget; Answer if it is
-        spent (then none is charged)."""
+        """Charge the new ones among ``rooms`` to ``peer``'s budget (an owner: see
+        owner_of); Answer if it is spent (then none is charged)."""
         new = [r for r in rooms if r not in self.presence.rooms and not self.store.room_state(r)[0]]
         if not new:
             return

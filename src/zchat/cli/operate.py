@@ -12,12 +12,15 @@ from typing import Any
 import click
 
 from zchat.broker.guard import (
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_MAX_CONNECTIONS_PER_KEY,
     DEFAULT_MAX_SUBSCRIPTION_BYTES,
     DEFAULT_MAX_SUBSCRIPTIONS,
     DEFAULT_MAX_UNREAD_BYTES,
     DEFAULT_PENALTY_SECONDS,
     DEFAULT_SUBSCRIPTION_BURST,
     DEFAULT_SUBSCRIPTION_RATE,
+    HANDSHAKE_SECONDS,
 )
 from zchat.broker.limits import QUIET_JOINS
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
@@ -158,7 +161,30 @@ from zchat.cli.options import (
     type=click.FloatRange(min=0),
     default=DEFAULT_PENALTY_SECONDS,
     show_default=True,
-    help="Seconds an address whose connection was cut is refused.",
+    help="Seconds an address (in secure mode, a key) whose connection was cut is refused.",
+)
+@click.option(
+    "--max-connections-per-key",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_CONNECTIONS_PER_KEY,
+    show_default=True,
+    help="Secure mode: connections one key may hold at once; past it the newest is cut "
+    "(0: no bound).",
+)
+@click.option(
+    "--max-connections-per-address",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    show_default=True,
+    help="Connections one peer address may hold at once, with or without a handshake; "
+    "past it the newest is cut (0: no bound).",
+)
+@click.option(
+    "--handshake-timeout",
+    type=click.FloatRange(min=0.1),
+    default=HANDSHAKE_SECONDS,
+    show_default=True,
+    help="Seconds a new connection has to finish its handshake before it is closed.",
 )
 @click.option(
     "--connection-limits/--no-connection-limits",
@@ -188,6 +214,9 @@ def broker(
     subscription_burst: int,
     max_unread: int,
     cut_penalty: float,
+    max_connections_per_key: int,
+    max_connections_per_address: int,
+    handshake_timeout: float,
     connection_limits: bool,
 ) -> None:
     """Run the broker: every client connects here. Stop it with Ctrl-C."""
@@ -216,6 +245,7 @@ def broker(
             zmtp_heartbeat_timeout=peer_timeout,
             rejoin_grace=rejoin_grace,
             quiet_joins=quiet_joins,
+            handshake_timeout=handshake_timeout,
             keys=keys_dir if secure else None,
             admin_socket=admin_socket or "",
             connection=ConnectionLimits(
@@ -225,6 +255,8 @@ def broker(
                 subscription_burst=subscription_burst,
                 unread_bytes=max_unread * 2**20,
                 penalty_seconds=cut_penalty,
+                per_key=max_connections_per_key,
+                per_address=max_connections_per_address,
                 enabled=connection_limits,
             ),
         )

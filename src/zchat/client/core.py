@@ -125,7 +125,8 @@ class ClientCore(Requests, Arrivals):
             # no keys to be wrong: refused, it is the broker's connection limits (it lets
             # this address in again shortly); else the broker wants keys (it may hang up
             # before its reason arrives)
-            problem = "refused-for-now" if problem == "key-refused" else "wrong-mode"
+            refused = problem in ("key-refused", "refused-for-now")
+            problem = "refused-for-now" if refused else "wrong-mode"
         text = handshake_text(problem, self._where or "the broker", self.secure, self.verb)
         if problem == "refused-for-now":  # libzmq does not try again: the client will
             self._reconnect_at = self._last_tick + REFUSED_RETRY_SECONDS

@@ -150,7 +150,8 @@ class ListenCore:
         """As ClientCore.on_handshake: fatal before the broker was first heard from,
         reported once after."""
         if not self.secure:  # as ClientCore: refused for now, or the broker wants keys
-            problem = "refused-for-now" if problem == "key-refused" else "wrong-mode"
+            refused = problem in ("key-refused", "refused-for-now")
+            problem = "refused-for-now" if refused else "wrong-mode"
         text = handshake_text(problem, self.where, self.secure, verb="listen")
         if problem == "refused-for-now":  # libzmq does not try again: the Listener will
             self._reconnect_at = max(self._last_tick, self._started) + REFUSED_RETRY_SECONDS

@@ -59,6 +59,8 @@ class Keys:
         sock.curve_secretkey = self.secret
 
 
+# The ZAP status of a handshake refused for a while (the broker's security.py).
+REFUSED_FOR_NOW = 500
 # What a client watches its connection for: a handshake the broker refused.
 HANDSHAKE_EVENTS = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -70,7 +72,8 @@ HANDSHAKE_EVENTS = (
 def handshake_problem(event: int, value: int) -> str:
     """The ClientCore's name for a failed handshake (see ClientCore.on_handshake)."""
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return "key-refused"
+        # 500: the broker cut a connection of this key or address a moment ago
+        return "refused-for-now" if value == REFUSED_FOR_NOW else "key-refused"
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value in (
         zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH,
         zmq.PROTOCOL_ERROR_ZMTP_UNEXPECTED_COMMAND,
