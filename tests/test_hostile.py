@@ -10,8 +10,12 @@ bounded in count and in time.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,16 +23,18 @@ from pathlib import Path
 
 import pytest
 import zmq
+import zmq.utils.monitor
 
 from conftest import RunningBroker
 from support import Proc, start_broker
 from zchat import Client
 from zchat import protocol as p
 from zchat.admin import default_path, request
-from zchat.broker.guard import ConnectionLimits
+from zchat.broker.guard import HANDSHAKE_SECONDS, ConnectionLimits
+from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, OWNER_FACTOR
 from zchat.client.listen import Listener
 from zchat.client.transport import Keys
-from zchat.keys import keygen
+from zchat.keys import keygen, load_public
 
 JOIN_SECONDS = 2.0  # a legitimate join during an attack completes within this
 RSS_BOUND = 64 * 2**20  # broker RSS growth allowed, whatever the attack
@@ -388,3 +394,228 @@ def test_a_client_refused_for_a_while_is_told_so_and_gets_in_after(
     finally:
         client.close()
         listener.close()
+
+
+# --- many connections of one owner, barred keys, descriptors, the log -------------------
+
+
+def test_many_connections_of_one_owner_add_up_to_one_bound(
+    watch: Watch, attacker: Attacker
+) -> None:
+    # 40 connections, each within one connection's bound (128 subscriptions), of one
+    # key (secure mode) or one address (open mode): together 4,000 inbox subscriptions
+    subs = [attacker(zmq.XSUB, watch.port + 1) for _ in range(40)]
+    for n, xsub in enumerate(subs):
+        for index in range(100):
+            xsub.send(b"\x01" + p.inbox_topic(f"{n:04x}{index:028x}"))
+    assert watch.join("Bob") < JOIN_SECONDS
+    wait_for(lambda: cuts(watch.port).get("subscriptions", 0) >= 1, "the owner was cut")
+    watch.check()
+
+
+@pytest.mark.parametrize("mode", ["secure"], indirect=True)
+def test_one_key_holds_a_bounded_number_of_connections(watch: Watch, attacker: Attacker) -> None:
+    subs = [attacker(zmq.SUB, watch.port + 1) for _ in range(40)]
+    for sub in subs:
+        sub.subscribe(b"room/general/")
+    wait_for(lambda: cuts(watch.port).get("connections", 0) >= 8, "the key's 33rd connection cut")
+    assert watch.join("Bob") < JOIN_SECONDS
+    watch.check()
+
+
+def _wait_event(monitor: zmq.Socket[bytes], wanted: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if monitor.poll(int(left * 1000) + 1):
+            event = zmq.utils.monitor.recv_monitor_message(monitor)
+            if event["event"] == wanted:
+                return
+    raise AssertionError(f"no monitor event {wanted} within {seconds:g} s")
+
+
+@pytest.mark.parametrize("mode", ["secure"], indirect=True)
+@pytest.mark.parametrize("how", ["ban", "withdraw"])
+def test_a_barred_keys_open_connections_are_cut(
+    watch: Watch, attacker: Attacker, mode: Mode, how: str
+) -> None:
+    sub = attacker(zmq.SUB, watch.port + 1)
+    monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    try:
+        sub.subscribe(p.room_topic("general"))
+        for attempt in range(50):  # a subscription is in place once a line comes through
+            watch.alice.send(f"can you read this {attempt}")
+            if sub.poll(200):
+                break
+        else:
+            raise AssertionError("Mallory's listener never heard #general")
+        if how == "ban":
+            request(default_path(watch.port), "ban", {"name": MALLORY, "reason": "listening"})
+        else:
+            assert mode.keys is not None
+            (mode.keys / "users" / f"{MALLORY}.key").unlink()
+            request(default_path(watch.port), "reload")
+        _wait_event(monitor, zmq.EVENT_DISCONNECTED, 5.0)  # cut
+        _wait_event(monitor, zmq.EVENT_HANDSHAKE_FAILED_AUTH, 5.0)  # and refused after
+        assert cuts(watch.port).get("barred", 0) == 1
+    finally:
+        sub.disable_monitor()
+        monitor.close(linger=0)
+    watch.check()
+
+
+def test_joining_again_and_again_fills_no_new_bucket(
+    watch: Watch, attacker: Attacker, mode: Mode
+) -> None:
+    # join, say 42 lines, leave, join again: 22 sessions of one key (or address), their
+    # 968 frames within what one connection may send at once
+    push = attacker(zmq.PUSH, watch.port)
+    sub = attacker(zmq.SUB, watch.port + 1)
+    started = time.monotonic()
+    turns = 0
+    while turns < 22 and time.monotonic() - started < ATTACK_SECONDS:
+        inbox, secret = f"{turns:032x}", f"{turns + 10**6:032x}"
+        sub.subscribe(p.inbox_topic(inbox))  # kept: its end would end the session
+        join = p.Join(mode.name(f"churn{turns}"), secret, inbox, ("general",), 0)
+        flood(push, iter(p.encode_client(join)))
+        if not _welcomed(sub):
+            break
+        says = (p.Say(secret, "general", f"{turns}.{n}", f"s{turns}.{n}") for n in range(42))
+        flood(push, (p.encode_client(say)[0] for say in says))
+        flood(push, iter(p.encode_client(p.Leave(secret))))
+        turns += 1
+    elapsed = time.monotonic() - started
+    assert turns >= 5, f"only {turns} join(s) went through"
+    said = left = 0
+    deadline = time.monotonic() + 10
+    while left < turns and time.monotonic() < deadline:  # until every session has left
+        msg = watch.alice.receive(timeout=deadline - time.monotonic())
+        if msg is not None and msg.sender != "Alice":
+            said += msg.kind == "message"
+            left += msg.kind == "leave"
+    assert left == turns
+    factor = 1 if mode.keys else OWNER_FACTOR  # a key's bucket, or an address's
+    allowed = factor * (DEFAULT_BURST + DEFAULT_RATE * elapsed)
+    assert said <= allowed * 1.1, f"{said} lines in {elapsed:.1f} s from {turns} sessions"
+    watch.check()
+
+
+def _welcomed(sub: zmq.Socket[bytes]) -> bool:
+    """Read Mallory's inbox until the welcome (True) or a refusal or silence (False)."""
+    deadline = time.monotonic() + 2
+    while (left := deadline - time.monotonic()) > 0:
+        if not sub.poll(int(left * 1000) + 1):
+            return False
+        kind = json.loads(sub.recv_multipart()[-1]).get("type")
+        if kind in ("welcome", "refused"):
+            return kind == "welcome"
+    return False
+
+
+OPEN_FILES = 256  # the broker's limit on open files in the descriptor test (soft and hard)
+
+
+def _limited_broker(procs: list[Proc], mode: Mode, db: Path, *args: str) -> tuple[Proc, int]:
+    """A broker whose process may open at most OPEN_FILES files."""
+    secure = ("--secure", "--keys", str(mode.keys)) if mode.keys else ()
+    code = (
+        "import resource, runpy, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({OPEN_FILES}, {OPEN_FILES})); "
+        "sys.argv[0] = 'zchat'; runpy.run_module('zchat', run_name='__main__')"
+    )
+    argv = [sys.executable, "-c", code, "broker", "--port", "0", "--db", str(db), *secure, *args]
+    proc = Proc(argv, stdin=subprocess.DEVNULL)
+    procs.append(proc)
+    match = proc.expect(r"listening: in tcp://[^ ]+:(\d+)", stream="stderr")
+    return proc, int(match.group(1))
+
+
+def test_idle_connections_cannot_take_every_descriptor(
+    procs: list[Proc], tmp_path: Path, mode: Mode
+) -> None:
+    proc, port = _limited_broker(procs, mode, tmp_path / "history.db")
+    watch = Watch(mode, proc, port)
+    idle: list[socket.socket] = []
+    try:
+        for index in range(OPEN_FILES + 150):  # never a byte: no handshake, no key
+            conn = socket.socket()
+            idle.append(conn)
+            conn.bind((ATTACKER, 0))
+            conn.setblocking(False)
+            conn.connect_ex(("127.0.0.1", port + index % 2))
+        assert watch.join("Bob") < JOIN_SECONDS
+        watch.check()
+        assert stats(port)["connections"] < OPEN_FILES
+        # and the ones that never start a handshake are closed after a few seconds
+        last = idle[-1]
+        last.setblocking(True)
+        last.settimeout(HANDSHAKE_SECONDS * 3)
+        with contextlib.suppress(ConnectionResetError):
+            while last.recv(4096):  # the broker's greeting, then the end
+                pass
+    finally:
+        for conn in idle:
+            conn.close()
+        watch.close()
+
+
+def test_connections_past_the_bound_for_one_address_are_cut(
+    procs: list[Proc], tmp_path: Path, mode: Mode
+) -> None:
+    proc, port = mode.start(
+        procs, tmp_path / "history.db", "--max-connections-per-address", "10",
+        "--handshake-timeout", "60",
+    )  # fmt: skip
+    idle: list[socket.socket] = []
+    ended: set[socket.socket] = set()
+
+    def closed() -> int:
+        """How many of the connections the broker has closed (greetings read past)."""
+        for conn in idle:
+            with contextlib.suppress(BlockingIOError, ConnectionResetError):
+                while conn not in ended:
+                    if not conn.recv(4096):
+                        ended.add(conn)
+        return len(ended)
+
+    try:
+        for _ in range(30):
+            conn = socket.create_connection(("127.0.0.1", port), source_address=(ATTACKER, 0))
+            conn.setblocking(False)
+            idle.append(conn)
+        # long before their handshake is due: 20 are cut at once, the others kept
+        wait_for(lambda: closed() >= 20, "the connections past 10 were cut")
+        assert cuts(port)["connections"] == 20
+        assert closed() == 20
+        watch = Watch(mode, proc, port)  # from another address: not refused
+        watch.close()
+    finally:
+        for conn in idle:
+            conn.close()
+
+
+@pytest.mark.parametrize("mode", ["secure"], indirect=True)
+def test_refused_handshakes_are_logged_in_sum(
+    procs: list[Proc], tmp_path: Path, mode: Mode
+) -> None:
+    proc, port = mode.start(procs, tmp_path / "history.db")
+    assert mode.keys is not None
+    server = load_public(mode.keys / "broker.key")
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    made = []
+    try:
+        for _ in range(300):  # a fresh key each time
+            sub = context.socket(zmq.SUB)
+            made.append(sub)
+            sub.curve_serverkey = server
+            sub.curve_publickey, sub.curve_secretkey = zmq.curve_keypair()
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.connect(f"tcp://{ATTACKER}:0;127.0.0.1:{port + 1}")
+        wait_for(lambda: stats(port)["refused_keys"] == 300, "300 refused keys")
+        summed = proc.expect(r"refused ([\d,]+) handshake\(s\) from (\d+) address", "stderr", 15)
+        assert summed.group(2) == "1"
+    finally:
+        for sub in made:
+            sub.close(linger=0)
+        context.term()
+    logged = [line for line in proc.lines["stderr"] if "refused" in line]
+    assert len(logged) <= 3, logged  # the first at once, then the sum
