@@ -559,10 +559,11 @@ def spawn_broker(
     host: str = "127.0.0.1", db: str = ":memory:", limited: bool = False
 ) -> tuple[subprocess.Popen[str], int]:
     """A broker of our own on a free pair of ports (history in ``db``). Unless
-    ``limited``, it has no rate limit: publishers here send far past what a person would."""
+    ``limited``, it has no rate limit (publishers here send far past what a person
+    would) and no bound per address (a thousand clients on one machine)."""
     argv = [sys.executable, "-m", "zchat", "broker", "--host", host, "--port", "0", "--db", db]
-    if not limited:
-        argv += ["--rate", "0"]
+    if not limited:  # and all its clients come from 127.0.0.1: no bound per address
+        argv += ["--rate", "0", "--max-connections-per-address", "0"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     assert proc.stderr is not None
     for line in proc.stderr:

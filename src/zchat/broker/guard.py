@@ -29,7 +29,8 @@ What is bounded here, per connection (the rules bound sessions and rooms):
 Many connections must not add up to more than one may hold, so each connection has an
 **owner** (its key in secure mode, its peer address in open mode), and what all of an
 owner's connections hold together is bounded too: OWNER_FACTOR times one connection's
-subscriptions and unread bytes, and, for a key, ``per_key`` connections. Connections
+subscriptions, OWNER_UNREAD_FACTOR times its unread bytes, and, for a key, ``per_key``
+connections. Connections
 are also counted per address as libzmq accepts them (before any handshake: in secure
 mode a peer without a key is known by nothing else), and in all, under the process's
 limit of open files: past ``per_address``, the newest of that address is cut; past the
@@ -75,8 +76,10 @@ FRAME_BURST_MIN = 1000
 DEFAULT_MAX_UNREAD_BYTES = 16 * 1024 * 1024
 DEFAULT_PENALTY_SECONDS = 10.0  # a cut address (or key) is refused this long
 # What all the connections of one owner (a key, or an address in open mode) may hold
-# together: this many times one connection's subscriptions and unread bytes.
+# together: this many times one connection's subscriptions, and twice its unread bytes
+# (a reader that reads leaves next to nothing unread; this is what RSS can grow by).
 OWNER_FACTOR = 16
+OWNER_UNREAD_FACTOR = 2
 DEFAULT_MAX_CONNECTIONS_PER_KEY = 32  # a person's terminals, listeners and bots
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256  # a NAT, or one machine's users
 RECONCILE_SECONDS = 10.0  # how often records are checked against the descriptors
@@ -192,8 +195,7 @@ class ConnectionGuard:
         if not data or data[0] not in (0, 1):
             return self._cut(fd, conn, "junk", "sent a message that is not a subscription")
         topic = data[1:]
-        owner = conn.owner
-        assert owner is not None
+        owner = conn.owner or NOBODY
         if data[0] == 1:
             if len(topic) > MAX_TOPIC_BYTES:
                 return self._cut(fd, conn, "topic", f"subscribed to a {len(topic)}-byte topic")
@@ -211,7 +213,9 @@ class ConnectionGuard:
             return self._cut(fd, conn, "subscriptions", f"held {len(conn.topics)} subscriptions")
         if conn.topic_bytes > limits.subscription_bytes:
             return self._cut(fd, conn, "subscriptions", f"held {conn.topic_bytes} bytes of topics")
-        if owner.topics > OWNER_FACTOR * limits.subscriptions:
+        if owner is NOBODY:
+            pass
+        elif owner.topics > OWNER_FACTOR * limits.subscriptions:
             held = f"held {owner.topics} subscriptions on {len(owner.connections)} connections"
             return self._cut(fd, conn, "subscriptions", held)
         if owner.topic_bytes > OWNER_FACTOR * limits.subscription_bytes:
@@ -271,11 +275,14 @@ class ConnectionGuard:
             return
         conn.unread += size
         owner = conn.owner
-        if owner is not None:
-            owner.unread += size
+        if owner is None or owner is NOBODY:
+            if conn.unread > self.limits.unread_bytes:
+                self._settle(fd, conn)
+            return
+        owner.unread += size
         if conn.unread > self.limits.unread_bytes:
             self._settle(fd, conn)
-        elif owner is not None and owner.unread > OWNER_FACTOR * self.limits.unread_bytes:
+        elif owner.unread > OWNER_UNREAD_FACTOR * self.limits.unread_bytes:
             self._settle_owner(owner)
 
     def check_unread(self) -> None:
@@ -292,7 +299,7 @@ class ConnectionGuard:
         if conn.acked >= 0:
             conn.unread = max(0, conn.unread - (acked - conn.acked))
         conn.acked = acked
-        if conn.owner is not None:
+        if conn.owner is not None and conn.owner is not NOBODY:
             conn.owner.unread -= before - conn.unread
         if conn.unread > self.limits.unread_bytes:
             self._cut(fd, conn, "unread", f"left {conn.unread} bytes of answers unread")
@@ -305,7 +312,7 @@ class ConnectionGuard:
             if not conn.cut:
                 self._settle(fd, conn)
         for fd, conn in sorted(held, key=lambda pair: -pair[1].unread):
-            if owner.unread <= OWNER_FACTOR * self.limits.unread_bytes:
+            if owner.unread <= OWNER_UNREAD_FACTOR * self.limits.unread_bytes:
                 break
             if not conn.cut:
                 unread = f"left {owner.unread} bytes of answers unread on {len(held)} connections"
@@ -381,7 +388,7 @@ class ConnectionGuard:
             )
             if conn.peer is not None:
                 self._addresses.setdefault(conn.peer[0], {})[fd] = None
-        if not conn.cut and (conn.owner is None or (user is not None and conn.user is None)):
+        if not conn.cut and ((user is not None and conn.user is None) or conn.owner is None):
             self._own(fd, conn, user)
         return conn
 
@@ -390,6 +397,9 @@ class ConnectionGuard:
         if conn.owner is not None:  # known by its address until its key showed
             self._disown(fd, conn)
         conn.user = user
+        if user is None and not self.limits.per_address:
+            conn.owner = NOBODY  # addresses are not bounded: without a key, no owner
+            return
         name = _key(user) if user is not None else conn.peer[0] if conn.peer else "?"
         owner = self._owners.get(name)
         if owner is None:
@@ -406,7 +416,7 @@ class ConnectionGuard:
 
     def _disown(self, fd: int, conn: Connection) -> None:
         owner, conn.owner = conn.owner, None
-        if owner is None:
+        if owner is None or owner is NOBODY:
             return
         owner.connections.pop(fd, None)
         owner.topics -= len(conn.topics)
@@ -455,6 +465,9 @@ class ConnectionGuard:
         else:
             self._unlogged[why] += 1
         return False
+
+
+NOBODY = Owner("")  # the owner of connections that have none: its counts are not read
 
 
 def _key(user: str) -> str:
