@@ -38,6 +38,7 @@ from zchat import protocol as p
 from zchat.broker.limits import RateLimit, RuleLimits
 from zchat.broker.presence import Session
 from zchat.broker.rules import Actions, BrokerRules
+from zchat.broker.state import owner_of
 from zchat.errors import InvalidInput, ProtocolError
 from zchat.protocol import fast
 from zchat.protocol.decode import MAX_COUNT, checked_client, checked_server
@@ -1015,14 +1016,19 @@ class BrokerMachine(RuleBasedStateMachine):
 
     @invariant()
     def waiting_joins_and_new_rooms_keep_their_limits(self) -> None:
-        """Waiting JOINs within both bounds, counted right; budgets never overdrawn."""
+        """Waiting JOINs within both bounds, counted right per owner (a key, or an
+        address); budgets never overdrawn; each session draws on its owner's bucket."""
         rules = self.rules
-        waiting = Counter(pending.peer for pending in rules._pending.values())
+        waiting = Counter(owner_of(w.user, w.peer) for w in rules._pending.values())
         assert waiting == rules._pending_by_peer
         assert len(rules._pending) <= LIMITS.pending_joins
         assert max(waiting.values(), default=0) <= LIMITS.pending_joins_per_address
         for bucket in rules._new_rooms.values():
             assert 0 <= bucket.tokens <= LIMITS.new_rooms.burst
+        for session in rules.sessions:
+            assert session.shared is rules._shared[owner_of(session.user, session.peer)]
+        for bucket in rules._shared.values():
+            assert 0 <= bucket.tokens <= rules.shared_limit.burst
 
     @invariant()
     def rooms_are_what_their_events_say(self) -> None:
