@@ -338,9 +338,12 @@ def test_a_join_leave_loop_makes_few_rooms(watch: Watch, attacker: Attacker) -> 
     watch.check()
 
 
+@pytest.mark.parametrize("readers", [1, 6])
 def test_a_session_that_never_reads_is_cut(
-    procs: list[Proc], tmp_path: Path, attacker: Attacker, mode: Mode
+    procs: list[Proc], tmp_path: Path, attacker: Attacker, mode: Mode, readers: int
 ) -> None:
+    """``readers``: connections subscribed to the session's inbox, none of them reading
+    (one key or address may subscribe to its inbox on several)."""
     proc, port = mode.start(procs, tmp_path / "history.db", "--rate", "0")
     watch = Watch(mode, proc, port)
     try:
@@ -349,17 +352,25 @@ def test_a_session_that_never_reads_is_cut(
         wait_for(lambda: watch.alice.settle(0.5), "the lines were stored")
         watch.rss = rss(proc)
         push = attacker(zmq.PUSH, port)
-        sub = attacker(zmq.SUB, port + 1)
-        sub.setsockopt(zmq.RCVHWM, 1)  # libzmq stops reading: the TCP window closes
-        sub.setsockopt(zmq.RCVBUF, 4096)
-        sub.setsockopt(zmq.HEARTBEAT_IVL, 200)  # but the connection is kept alive
         inbox, secret = "ab" * 16, "cd" * 16
-        sub.subscribe(p.inbox_topic(inbox))
+        subs = [attacker(zmq.SUB, port + 1) for _ in range(readers)]
+        for sub in subs:
+            sub.setsockopt(zmq.RCVHWM, 1)  # libzmq stops reading: the TCP window closes
+            sub.setsockopt(zmq.RCVBUF, 4096)
+            sub.setsockopt(zmq.HEARTBEAT_IVL, 200)  # but the connection is kept alive
+            sub.subscribe(p.inbox_topic(inbox))
         push.send(p.encode_client(p.Join(MALLORY, secret, inbox, ("general",), 0))[0])
-        assert sub.poll(5000), "Mallory's join was not answered"
+        assert zmq.select(subs, [], [], 5)[0], "Mallory's join was not answered"
+        for attempt in range(50):  # until each subscription is in place: each hears
+            if all(sub.poll(0) for sub in subs):
+                break
+            push.send(p.encode_client(p.GetHistory(secret, "general", 0, 0, 1, f"p{attempt}"))[0])
+            subs[-1].poll(100)
+        else:
+            raise AssertionError("an inbox subscription was never applied")
         asks = (p.GetHistory(secret, "general", 0, 0, 1000, f"h{i}") for i in range(100))
         flood(push, (p.encode_client(get)[0] for get in asks))
-        wait_for(lambda: cuts(port).get("unread", 0) >= 1, "the non-reader was cut")
+        wait_for(lambda: cuts(port).get("unread", 0) >= 1, "the non-readers were cut")
         watch.check()
     finally:
         watch.close()
@@ -405,6 +416,20 @@ def test_many_connections_of_one_owner_add_up_to_one_bound(
     # 40 connections, each within one connection's bound (128 subscriptions), of one
     # key (secure mode) or one address (open mode): together 4,000 inbox subscriptions
     subs = [attacker(zmq.XSUB, watch.port + 1) for _ in range(40)]
+    for n, xsub in enumerate(subs):
+        for index in range(100):
+            xsub.send(b"\x01" + p.inbox_topic(f"{n:04x}{index:028x}"))
+    assert watch.join("Bob") < JOIN_SECONDS
+    wait_for(lambda: cuts(watch.port).get("subscriptions", 0) >= 1, "the owner was cut")
+    watch.check()
+
+
+def test_inbox_subscriptions_on_several_connections_add_up(
+    watch: Watch, attacker: Attacker, mode: Mode
+) -> None:
+    # 300 inboxes on 3 connections, each within its own bound, and 300 subscriptions in
+    # all (far within the owner's 2,048): a key holds 64 inboxes, an address 256
+    subs = [attacker(zmq.XSUB, watch.port + 1) for _ in range(3)]
     for n, xsub in enumerate(subs):
         for index in range(100):
             xsub.send(b"\x01" + p.inbox_topic(f"{n:04x}{index:028x}"))

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from zchat.broker.limits import Bucket, RateLimit
+from zchat.protocol.topics import INBOX_PREFIX
 
 log = logging.getLogger("zchat.broker")
 
@@ -80,6 +81,10 @@ DEFAULT_PENALTY_SECONDS = 10.0  # a cut address (or key) is refused this long
 # (a reader that reads leaves next to nothing unread; this is what RSS can grow by).
 OWNER_FACTOR = 16
 OWNER_UNREAD_FACTOR = 2
+# Inboxes (and markers on them) one key may subscribe to on all its connections: a
+# person has one session, and a few markers while entering rooms. An address (open
+# mode) may hold as many as it may hold connections.
+OWNER_INBOXES = 64
 DEFAULT_MAX_CONNECTIONS_PER_KEY = 32  # a person's terminals, listeners and bots
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256  # a NAT, or one machine's users
 RECONCILE_SECONDS = 10.0  # how often records are checked against the descriptors
@@ -122,6 +127,7 @@ class Owner:
     connections: dict[int, None] = field(default_factory=dict)  # descriptors, oldest first
     topics: int = 0
     topic_bytes: int = 0
+    inboxes: int = 0  # inbox-shaped topics (an inbox, or a marker on one)
     unread: int = 0
 
 
@@ -132,6 +138,7 @@ class Connection:
     frames: Bucket
     topics: dict[bytes, None] = field(default_factory=dict)
     topic_bytes: int = 0
+    inboxes: int = 0
     unread: int = 0  # inbox bytes published and not yet acknowledged (an upper bound)
     acked: int = -1  # tcpi_bytes_acked when ``unread`` was last brought up to date
     cut: bool = False
@@ -204,27 +211,40 @@ class ConnectionGuard:
                 conn.topic_bytes += len(topic)
                 owner.topics += 1
                 owner.topic_bytes += len(topic)
+                if topic.startswith(INBOX_PREFIX):
+                    conn.inboxes += 1
+                    owner.inboxes += 1
         elif conn.topics.pop(topic, 0) is None:
             conn.topic_bytes -= len(topic)
             owner.topics -= 1
             owner.topic_bytes -= len(topic)
+            if topic.startswith(INBOX_PREFIX):
+                conn.inboxes -= 1
+                owner.inboxes -= 1
         limits = self.limits
         if len(conn.topics) > limits.subscriptions:
             return self._cut(fd, conn, "subscriptions", f"held {len(conn.topics)} subscriptions")
         if conn.topic_bytes > limits.subscription_bytes:
             return self._cut(fd, conn, "subscriptions", f"held {conn.topic_bytes} bytes of topics")
-        if owner is NOBODY:
-            pass
-        elif owner.topics > OWNER_FACTOR * limits.subscriptions:
-            held = f"held {owner.topics} subscriptions on {len(owner.connections)} connections"
-            return self._cut(fd, conn, "subscriptions", held)
-        if owner.topic_bytes > OWNER_FACTOR * limits.subscription_bytes:
-            many = len(owner.connections)
-            held = f"held {owner.topic_bytes} bytes of topics on {many} connections"
+        held = self._owner_holds_too_much(conn, owner)
+        if held:
             return self._cut(fd, conn, "subscriptions", held)
         if not conn.subscriptions.take(limits.subscription_limit, now):
             return self._cut(fd, conn, "churn", "changed subscriptions too fast")
         return True
+
+    def _owner_holds_too_much(self, conn: Connection, owner: Owner) -> str:
+        """What ``owner``'s connections together hold past their bounds, or ""."""
+        if owner is NOBODY:
+            return ""
+        limits, many = self.limits, len(owner.connections)
+        if owner.inboxes > (OWNER_INBOXES if conn.user is not None else limits.per_address):
+            return f"held {owner.inboxes} inbox subscriptions on {many} connections"
+        if owner.topics > OWNER_FACTOR * limits.subscriptions:
+            return f"held {owner.topics} subscriptions on {many} connections"
+        if owner.topic_bytes > OWNER_FACTOR * limits.subscription_bytes:
+            return f"held {owner.topic_bytes} bytes of topics on {many} connections"
+        return ""
 
     def frame(self, fd: int, now: float, user: str | None = None) -> bool:
         """Account one frame from the in-socket's connection ``fd``; False to drop it."""
@@ -268,22 +288,30 @@ class ConnectionGuard:
         """The keys that have connections."""
         return {conn.user for conn in self._connections.values() if conn.user and not conn.cut}
 
-    def sent(self, fd: int, size: int) -> None:
-        """``size`` bytes were published to an inbox that ``fd`` subscribes to."""
+    def connection_of(self, fd: int) -> Connection | None:
+        """The record of the connection on ``fd`` (None if unknown, or not counted)."""
+        return self._connections.get(fd)
+
+    def sent(self, fd: int, size: int, record: Connection) -> bool:
+        """``size`` bytes were published to an inbox that connection ``record`` (on
+        ``fd``) subscribes to. False if that connection is gone or cut."""
         conn = self._connections.get(fd)
-        if conn is None or conn.cut or conn.peer is None:
-            return
+        if conn is not record or conn.cut:
+            return False
+        if conn.peer is None:
+            return True
         conn.unread += size
         owner = conn.owner
         if owner is None or owner is NOBODY:
             if conn.unread > self.limits.unread_bytes:
                 self._settle(fd, conn)
-            return
+            return not conn.cut
         owner.unread += size
         if conn.unread > self.limits.unread_bytes:
             self._settle(fd, conn)
         elif owner.unread > OWNER_UNREAD_FACTOR * self.limits.unread_bytes:
             self._settle_owner(owner)
+        return not conn.cut
 
     def check_unread(self) -> None:
         """Bring every connection's unread bytes up to date (the heartbeat calls it)."""
@@ -407,6 +435,7 @@ class ConnectionGuard:
         owner.connections[fd] = None
         owner.topics += len(conn.topics)
         owner.topic_bytes += conn.topic_bytes
+        owner.inboxes += conn.inboxes
         owner.unread += conn.unread
         conn.owner = owner
         per_key = self.limits.per_key
@@ -421,6 +450,7 @@ class ConnectionGuard:
         owner.connections.pop(fd, None)
         owner.topics -= len(conn.topics)
         owner.topic_bytes -= conn.topic_bytes
+        owner.inboxes -= conn.inboxes
         owner.unread -= conn.unread
         if not owner.connections:
             del self._owners[owner.name]

@@ -28,7 +28,7 @@ import zmq
 from zchat import admin
 from zchat import protocol as p
 from zchat.broker.descriptors import connection_budget, raise_open_files_limit
-from zchat.broker.guard import HANDSHAKE_SECONDS, ConnectionGuard, ConnectionLimits
+from zchat.broker.guard import HANDSHAKE_SECONDS, Connection, ConnectionGuard, ConnectionLimits
 from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, QUIET_JOINS, RateLimit, RuleLimits
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.broker.policy import SecurePolicy
@@ -146,7 +146,8 @@ class Broker:
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._auth: KeyAuthenticator | None = None
         self._gate: OpenGate | None = None
-        self._inbox_fds: dict[bytes, int] = {}  # inbox topic -> its connection's descriptor
+        # inbox topic -> the connections subscribed to it (descriptor -> its record)
+        self._inbox_fds: dict[bytes, dict[int, Connection]] = {}
         self._bars: dict[str, bool] = {}  # key name -> banned or withdrawn (see _barred)
         self._cut_barred_at: float | None = None  # when to cut their connections
         self._cuts_trimmed = 0  # cuts when memory was last given back
@@ -379,12 +380,24 @@ class Broker:
             self._apply(actions)
 
     def _follow_inboxes(self, actions: Actions, fd: int | None) -> None:
-        """Remember which connection holds each inbox, to count what it leaves unread."""
+        """Remember which connections hold each inbox (one key may subscribe to its
+        inbox on several), to count what each leaves unread."""
         for topic in actions.subscribe:
             if fd is not None and topic.startswith(p.INBOX_PREFIX):
-                self._inbox_fds[topic] = fd
+                conn = self.guard.connection_of(fd)
+                if conn is not None:
+                    self._inbox_fds.setdefault(topic, {})[fd] = conn
         for topic in actions.unsubscribe:
-            self._inbox_fds.pop(topic, None)
+            held = self._inbox_fds.get(topic)
+            if held is None:
+                continue
+            if fd is not None:
+                held.pop(fd, None)
+            else:  # libzmq's, for a closed connection: forget the closed ones
+                for gone in [f for f, c in held.items() if self.guard.connection_of(f) is not c]:
+                    del held[gone]
+            if not held:
+                del self._inbox_fds[topic]
 
     def _drain_inbound(self) -> None:
         # one commit for the whole batch, before any of it is published
@@ -554,9 +567,12 @@ class Broker:
             out.send(frame, zmq.SNDMORE)
         out.send(frames[-1])
         if frames[0].startswith(p.INBOX_PREFIX):
-            fd = self._inbox_fds.get(frames[0])
-            if fd is not None:
-                self.guard.sent(fd, sum(len(frame) for frame in frames))
+            held = self._inbox_fds.get(frames[0])
+            if held is not None:
+                size = sum(len(frame) for frame in frames)
+                for fd, conn in list(held.items()):
+                    if not self.guard.sent(fd, size, conn):
+                        del held[fd]  # closed, or cut
 
     def close(self) -> None:
         for sock in (self._in, self._out, self._admin):
