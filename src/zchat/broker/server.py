@@ -138,7 +138,9 @@ class Broker:
             grace=config.rejoin_grace,
             limits=RuleLimits(quiet_joins=config.quiet_joins),
         )
-        budget = connection_budget(raise_open_files_limit())
+        files = raise_open_files_limit()
+        budget = connection_budget(files)
+        log.info("open files: at most %d, so at most %d connections", files, budget)
         self.guard = ConnectionGuard(config.connection, flood, max_connections=budget)
         # The broker's ZAP handler serves its whole context: it gets one of its own
         # (``context`` is accepted for compatibility and not used).
