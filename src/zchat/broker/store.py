@@ -24,12 +24,19 @@ database, intact (``quick_check``), of this broker's mode, and no other broker h
 it (lockfile.py). Then a write proves it can be written. A folder given for it must
 exist; only the default folder is made.
 
+The history is for the broker's user only, in both modes (filemodes.py): the file, the
+ones SQLite keeps beside it and the lock file are made 0600, the default folder 0700.
+Ones found open to other users are made private at start (one warning says which), or
+refused if they belong to another user. Its permissions are the only change made to a
+file before its checks.
+
 A full disk does not stop the broker: writing.py says what happens instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import time
@@ -39,9 +46,10 @@ from datetime import datetime
 from pathlib import Path
 
 from zchat import protocol as p
-from zchat.broker.lockfile import HistoryLock
+from zchat.broker.lockfile import LOCK_SUFFIX, HistoryLock
 from zchat.broker.writing import StorageFull, Writer
 from zchat.errors import ConfigError, ProtocolError
+from zchat.filemodes import make_private, private_umask
 
 __all__ = ["DEFAULT_RETENTION", "Ban", "HistoryStore", "StorageFull", "default_path"]
 
@@ -52,6 +60,10 @@ PRUNE_SLACK = 500
 # on any other port has its own (history-PORT.db), so that two brokers started with
 # their defaults never share a file.
 DEFAULT_PORT = 5005
+# The files of a history: the database, SQLite's beside it, and the broker's lock file.
+PRIVATE_FILE_ENDINGS = ("", "-wal", "-shm", "-journal", LOCK_SUFFIX)
+
+log = logging.getLogger("zchat.broker")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (
@@ -140,14 +152,10 @@ class HistoryStore:
         self._lines: list[tuple[str, int, str]] = []  # (room, seq, body)
         self._last: dict[str, tuple[int, str]] = {}  # room -> (seq, topic) after them
         self._lock: HistoryLock | None = None
-        if self.path != ":memory:":
-            self._lock = HistoryLock(self._folder_ready(Path(self.path)), port)
-        try:
+        if self.path == ":memory:":
             self._db = self._open()
-        except BaseException:
-            if self._lock is not None:
-                self._lock.release()
-            raise
+        else:
+            self._db = self._open_private(self._folder_ready(Path(self.path)), port)
         self._writer = Writer(self._db, self.path, clock)
         self._writer.undone = self._oldest.clear  # the prunes of an undone batch are undone
 
@@ -157,15 +165,41 @@ class HistoryStore:
         if self._lock is not None:
             self._lock.owner(port)
 
+    def _open_private(self, path: Path, port: int) -> sqlite3.Connection:
+        """Lock and open the file at ``path``, keeping it and the files beside it
+        private (filemodes.py): what exists already is made so first, or refused."""
+        files = [path.with_name(path.name + end) for end in PRIVATE_FILE_ENDINGS]
+        if path.parent.absolute() == default_folder().absolute():
+            files.append(path.parent)  # zchat's own folder; one given with --db is the user's
+        changed = make_private(files, f"history database {path}")
+        with private_umask():
+            self._lock = HistoryLock(path, port)
+            try:
+                db = self._open()
+            except BaseException:
+                self._lock.release()
+                raise
+        # SQLite makes -wal and -shm with the database's mode, which is private by now
+        changed += make_private(files, f"history database {path}")
+        if changed:
+            log.warning(
+                "the history was readable by other users; made private (0600, folder 0700): %s",
+                ", ".join(changed),
+            )
+        return db
+
     def _folder_ready(self, path: Path) -> Path:
-        """``path``, once its folder exists: the default folder is made, any other must
-        be there already (a mistyped --db must not make folders from the root down)."""
+        """``path``, once its folder exists: the default folder is made (private), any
+        other must be there already (a mistyped --db must not make folders from the
+        root down)."""
         folder = path.parent
         if folder.is_dir():
             return path
         if folder.absolute() == default_folder().absolute():
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                with private_umask():
+                    folder.mkdir(exist_ok=True)
             except OSError as exc:
                 raise ConfigError(
                     f"history database {path} cannot be made: no folder {folder}, and "

@@ -1,0 +1,161 @@
+"""A secure broker's files on its own machine: the history is its user's only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import zmq
+
+from support import Proc, child_env, expect_message, zchat_command
+from test_secure import chat, keys_of
+from zchat import Client
+from zchat.broker.store import HistoryStore
+from zchat.keys import keygen
+
+NOBODY = 65534  # another user's id, for files that are not the broker's user's
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    """A keys folder as `zchat keygen` and mkdir make it (0755 folders, 0644 files, a 0600
+    secret): Alice (admin), Bob and Carol allowed. Users' pairs are in tmp_path/home."""
+    folder, home = tmp_path / "keys", tmp_path / "home"
+    keygen("broker", folder)
+    (folder / "users").mkdir()
+    for name in ("Alice", "Bob", "Carol"):
+        public, _ = keygen(name, home)
+        public.rename(folder / "users" / public.name)
+    (folder / "admins").write_text("# admins\nAlice\n")
+    return folder
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def broker_command(keys: Path | None, *args: str) -> list[str]:
+    secure = ["--secure", "--keys", str(keys)] if keys is not None else []
+    return zchat_command("broker", "--port", "0", *secure, *args)
+
+
+def start(keys: Path | None, *args: str, **env: str) -> tuple[Proc, int, Path]:
+    """`zchat broker` in a child process: it, its port and its history file."""
+    proc = Proc(broker_command(keys, *args), stdin=subprocess.DEVNULL, **env)
+    match = proc.expect(r"listening: in tcp://[^ ]+:(\d+) .*; history in (.+?); ", "stderr")
+    return proc, int(match.group(1)), Path(match.group(2))
+
+
+def say_and_hear(port: int, keys: Path | None, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    """A line said and heard back: stored, since the broker stores before it publishes."""
+    with Client("Alice", port=port, context=ctx, keys=keys and keys_of(keys, "Alice")) as alice:
+        alice.send("on the record")
+        expect_message(alice, chat("Alice", "on the record"))
+
+
+def history_files(db: Path) -> list[Path]:
+    return [db.with_name(db.name + end) for end in ("", "-wal", "-shm", ".lock")]
+
+
+# --- the history is private -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["secure", "open"])
+def test_the_default_history_is_private_to_the_brokers_user(
+    keys: Path,
+    tmp_path: Path,
+    procs: list[Proc],
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    secure: bool,
+) -> None:
+    data = tmp_path / "data"
+    broker, port, db = start(keys if secure else None, XDG_DATA_HOME=str(data))
+    procs.append(broker)
+    assert db.parent == data / "zchat"
+    assert db.name == ("secure-history-0.db" if secure else "history-0.db")
+    say_and_hear(port, keys if secure else None, ctx)
+    assert mode_of(db.parent) == 0o700
+    for path in history_files(db):  # SQLite makes -wal and -shm as it opens the file
+        assert mode_of(path) == 0o600, path
+
+
+def test_history_files_open_to_others_are_made_private_at_start(
+    keys: Path,
+    tmp_path: Path,
+    procs: list[Proc],
+    ctx: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    """Files as an older broker left them when it was killed: all four, 0644 in 0755."""
+    data = tmp_path / "data"
+    killed, port, db = start(keys, XDG_DATA_HOME=str(data))
+    procs.append(killed)
+    say_and_hear(port, keys, ctx)
+    killed.signal(signal.SIGKILL)
+    killed.wait()
+    files = history_files(db)
+    for path in files:
+        path.chmod(0o644)
+    db.parent.chmod(0o755)
+    broker, port, _ = start(keys, XDG_DATA_HOME=str(data))
+    procs.append(broker)
+    [warning] = [line for line in broker.lines["stderr"] if " WARNING " in line]  # before listening
+    assert warning.endswith(
+        " WARNING the history was readable by other users; "
+        "made private (0600, folder 0700): "
+        + ", ".join(f"{path} (was 644)" for path in files)
+        + f", {db.parent} (was 755)"
+    )
+    assert [mode_of(path) for path in files] == [0o600] * 4
+    assert mode_of(db.parent) == 0o700
+    say_and_hear(port, keys, ctx)  # the history is the same file, in use
+
+
+def test_a_history_given_with_db_keeps_its_folder_as_it_is(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    store = HistoryStore(folder / "history.db", mode="secure")
+    try:
+        assert [mode_of(path) for path in history_files(folder / "history.db")] == [0o600] * 4
+    finally:
+        store.close()
+    assert mode_of(folder) == 0o755  # the operator's folder: only the files are zchat's
+
+
+@as_root
+def test_history_files_of_another_user_are_refused_not_changed(keys: Path, tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    HistoryStore(db, mode="secure").close()
+    db.chmod(0o644)
+    os.chown(db, NOBODY, NOBODY)
+    run = subprocess.run(
+        broker_command(keys, "--db", str(db)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=child_env(),
+        check=False,
+    )
+    assert run.returncode == 2
+    owner = _name(NOBODY)
+    assert run.stderr == (
+        f"zchat: history database {db}: {db} belongs to {owner}, not to root who runs the "
+        "broker, and other users may use it (mode 644): they could read the history. Make "
+        f"it root's and private (chown root {db}; chmod 600 {db}), or pass --db with "
+        "another path\n"
+    )
+    assert (db.stat().st_uid, mode_of(db)) == (NOBODY, 0o644)
+
+
+def _name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
