@@ -1,4 +1,5 @@
-"""A secure broker's files on its own machine: the history is its user's only."""
+"""A secure broker's files on its own machine: the history is its user's only, and the
+keys folder can be changed by nobody else (StrictModes)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import os
 import signal
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import zmq
 
+from conftest import RunningBroker
 from support import Proc, child_env, expect_message, zchat_command
-from test_secure import chat, keys_of
+from test_secure import admin_cli, chat, keys_of, note
 from zchat import Client
 from zchat.broker.store import HistoryStore
-from zchat.keys import keygen
+from zchat.errors import ConfigError
+from zchat.keys import keygen, load_keyring
 
 NOBODY = 65534  # another user's id, for files that are not the broker's user's
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
@@ -159,3 +163,141 @@ def _name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+# --- nobody else may change the keys folder (StrictModes) ------------------------------
+
+ANY_KEY = "replace the broker's keys, or make themselves admin"
+
+
+WRITABLE = [
+    ("", 0o777, ANY_KEY),
+    ("", 0o775, ANY_KEY),
+    ("users", 0o757, "add a key"),
+    ("users", 0o775, "add a key"),
+    ("users/Bob.key", 0o646, "put their own key in place of Bob's"),
+    ("admins", 0o666, "make themselves admin"),
+    ("admins", 0o664, "make themselves admin"),
+    ("broker.key_secret", 0o620, "replace the broker's key"),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "mode", "could"), WRITABLE, ids=[f"{t or 'keys'}-{m:o}" for t, m, _ in WRITABLE]
+)
+def test_keys_others_may_change_are_refused_naming_the_fix(
+    keys: Path, target: str, mode: int, could: str
+) -> None:
+    path = keys / target if target else keys
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as refused:
+        load_keyring(keys)
+    assert str(refused.value) == (
+        f"{path} is writable by other users: any of them could {could}; run chmod go-w {path}"
+    )
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604], ids=oct)
+def test_a_broker_secret_others_may_read_is_refused_naming_the_fix(keys: Path, mode: int) -> None:
+    secret = keys / "broker.key_secret"
+    secret.chmod(mode)
+    with pytest.raises(ConfigError) as refused:
+        load_keyring(keys)
+    assert str(refused.value) == (
+        f"{secret} is readable by other users (mode {mode:o}): any of them could pose as "
+        f"this broker to its users; run chmod 600 {secret}"
+    )
+
+
+@as_root
+@pytest.mark.parametrize(
+    ("target", "could"),
+    [
+        ("", ANY_KEY),
+        ("users", "add a key"),
+        ("users/Bob.key", "put their own key in place of Bob's"),
+        ("admins", "make themselves admin"),
+        ("broker.key_secret", "replace the broker's key"),
+    ],
+    ids=["keys", "users", "Bob.key", "admins", "broker.key_secret"],
+)
+def test_keys_that_belong_to_another_user_are_refused(keys: Path, target: str, could: str) -> None:
+    path = keys / target if target else keys
+    os.chown(path, NOBODY, NOBODY)
+    owner = _name(NOBODY)
+    with pytest.raises(ConfigError) as refused:
+        load_keyring(keys)
+    assert str(refused.value) == (
+        f"{path} belongs to {owner}, not to root (who runs the broker): {owner} could "
+        f"{could}; run chown root {path}"
+    )
+
+
+def test_a_keys_folder_others_could_rename_is_refused(keys: Path) -> None:
+    above = keys.parent
+    mode = mode_of(above)
+    above.chmod(0o777)  # not sticky: anyone may move keys/ away and put theirs there
+    try:
+        with pytest.raises(ConfigError) as refused:
+            load_keyring(keys)
+    finally:
+        above.chmod(mode)
+    assert str(refused.value) == (
+        f"{above} is writable by other users and not sticky (mode 777): any of them could "
+        f"rename {keys} and put their own in its place, to choose who gets in; run chmod "
+        f"go-w {above}, or move {keys} under folders only you can write to"
+    )
+
+
+def test_a_keys_folder_others_may_change_stops_the_broker_with_exit_code_2(keys: Path) -> None:
+    (keys / "users").chmod(0o777)
+    run = subprocess.run(
+        broker_command(keys, "--db", ":memory:"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=child_env(),
+        check=False,
+    )
+    assert run.returncode == 2
+    users = keys / "users"
+    assert run.stderr == (
+        f"zchat: {users} is writable by other users: any of them could add a key; run "
+        f"chmod go-w {users}\n"
+    )
+
+
+@pytest.fixture
+def served(keys: Path) -> Iterator[RunningBroker]:
+    running = RunningBroker(zmq.Context.instance(), keys=str(keys))
+    yield running
+    running.stop()
+
+
+def joined(name: str, port: int, keys: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Client:
+    """A client with ``name``'s keys, which joins as its ``with`` block begins."""
+    return Client(name, port=port, context=ctx, keys=keys_of(keys, name))
+
+
+def test_a_reload_of_a_keys_folder_others_may_change_is_refused_and_changes_nothing(
+    keys: Path, served: RunningBroker, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    with (
+        joined("Alice", served.port, keys, ctx) as alice,
+        joined("Bob", served.port, keys, ctx) as bob,
+    ):
+        users = keys / "users"
+        (users / "Bob.key").unlink()
+        users.chmod(0o777)
+        refused = admin_cli(served.broker.admin_path, "reload")
+        assert (refused.returncode, refused.stderr) == (
+            1,
+            f"zchat: {users} is writable by other users: any of them could add a key; "
+            f"run chmod go-w {users}\n",
+        )
+        bob.send("still allowed")  # the keys the broker had are still the ones it uses
+        expect_message(alice, chat("Bob", "still allowed"))
+        users.chmod(0o755)
+        done = admin_cli(served.broker.admin_path, "reload")
+        assert done.stdout == "keys reloaded: 2 user(s), 1 admin(s)\n", done.stderr
+        expect_message(bob, note("you were kicked out by the operator: key withdrawn"))

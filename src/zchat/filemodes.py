@@ -1,12 +1,23 @@
-"""Who may read the broker's files: the history is private.
+"""Who may read and change the broker's files: the history is private, and the keys
+folder can be changed by the broker's user (or root) alone.
 
-The history database, the files SQLite keeps beside it (``-wal``, ``-shm``,
-``-journal``) and its lock file hold every room line, in both modes. They are made
-readable by the broker's user only: made under umask 077 (``private_umask``), so files
-are 0600 and folders 0700. A file found with permissions for others is made private at
-start if it is the broker's user's (``make_private`` says what it changed); if it is
-someone else's it is refused, since its owner could read it, or open it up again. A
-refusal is a ConfigError that names the path and the commands that fix it.
+Two kinds of files, two rules:
+
+* **Private data**: the history database, the files SQLite keeps beside it (``-wal``,
+  ``-shm``, ``-journal``) and its lock file hold every room line, in both modes. They
+  are made readable by the broker's user only: made under umask 077
+  (``private_umask``), so files are 0600 and folders 0700. A file found with
+  permissions for others is made private at start if it is the broker's user's
+  (``make_private`` says what it changed); if it is someone else's it is refused, since
+  its owner could read it, or open it up again.
+* **What decides who gets in** (the keys folder): as OpenSSH's StrictModes, a file or
+  folder in it that another user may change is refused (``check_unchangeable``): one
+  that group or others may write, one that belongs to a user other than the broker's
+  and root, one under a folder that others may write and that is not sticky (they
+  could rename it and put their own in its place). The broker's secret key must be
+  for its user's eyes only (``check_secret``).
+
+Every refusal is a ConfigError that names the path and the command that fixes it.
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ from zchat.errors import ConfigError
 
 PRIVATE_UMASK = 0o077  # what is made while it is set is its user's only
 OTHERS = 0o077  # group and others' permission bits
+OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+OTHERS_READ = stat.S_IRGRP | stat.S_IROTH
 
 
 @contextlib.contextmanager
@@ -69,6 +82,50 @@ def make_private(paths: Iterable[Path], what: str) -> list[str]:
             ) from None
         changed.append(f"{path} (was {mode:o})")
     return changed
+
+
+def check_unchangeable(path: Path, could: str) -> None:
+    """ConfigError unless ``path`` may be changed by this user or root alone: it belongs
+    to one of them, and neither group nor others may write to it. ``could``: what
+    another user could do then ("add a key")."""
+    info = path.stat()
+    me = os.geteuid()
+    if info.st_uid not in (me, 0):
+        owner, broker = user_name(info.st_uid), user_name(me)
+        allowed = f"{broker} (who runs the broker)" + ("" if me == 0 else " or root")
+        raise ConfigError(
+            f"{path} belongs to {owner}, not to {allowed}: {owner} could {could}; "
+            f"run chown {broker} {path}"
+        )
+    if info.st_mode & OTHERS_WRITE:
+        raise ConfigError(
+            f"{path} is writable by other users: any of them could {could}; run chmod go-w {path}"
+        )
+
+
+def check_folders_above(path: Path, could: str) -> None:
+    """ConfigError if a folder above ``path`` lets other users rename what is in it
+    (they may write to it, and it is not sticky as /tmp is)."""
+    for above in path.absolute().parents:
+        mode = above.stat().st_mode
+        if mode & OTHERS_WRITE and not mode & stat.S_ISVTX:
+            raise ConfigError(
+                f"{above} is writable by other users and not sticky (mode "
+                f"{stat.S_IMODE(mode):o}): any of them could rename {path} and put their "
+                f"own in its place, to {could}; run chmod go-w {above}, or move {path} "
+                "under folders only you can write to"
+            )
+
+
+def check_secret(path: Path, could: str) -> None:
+    """ConfigError if group or others have any permission on the secret file ``path``."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & OTHERS:
+        how = "readable" if mode & OTHERS_READ else "writable"
+        raise ConfigError(
+            f"{path} is {how} by other users (mode {mode:o}): any of them could {could}; "
+            f"run chmod 600 {path}"
+        )
 
 
 def user_name(uid: int) -> str:

@@ -13,6 +13,13 @@ A key's name is a user name that does not start with '.' (``check_key_name``):
 ``zchat keygen`` makes no other, and the broker skips, with a warning naming it, any
 file in ``users/`` whose name it could not have made (``.hidden.key``, ``..key``).
 
+The folder decides who gets in and who is admin, so nobody but the broker's user (or
+root) may change it, as OpenSSH's StrictModes has it (filemodes.py): the folder,
+``users/``, each key file and ``admins`` must belong to one of them and be writable by
+nobody else, ``broker.key_secret`` readable by its owner alone, and no folder above may
+let others rename the folder. ``load_keyring`` refuses anything else, naming the path
+and the ``chmod`` (or ``chown``) that fixes it.
+
 Reading keys never imports zmq at module level, so ``zchat --help`` stays fast.
 """
 
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zchat.errors import ConfigError, InvalidInput
+from zchat.filemodes import check_folders_above, check_secret, check_unchangeable
 from zchat.values import check_name
 
 BROKER_KEY = "broker"  # the broker's key pair: broker.key and broker.key_secret
@@ -125,10 +133,18 @@ def load_keyring(folder: str | Path) -> KeyRing:
         raise ConfigError(
             f"no keys folder at {root}: make one with `zchat keygen broker --dir {root}`"
         )
-    public, secret = load_pair(root / f"{BROKER_KEY}.key_secret")
+    check_folders_above(root, "choose who gets in")
+    check_unchangeable(root, "replace the broker's keys, or make themselves admin")
+    secret_file = root / f"{BROKER_KEY}.key_secret"
+    if secret_file.exists():
+        check_unchangeable(secret_file, "replace the broker's key")
+        check_secret(secret_file, "pose as this broker to its users")
+    public, secret = load_pair(secret_file)
     users: dict[bytes, str] = {}
     names: dict[str, Path] = {}
     user_dir = root / USERS_DIR
+    if user_dir.is_dir():
+        check_unchangeable(user_dir, "add a key")
     for path in sorted(user_dir.glob(f"*{PUBLIC_SUFFIX}")) if user_dir.is_dir() else []:
         try:
             name = check_key_name(path.name.removesuffix(PUBLIC_SUFFIX))
@@ -140,6 +156,7 @@ def load_keyring(folder: str | Path) -> KeyRing:
                 exc,
             )
             continue
+        check_unchangeable(path, f"put their own key in place of {name}'s")
         key = load_public(path)
         if key in users:
             raise ConfigError(f"{path} and {names[users[key].lower()]} hold the same key")
@@ -158,6 +175,7 @@ def load_keyring(folder: str | Path) -> KeyRing:
 def _load_admins(path: Path, known: dict[str, Path]) -> frozenset[str]:
     if not path.exists():
         return frozenset()
+    check_unchangeable(path, "make themselves admin")
     admins = set()
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         name = line.split("#", 1)[0].strip()
