@@ -1,8 +1,10 @@
-"""A secure broker's files on its own machine: the history is its user's only, and the
-keys folder can be changed by nobody else (StrictModes)."""
+"""A secure broker's files on its own machine: the history is its user's only, the keys
+folder can be changed by nobody else (StrictModes), and key files are read up to a
+bound."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import stat
@@ -18,7 +20,7 @@ from support import Proc, child_env, expect_message, zchat_command
 from test_secure import admin_cli, chat, keys_of, note
 from zchat import Client
 from zchat.broker.store import HistoryStore
-from zchat.errors import ConfigError
+from zchat.errors import ConfigError, JoinRefused
 from zchat.keys import keygen, load_keyring
 
 NOBODY = 65534  # another user's id, for files that are not the broker's user's
@@ -301,3 +303,65 @@ def test_a_reload_of_a_keys_folder_others_may_change_is_refused_and_changes_noth
         done = admin_cli(served.broker.admin_path, "reload")
         assert done.stdout == "keys reloaded: 2 user(s), 1 admin(s)\n", done.stderr
         expect_message(bob, note("you were kicked out by the operator: key withdrawn"))
+
+
+# --- key files are read up to a bound --------------------------------------------------
+
+HUNDRED_MB = 100 * 2**20
+
+
+def pad(path: Path, size: int = HUNDRED_MB) -> None:
+    """Make ``path`` ``size`` bytes long, its text first (a sparse file: made at once)."""
+    with path.open("r+b") as file:
+        file.truncate(size)
+
+
+def test_a_huge_user_key_file_is_skipped_unread_with_a_warning(
+    keys: Path, ctx: zmq.Context[zmq.Socket[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Carol's key file, with her real key at its start, grown to 100 MB: no key file
+    is that long, so it is not read, and Carol is not let in."""
+    carol = keys / "users" / "Carol.key"
+    pad(carol)
+    with caplog.at_level(logging.WARNING, logger="zchat.keys"):
+        running = RunningBroker(zmq.Context.instance(), keys=str(keys))
+    try:
+        [warning] = [r.getMessage() for r in caplog.records if str(carol) in r.getMessage()]
+        assert warning == (
+            f"{carol} skipped: it holds 104,857,600 bytes, and a key file at most 4,096 "
+            "(`zchat keygen` makes them of some 300 bytes); replace it with the one "
+            "`zchat keygen Carol` made"
+        )
+        with pytest.raises(JoinRefused) as refused, joined("Carol", running.port, keys, ctx):
+            pass
+        assert refused.value.code == "key-refused"
+        with joined("Alice", running.port, keys, ctx) as alice:
+            alice.send("the others get in")
+            expect_message(alice, chat("Alice", "the others get in"))
+        reload = admin_cli(running.broker.admin_path, "reload")
+        assert reload.stdout == (
+            "keys reloaded: 2 user(s), 1 admin(s); 1 file(s) skipped, see the broker's log\n"
+        ), reload.stderr
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize(
+    ("target", "told"),
+    [
+        ("broker.key_secret", "a key file holds at most 4,096"),
+        ("admins", "an admins file (names, one a line) holds at most 65,536"),
+    ],
+    ids=["broker.key_secret", "admins"],
+)
+def test_a_huge_broker_key_or_admins_file_is_refused_unread(
+    keys: Path, target: str, told: str
+) -> None:
+    path = keys / target
+    pad(path)
+    with pytest.raises(ConfigError) as refused:
+        load_keyring(keys)
+    assert (
+        str(refused.value)
+        == f"{path} holds 104,857,600 bytes, and {told}: it is not one zchat made"
+    )

@@ -514,6 +514,8 @@ class Broker:
         self._apply(self.rules.withdraw())
         self._bars_changed()
         text = f"keys reloaded: {len(keyring.users)} user(s), {len(keyring.admins)} admin(s)"
+        if keyring.skipped:
+            text += f"; {len(keyring.skipped)} file(s) skipped, see the broker's log"
         log.info("operator: %s", text)
         return {"ok": True, "text": text}
 
