@@ -1,14 +1,16 @@
 """A secure broker's files on its own machine: the history is its user's only, the keys
-folder can be changed by nobody else (StrictModes), and key files are read up to a
-bound."""
+folder can be changed by nobody else (StrictModes), key files are read up to a bound,
+and a reload reads the folder off the poll loop while the chat goes on."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import stat
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +21,10 @@ from conftest import RunningBroker
 from support import Proc, child_env, expect_message, zchat_command
 from test_secure import admin_cli, chat, keys_of, note
 from zchat import Client
+from zchat.broker.server import Broker, BrokerConfig
 from zchat.broker.store import HistoryStore
 from zchat.errors import ConfigError, JoinRefused
-from zchat.keys import keygen, load_keyring
+from zchat.keys import KeyRing, keygen, load_keyring
 
 NOBODY = 65534  # another user's id, for files that are not the broker's user's
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
@@ -365,3 +368,74 @@ def test_a_huge_broker_key_or_admins_file_is_refused_unread(
         str(refused.value)
         == f"{path} holds 104,857,600 bytes, and {told}: it is not one zchat made"
     )
+
+
+# --- a reload reads the folder off the poll loop ---------------------------------------
+
+
+class ServingBroker:
+    """A secure Broker serving in a thread, reading its keys with ``load_keys``."""
+
+    def __init__(self, keys: Path, load_keys: object = load_keyring) -> None:
+        config = BrokerConfig(port=0, linger=0.2, keys=str(keys))
+        self.broker = Broker(config, load_keys=load_keys)  # type: ignore[arg-type]
+        self.port = self.broker.port
+        self.thread = threading.Thread(target=self.broker.run, name="broker", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.broker.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "broker did not stop"
+
+
+def test_chat_and_the_admin_socket_go_on_while_a_reload_reads_the_keys(
+    keys: Path, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """The reload's reading is held (as a slow disk would hold it) until the test lets
+    it go: meanwhile lines are delivered, `zchat admin stats` is answered, and a second
+    reload is told to wait. The reload's answer and its effect come after, together."""
+    reading, finish = threading.Event(), threading.Event()
+    loads: list[threading.Thread] = []
+
+    def held(folder: str | Path) -> KeyRing:
+        loads.append(threading.current_thread())
+        if len(loads) > 1:  # the first is the broker's start
+            reading.set()
+            assert finish.wait(30), "the test never let the reload finish"
+        return load_keyring(folder)
+
+    running = ServingBroker(keys, held)
+    try:
+        with (
+            joined("Alice", running.port, keys, ctx) as alice,
+            joined("Bob", running.port, keys, ctx) as bob,
+            ctx.socket(zmq.REQ) as operator,
+        ):
+            (keys / "users" / "Bob.key").unlink()
+            operator.setsockopt(zmq.LINGER, 0)
+            operator.connect(f"ipc://{running.broker.admin_path}")
+            operator.send(json.dumps({"op": "reload"}).encode())
+            assert reading.wait(10), "the reload never began"
+            assert loads[1] is not running.thread  # not read on the poll loop
+            bob.send("during the reload")
+            expect_message(alice, chat("Bob", "during the reload"))
+            stats = admin_cli(running.broker.admin_path, "stats")
+            assert json.loads(stats.stdout)["sessions"] == 2, stats.stderr
+            again = admin_cli(running.broker.admin_path, "reload")
+            assert (again.returncode, again.stderr) == (
+                1,
+                "zchat: a reload is already under way: try again when it ends\n",
+            )
+            assert not operator.poll(0)  # the first is not answered before it is done
+            finish.set()
+            assert operator.poll(10_000), "the reload was never answered"
+            assert json.loads(operator.recv()) == {
+                "ok": True,
+                "text": "keys reloaded: 2 user(s), 1 admin(s)",
+            }
+            expect_message(bob, note("you were kicked out by the operator: key withdrawn"))
+            assert len(loads) == 2  # the second reload never read anything
+    finally:
+        finish.set()
+        running.stop()

@@ -1,14 +1,16 @@
 """The operator's line to a running broker: ``zchat admin`` and the broker's side of it.
 
-The broker binds a REP socket on a Unix socket file that only its owner may open
-(the file is mode 0600, in a folder of mode 0700). Requests and replies are one JSON
-object each::
+The broker binds a ROUTER socket on a Unix socket file that only its owner may open
+(the file is mode 0600, in a folder of mode 0700); ``zchat admin`` sends each request
+on a REQ socket. Requests and replies are one JSON object each::
 
     -> {"op": "kick", "name": "bob", "reason": "spamming"}
     <- {"ok": true, "text": "bob was kicked"}
     <- {"ok": false, "error": "no user named 'bob' is here"}
 
-``op`` is one of OPS. ``who``, ``bans`` and ``stats`` add a ``data`` field.
+``op`` is one of OPS. ``who``, ``bans`` and ``stats`` add a ``data`` field. A
+``reload`` is answered once the keys folder is read (in a thread of the broker's), and
+other requests are answered meanwhile; a second ``reload`` meanwhile is refused.
 """
 
 from __future__ import annotations

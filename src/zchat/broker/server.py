@@ -3,7 +3,8 @@
 Everything the broker decides is in rules.py; this module only moves frames between
 the sockets and the rules, keeps the heartbeat clock, answers the operator on the
 admin socket, and stops cleanly. In secure mode a ZAP handler (security.py) runs in
-a thread of its own and hands each frame's key name to the rules.
+a thread of its own and hands each frame's key name to the rules, and a reload of the
+keys folder is read in another (reloading.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from zchat.broker.guard import HANDSHAKE_SECONDS, Connection, ConnectionGuard, C
 from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, QUIET_JOINS, RateLimit, RuleLimits
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.broker.policy import SecurePolicy
+from zchat.broker.reloading import KeyReload, LoadKeys, Reloaded
 from zchat.broker.rules import Actions, Answer, BrokerRules
 from zchat.broker.security import KeyAuthenticator, OpenGate
 from zchat.broker.store import DEFAULT_RETENTION, HistoryStore, StorageFull
@@ -122,11 +124,18 @@ def _loopback(host: str) -> bool:
 class Broker:
     """Bind with ``Broker(config)``; ``run()`` serves until ``stop()`` (any thread)."""
 
-    def __init__(self, config: BrokerConfig, context: zmq.Context[zmq.Socket[bytes]] | None = None):
+    def __init__(
+        self,
+        config: BrokerConfig,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        *,
+        load_keys: LoadKeys = load_keyring,
+    ):
+        """``load_keys``: reads the keys folder, at start and on each reload."""
         config.check()
         self.config = config
         self.epoch = secrets.token_hex(8)
-        keyring = load_keyring(config.keys) if config.keys is not None else None
+        keyring = load_keys(config.keys) if config.keys is not None else None
         mode = "secure" if config.keys else "open"
         self.store = HistoryStore(config.db, config.retention, mode)
         flood = RateLimit(config.rate, config.burst)
@@ -156,12 +165,17 @@ class Broker:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._reload: KeyReload | None = None
+        if config.keys is not None:
+            self._reload = KeyReload(config.keys, self._wake, load_keys)
         self._stopping = False
         self._misaligned = False  # see _drain_subscriptions
         self._last_failure = -FAILURE_LOG_SECONDS
         self._in: zmq.Socket[bytes] = self._ctx.socket(zmq.PULL)
         self._out: zmq.Socket[bytes] = self._ctx.socket(zmq.XPUB)
-        self._admin: zmq.Socket[bytes] = self._ctx.socket(zmq.REP)
+        # ROUTER, for the `zchat admin` REQ sockets: a reload is answered when it is done,
+        # and other requests meanwhile (a REP socket would take none before that answer)
+        self._admin: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
         self.admin_path = Path()
         try:
             if keyring is not None:
@@ -274,7 +288,11 @@ class Broker:
     def stop(self) -> None:
         """Ask ``run()`` to finish; safe from another thread or a signal handler."""
         self._stopping = True
-        # already closed or the pipe is full: run() sees the flag anyway
+        self._wake()
+
+    def _wake(self) -> None:
+        """Make the poll loop look round (any thread)."""
+        # already closed or the pipe is full: the loop is woken anyway, or is gone
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
@@ -316,6 +334,8 @@ class Broker:
                     self._drain_inbound()
                 if self._admin in ready:
                     self._serve_admin()
+                if self._wake_r.fileno() in ready:  # a socket.socket is told by its number
+                    self._woken()
             self._apply(self.rules.shutdown())
             log.info("broker stopped")
         finally:
@@ -471,14 +491,23 @@ class Broker:
                 log.info("cut %d connection(s) of %s, banned or withdrawn", cut, user)
 
     def _serve_admin(self) -> None:
-        """One request from the operator; a REP socket must answer every one."""
+        """One request from the operator, answered now or, for a reload, when it is
+        done. It comes as a REQ socket sends it: [its identity, b"", the request]."""
         try:
-            data = self._admin.recv(zmq.NOBLOCK)
+            frames = self._admin.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
+        if len(frames) < 3 or frames[-2] != b"":  # not from a REQ socket: nowhere to answer
+            return
+        asker, data = frames[:-1], frames[-1]
         try:
             request = admin.parse(data)
-            reply = self._admin_reply(request)
+            if request["op"] == "reload":
+                reply = self._start_reload(asker)
+                if reply is None:
+                    return  # answered when done (_woken)
+            else:
+                reply = self._admin_reply(request)
         except (ValueError, ConfigError) as exc:
             reply = {"ok": False, "error": str(exc)}
         except Answer as answer:
@@ -486,7 +515,44 @@ class Broker:
         except Exception as exc:
             log.exception("admin request failed")
             reply = {"ok": False, "error": f"the broker failed: {exc}"}
-        self._admin.send(json.dumps(reply).encode("utf-8"))
+        self._answer_admin(asker, reply)
+
+    def _answer_admin(self, asker: list[bytes], reply: dict[str, Any]) -> None:
+        # an asker that is gone (it gave up waiting) is not found: ROUTER drops the reply
+        self._admin.send_multipart([*asker, json.dumps(reply).encode("utf-8")])
+
+    def _start_reload(self, asker: list[bytes]) -> dict[str, Any] | None:
+        """Begin reading the keys folder (reloading.py); None: the answer comes later."""
+        if self._reload is None:
+            return {"ok": False, "error": "reload is for a broker in secure mode (--secure)"}
+        if not self._reload.start(asker):
+            return {"ok": False, "error": "a reload is already under way: try again when it ends"}
+        return None
+
+    def _woken(self) -> None:
+        """The wake-up pipe: emptied, then a finished reload is put in place."""
+        with contextlib.suppress(OSError):  # empty: BlockingIOError
+            while self._wake_r.recv(4096):
+                pass
+        done = self._reload.take() if self._reload is not None else None
+        if done is not None:
+            self._answer_admin(done.asker, self._reloaded(done))
+
+    def _reloaded(self, done: Reloaded) -> dict[str, Any]:
+        """Use the keys a reload read, all at once; or say why they were refused."""
+        if done.keyring is None or self._auth is None:
+            log.warning("operator: keys not reloaded: %s", done.error)
+            return {"ok": False, "error": done.error}
+        keyring = done.keyring
+        self._auth.reload(keyring)
+        self._use_keys(keyring)
+        self._apply(self.rules.withdraw())
+        self._bars_changed()
+        text = f"keys reloaded: {len(keyring.users)} user(s), {len(keyring.admins)} admin(s)"
+        if keyring.skipped:
+            text += f"; {len(keyring.skipped)} file(s) skipped, see the broker's log"
+        log.info("operator: %s", text)
+        return {"ok": True, "text": text}
 
     def _admin_reply(self, request: dict[str, str]) -> dict[str, Any]:
         op, name, reason = request["op"], request["name"], request["reason"]
@@ -505,19 +571,7 @@ class Broker:
             return {"ok": True, "data": bans}
         if op == "stats":
             return {"ok": True, "data": self.stats()}
-        # reload
-        if self._auth is None or self.config.keys is None:
-            return {"ok": False, "error": "reload is for a broker in secure mode (--secure)"}
-        keyring = load_keyring(self.config.keys)
-        self._auth.reload(keyring)
-        self._use_keys(keyring)
-        self._apply(self.rules.withdraw())
-        self._bars_changed()
-        text = f"keys reloaded: {len(keyring.users)} user(s), {len(keyring.admins)} admin(s)"
-        if keyring.skipped:
-            text += f"; {len(keyring.skipped)} file(s) skipped, see the broker's log"
-        log.info("operator: %s", text)
-        return {"ok": True, "text": text}
+        raise ValueError(f"unknown op {op!r}")
 
     def stats(self) -> dict[str, Any]:
         return {
