@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import signal
 import stat
 import subprocess
@@ -21,6 +22,7 @@ from conftest import RunningBroker
 from support import Proc, child_env, expect_message, zchat_command
 from test_secure import admin_cli, chat, keys_of, note
 from zchat import Client
+from zchat.broker.reloading import LoadKeys
 from zchat.broker.server import Broker, BrokerConfig
 from zchat.broker.store import HistoryStore
 from zchat.errors import ConfigError, JoinRefused
@@ -62,7 +64,8 @@ def start(keys: Path | None, *args: str, **env: str) -> tuple[Proc, int, Path]:
 
 def say_and_hear(port: int, keys: Path | None, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
     """A line said and heard back: stored, since the broker stores before it publishes."""
-    with Client("Alice", port=port, context=ctx, keys=keys and keys_of(keys, "Alice")) as alice:
+    pair = keys_of(keys, "Alice") if keys is not None else None
+    with Client("Alice", port=port, context=ctx, keys=pair) as alice:
         alice.send("on the record")
         expect_message(alice, chat("Alice", "on the record"))
 
@@ -153,8 +156,8 @@ def test_history_files_of_another_user_are_refused_not_changed(keys: Path, tmp_p
     assert run.returncode == 2
     owner = _name(NOBODY)
     assert run.stderr == (
-        f"zchat: history database {db}: {db} belongs to {owner}, not to root who runs the "
-        "broker, and other users may use it (mode 644): they could read the history. Make "
+        f"zchat: history database {db}: {db} belongs to {owner}, not to root (who runs the "
+        "broker), and other users may use it (mode 644): they could read the history. Make "
         f"it root's and private (chown root {db}; chmod 600 {db}), or pass --db with "
         "another path\n"
     )
@@ -162,8 +165,6 @@ def test_history_files_of_another_user_are_refused_not_changed(keys: Path, tmp_p
 
 
 def _name(uid: int) -> str:
-    import pwd
-
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -335,8 +336,12 @@ def test_a_huge_user_key_file_is_skipped_unread_with_a_warning(
             "(`zchat keygen` makes them of some 300 bytes); replace it with the one "
             "`zchat keygen Carol` made"
         )
-        with pytest.raises(JoinRefused) as refused, joined("Carol", running.port, keys, ctx):
-            pass
+        carol_client = joined("Carol", running.port, keys, ctx)
+        try:
+            with pytest.raises(JoinRefused) as refused:
+                carol_client.join(timeout=5)
+        finally:
+            carol_client.close()
         assert refused.value.code == "key-refused"
         with joined("Alice", running.port, keys, ctx) as alice:
             alice.send("the others get in")
@@ -376,9 +381,9 @@ def test_a_huge_broker_key_or_admins_file_is_refused_unread(
 class ServingBroker:
     """A secure Broker serving in a thread, reading its keys with ``load_keys``."""
 
-    def __init__(self, keys: Path, load_keys: object = load_keyring) -> None:
+    def __init__(self, keys: Path, load_keys: LoadKeys = load_keyring) -> None:
         config = BrokerConfig(port=0, linger=0.2, keys=str(keys))
-        self.broker = Broker(config, load_keys=load_keys)  # type: ignore[arg-type]
+        self.broker = Broker(config, load_keys=load_keys)
         self.port = self.broker.port
         self.thread = threading.Thread(target=self.broker.run, name="broker", daemon=True)
         self.thread.start()

@@ -67,7 +67,7 @@ def make_private(paths: Iterable[Path], what: str) -> list[str]:
         if info.st_uid != os.geteuid():
             owner = user_name(info.st_uid)
             raise ConfigError(
-                f"{what}: {path} belongs to {owner}, not to {me} who runs the broker, and "
+                f"{what}: {path} belongs to {owner}, not to {me} (who runs the broker), and "
                 f"other users may use it (mode {mode:o}): they could read the history. "
                 f"Make it {me}'s and private (chown {me} {path}; chmod {private} {path}), "
                 "or pass --db with another path"
