@@ -558,8 +558,9 @@ def test_idle_connections_cannot_take_every_descriptor(
     procs: list[Proc], tmp_path: Path, mode: Mode
 ) -> None:
     proc, port = _limited_broker(procs, mode, tmp_path / "history.db")
-    budget = f"open files: at most {OPEN_FILES}, so at most {OPEN_FILES - 64} connections"
-    assert any(budget in line for line in proc.lines["stderr"]), proc.lines["stderr"]
+    proc.expect(
+        f"open files: at most {OPEN_FILES}, so at most {OPEN_FILES - 64} connections", "stderr"
+    )
     watch = Watch(mode, proc, port)
     idle: list[socket.socket] = []
     try:

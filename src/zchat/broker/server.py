@@ -147,9 +147,8 @@ class Broker:
             grace=config.rejoin_grace,
             limits=RuleLimits(quiet_joins=config.quiet_joins),
         )
-        files = raise_open_files_limit()
-        budget = connection_budget(files)
-        log.info("open files: at most %d, so at most %d connections", files, budget)
+        self.open_files = raise_open_files_limit()
+        budget = connection_budget(self.open_files)
         self.guard = ConnectionGuard(config.connection, flood, max_connections=budget)
         # The broker's ZAP handler serves its whole context: it gets one of its own
         # (``context`` is accepted for compatibility and not used).
@@ -305,6 +304,11 @@ class Broker:
             self.config.db,
             "secure mode (CURVE)" if self.secure else "open mode",
             self.admin_path,
+        )
+        log.info(
+            "open files: at most %d, so at most %d connections",
+            self.open_files,
+            self.guard.max_connections,
         )
         poller = zmq.Poller()
         poller.register(self._in, zmq.POLLIN)
