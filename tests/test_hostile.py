@@ -459,10 +459,11 @@ def _wait_event(monitor: zmq.Socket[bytes], wanted: int, seconds: float) -> None
 
 
 @pytest.mark.parametrize("mode", ["secure"], indirect=True)
-@pytest.mark.parametrize("how", ["ban", "withdraw"])
+@pytest.mark.parametrize("how", ["ban", "withdraw", "replace"])
 def test_a_barred_keys_open_connections_are_cut(
-    watch: Watch, attacker: Attacker, mode: Mode, how: str
+    watch: Watch, attacker: Attacker, mode: Mode, how: str, tmp_path: Path
 ) -> None:
+    """Banned, withdrawn, or replaced by a new key (the old one may have leaked)."""
     sub = attacker(zmq.SUB, watch.port + 1)
     monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
     try:
@@ -478,6 +479,9 @@ def test_a_barred_keys_open_connections_are_cut(
         else:
             assert mode.keys is not None
             (mode.keys / "users" / f"{MALLORY}.key").unlink()
+            if how == "replace":
+                public, _ = keygen(MALLORY, tmp_path / "new")
+                public.rename(mode.keys / "users" / public.name)
             request(default_path(watch.port), "reload")
         _wait_event(monitor, zmq.EVENT_DISCONNECTED, 5.0)  # cut
         _wait_event(monitor, zmq.EVENT_HANDSHAKE_FAILED_AUTH, 5.0)  # and refused after

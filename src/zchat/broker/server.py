@@ -160,6 +160,7 @@ class Broker:
         self._inbox_fds: dict[bytes, dict[int, Connection]] = {}
         self._bars: dict[str, bool] = {}  # key name -> banned or withdrawn (see _barred)
         self._cut_barred_at: float | None = None  # when to cut their connections
+        self._replaced: set[str] = set()  # users whose key was replaced, till then
         self._cuts_trimmed = 0  # cuts when memory was last given back
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -481,18 +482,22 @@ class Broker:
         if self._cut_barred_at is None:
             self._cut_barred_at = now
 
-    def _bars_changed(self) -> None:
-        """Keys were banned, or withdrawn: their connections are cut a moment later (the
-        notice that ends their sessions goes out first)."""
+    def _bars_changed(self, replaced: frozenset[str] = frozenset()) -> None:
+        """Keys were banned, withdrawn, or ``replaced`` (users whose key changed: the
+        old one may have leaked): their connections are cut a moment later (the notice
+        that ends their sessions goes out first)."""
         self._bars.clear()
+        self._replaced |= replaced
         self._cut_barred_at = time.monotonic() + CUT_BARRED_SECONDS
 
     def _cut_barred(self) -> None:
-        """Cut every connection of a key that is now banned or withdrawn."""
+        """Cut every connection of a key that is now banned, withdrawn or replaced (the
+        new key's connections are made again; the old one's are refused)."""
         self._cut_barred_at = None
+        replaced, self._replaced = self._replaced, set()
         for user in self.guard.users():
-            if self._barred(user) and (cut := self.guard.cut_owner(user)):
-                log.info("cut %d connection(s) of %s, banned or withdrawn", cut, user)
+            if (self._barred(user) or user in replaced) and (cut := self.guard.cut_owner(user)):
+                log.info("cut %d connection(s) of %s: key banned, withdrawn or replaced", cut, user)
 
     def _serve_admin(self) -> None:
         """One request from the operator, answered now or, for a reload, when it is
@@ -548,10 +553,15 @@ class Broker:
             log.warning("operator: keys not reloaded: %s", done.error)
             return {"ok": False, "error": done.error}
         keyring = done.keyring
+        replaced = frozenset(
+            name
+            for key, name in self._auth.keyring.users.items()
+            if keyring.users.get(key) != name and name in keyring.users.values()
+        )
         self._auth.reload(keyring)
         self._use_keys(keyring)
         self._apply(self.rules.withdraw())
-        self._bars_changed()
+        self._bars_changed(replaced)
         text = f"keys reloaded: {len(keyring.users)} user(s), {len(keyring.admins)} admin(s)"
         if keyring.skipped:
             text += f"; {len(keyring.skipped)} file(s) skipped, see the broker's log"
