@@ -2,7 +2,7 @@
 
 Everything the broker decides is in rules.py; this module only moves frames between
 the sockets and the rules, keeps the heartbeat clock, answers the operator on the
-admin socket, and stops cleanly. In secure mode a ZAP handler (security.py) runs in
+admin socket (operator.py), and stops cleanly. In secure mode a ZAP handler (security.py) runs in
 a thread of its own and hands each frame's key name to the rules, and a reload of the
 keys folder is read in another (reloading.py).
 """
@@ -13,7 +13,6 @@ import contextlib
 import ctypes
 import errno
 import functools
-import json
 import logging
 import secrets
 import socket
@@ -31,14 +30,14 @@ from zchat import protocol as p
 from zchat.broker.descriptors import connection_budget, raise_open_files_limit
 from zchat.broker.guard import HANDSHAKE_SECONDS, Connection, ConnectionGuard, ConnectionLimits
 from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, QUIET_JOINS, RateLimit, RuleLimits
+from zchat.broker.operator import Operator
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
-from zchat.broker.policy import SecurePolicy
-from zchat.broker.reloading import KeyReload, LoadKeys, Reloaded
-from zchat.broker.rules import Actions, Answer, BrokerRules
+from zchat.broker.reloading import KeyReload, LoadKeys
+from zchat.broker.rules import Actions, BrokerRules
 from zchat.broker.security import KeyAuthenticator, OpenGate
 from zchat.broker.store import DEFAULT_RETENTION, HistoryStore, StorageFull
 from zchat.errors import ConfigError
-from zchat.keys import KeyRing, load_keyring
+from zchat.keys import load_keyring
 
 log = logging.getLogger("zchat.broker")
 
@@ -66,9 +65,6 @@ PORT_PAIR_TRIES = 50
 # What the connection guard hears of on the monitor sockets: a descriptor that is
 # opened or closed is a new connection (or none), whatever it was before.
 MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
-# A banned or withdrawn key's connections are cut this long after, at the heartbeat:
-# the notice that ends its session goes out on them first.
-CUT_BARRED_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -121,8 +117,9 @@ def _loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-class Broker:
-    """Bind with ``Broker(config)``; ``run()`` serves until ``stop()`` (any thread)."""
+class Broker(Operator):
+    """Bind with ``Broker(config)``; ``run()`` serves until ``stop()`` (any thread).
+    What it does for the operator is in operator.py."""
 
     def __init__(
         self,
@@ -198,10 +195,6 @@ class Broker:
             raise
 
     @property
-    def secure(self) -> bool:
-        return self._auth is not None
-
-    @property
     def in_endpoint(self) -> str:
         return f"tcp://{self._host_for_url()}:{self.port}"
 
@@ -212,10 +205,6 @@ class Broker:
     def _host_for_url(self) -> str:
         host = self.config.host
         return f"[{host}]" if ":" in host else host
-
-    def _use_keys(self, keyring: KeyRing) -> None:
-        allowed = frozenset(name.lower() for name in keyring.users.values())
-        self.rules.policy = SecurePolicy(keyring.admins, allowed)
 
     def _configure(self) -> None:
         ivl = int(self.config.zmtp_heartbeat_ivl * 1000)
@@ -462,82 +451,6 @@ class Broker:
         except zmq.ZMQError:
             return None
 
-    def _barred(self, user: str) -> bool:
-        """Is ``user``'s key banned or withdrawn (its connections are cut)?"""
-        barred = self._bars.get(user)
-        if barred is None:
-            name = user.lower()
-            withdrawn = not self.rules.policy.still_allowed(name)
-            barred = withdrawn or (self._auth is not None and name in self._auth.banned)
-            if len(self._bars) > 10_000:
-                self._bars.clear()
-            self._bars[user] = barred
-        return barred
-
-    def _drop_barred(self, fd: int, now: float, user: str) -> None:
-        """A frame came from a banned or withdrawn key: it is dropped, and the key's
-        connections are cut at the next heartbeat."""
-        self.rules.dropped["barred"] += 1
-        self.guard.seen(fd, now, user)
-        if self._cut_barred_at is None:
-            self._cut_barred_at = now
-
-    def _bars_changed(self, replaced: frozenset[str] = frozenset()) -> None:
-        """Keys were banned, withdrawn, or ``replaced`` (users whose key changed: the
-        old one may have leaked): their connections are cut a moment later (the notice
-        that ends their sessions goes out first)."""
-        self._bars.clear()
-        self._replaced |= replaced
-        self._cut_barred_at = time.monotonic() + CUT_BARRED_SECONDS
-
-    def _cut_barred(self) -> None:
-        """Cut every connection of a key that is now banned, withdrawn or replaced (the
-        new key's connections are made again; the old one's are refused)."""
-        self._cut_barred_at = None
-        replaced, self._replaced = self._replaced, set()
-        for user in self.guard.users():
-            if (self._barred(user) or user in replaced) and (cut := self.guard.cut_owner(user)):
-                log.info("cut %d connection(s) of %s: key banned, withdrawn or replaced", cut, user)
-
-    def _serve_admin(self) -> None:
-        """One request from the operator, answered now or, for a reload, when it is
-        done. It comes as a REQ socket sends it: [its identity, b"", the request]."""
-        try:
-            frames = self._admin.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        if len(frames) < 3 or frames[-2] != b"":  # not from a REQ socket: nowhere to answer
-            return
-        asker, data = frames[:-1], frames[-1]
-        try:
-            request = admin.parse(data)
-            if request["op"] == "reload":
-                reply = self._start_reload(asker)
-                if reply is None:
-                    return  # answered when done (_woken)
-            else:
-                reply = self._admin_reply(request)
-        except (ValueError, ConfigError) as exc:
-            reply = {"ok": False, "error": str(exc)}
-        except Answer as answer:
-            reply = {"ok": False, "error": answer.text}
-        except Exception as exc:
-            log.exception("admin request failed")
-            reply = {"ok": False, "error": f"the broker failed: {exc}"}
-        self._answer_admin(asker, reply)
-
-    def _answer_admin(self, asker: list[bytes], reply: dict[str, Any]) -> None:
-        # an asker that is gone (it gave up waiting) is not found: ROUTER drops the reply
-        self._admin.send_multipart([*asker, json.dumps(reply).encode("utf-8")])
-
-    def _start_reload(self, asker: list[bytes]) -> dict[str, Any] | None:
-        """Begin reading the keys folder (reloading.py); None: the answer comes later."""
-        if self._reload is None:
-            return {"ok": False, "error": "reload is for a broker in secure mode (--secure)"}
-        if not self._reload.start(asker):
-            return {"ok": False, "error": "a reload is already under way: try again when it ends"}
-        return None
-
     def _woken(self) -> None:
         """The wake-up pipe: emptied, then a finished reload is put in place."""
         with contextlib.suppress(OSError):  # empty: BlockingIOError
@@ -546,60 +459,6 @@ class Broker:
         done = self._reload.take() if self._reload is not None else None
         if done is not None:
             self._answer_admin(done.asker, self._reloaded(done))
-
-    def _reloaded(self, done: Reloaded) -> dict[str, Any]:
-        """Use the keys a reload read, all at once; or say why they were refused."""
-        if done.keyring is None or self._auth is None:
-            log.warning("operator: keys not reloaded: %s", done.error)
-            return {"ok": False, "error": done.error}
-        keyring = done.keyring
-        replaced = frozenset(
-            name
-            for key, name in self._auth.keyring.users.items()
-            if keyring.users.get(key) != name and name in keyring.users.values()
-        )
-        self._auth.reload(keyring)
-        self._use_keys(keyring)
-        self._apply(self.rules.withdraw())
-        self._bars_changed(replaced)
-        text = f"keys reloaded: {len(keyring.users)} user(s), {len(keyring.admins)} admin(s)"
-        if keyring.skipped:
-            text += f"; {len(keyring.skipped)} file(s) skipped, see the broker's log"
-        log.info("operator: %s", text)
-        return {"ok": True, "text": text}
-
-    def _admin_reply(self, request: dict[str, str]) -> dict[str, Any]:
-        op, name, reason = request["op"], request["name"], request["reason"]
-        if op in ("kick", "ban", "unban"):
-            text, actions = self.rules.moderate(op, name, reason)
-            self._apply(actions)
-            log.info("operator: %s", text)
-            return {"ok": True, "text": text}
-        if op == "who":
-            return {"ok": True, "data": self.rules.who(time.monotonic())}
-        if op == "bans":
-            bans = [
-                {"name": b.name, "reason": b.reason, "by": b.by, "ts": p.format_ts(b.ts)}
-                for b in self.store.bans()
-            ]
-            return {"ok": True, "data": bans}
-        if op == "stats":
-            return {"ok": True, "data": self.stats()}
-        raise ValueError(f"unknown op {op!r}")
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "sessions": len(self.rules.sessions),
-            "orphans": len(self.rules.orphans),
-            "rooms": len(self.rules.presence.rooms),
-            "dropped": dict(self.rules.dropped),
-            "refused_keys": self._auth.refused if self._auth else 0,
-            "cuts": dict(self.guard.cuts),
-            "refused_handshakes": self.guard.refusals,
-            "connections": self.guard.connections,
-            "penalised_addresses": self.guard.penalised,
-            "secure": self.secure,
-        }
 
     def _guarded(self, handle: Callable[..., Actions], *args: Any) -> Actions:
         """A bug must cost one frame, never the service: count it, log it, go on."""
@@ -612,9 +471,6 @@ class Broker:
                 self._last_failure = now
                 log.exception("dropped a frame that the broker failed to handle")
             return Actions()
-
-    def _banned(self) -> frozenset[str]:
-        return frozenset(ban.name.lower() for ban in self.store.bans())
 
     def _apply(self, actions: Actions) -> None:
         if actions.bans_changed and self._auth is not None:
