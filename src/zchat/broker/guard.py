@@ -8,6 +8,11 @@ lets the broker see the descriptor's peer (``getpeername``) and TCP counters. So
 
 * Each connection is known by its descriptor, and by the peer address it had when
   first seen; a descriptor whose peer changed is a new connection (counts start over).
+  libzmq still hands over what a closed connection left queued, tagged with its old
+  descriptor, which may be a newer connection's by then: the ZAP handler numbers every
+  connection it lets in (security.py), and a frame with an older number than the
+  descriptor's connection is not counted against it (nor applied, if its own
+  connection was cut).
 * A **cut** is ``shutdown(2)`` on that descriptor, after checking that it is still the
   same peer: libzmq sees the connection end as if the peer had closed it, closes the
   descriptor itself and hands the broker the unsubscriptions of its topics, so the
@@ -144,6 +149,7 @@ class Connection:
     cut: bool = False
     owner: Owner | None = None  # known from its first frame
     user: str | None = None  # the key it came with (secure mode)
+    serial: int = 0  # the ZAP handler's number for it (security.py), from its first frame
 
 
 class ConnectionGuard:
@@ -172,6 +178,9 @@ class ConnectionGuard:
         self._connections: dict[int, Connection] = {}
         self._owners: dict[str, Owner] = {}
         self._addresses: dict[str, dict[int, None]] = {}  # address -> descriptors, oldest first
+        # descriptor -> (serial, cut) of the last connection forgotten on it: frames it
+        # left in libzmq's queues still come tagged with the descriptor
+        self._retired: dict[int, tuple[int, bool]] = {}
         self._penalties: dict[str, float] = {}  # address or "key NAME" -> refused until
         self._logged: dict[str, float] = {}
         self._unlogged: Counter[str] = Counter()
@@ -191,12 +200,17 @@ class ConnectionGuard:
 
     # --- frames ------------------------------------------------------------------------
 
-    def subscription(self, fd: int, data: bytes, now: float, user: str | None = None) -> bool:
-        """Account one message from the out-socket's connection ``fd``; False if it must
-        be ignored (its connection is cut, or is cut now)."""
+    def subscription(
+        self, fd: int, data: bytes, now: float, user: str | None = None, serial: int = 0
+    ) -> bool:
+        """Account one message from the out-socket's connection ``fd`` (``serial``: the
+        ZAP handler's number for the connection, 0 if unknown); False if it must be
+        ignored (its connection is cut, or is cut now)."""
         if not self.limits.enabled:
             return True
-        conn = self._connection(fd, now, user)
+        conn = self._connection(fd, now, user, serial)
+        if conn is None:
+            return not self._was_cut(fd)
         if conn.cut:
             return False
         if not data or data[0] not in (0, 1):
@@ -246,11 +260,13 @@ class ConnectionGuard:
             return f"held {owner.topic_bytes} bytes of topics on {many} connections"
         return ""
 
-    def frame(self, fd: int, now: float, user: str | None = None) -> bool:
+    def frame(self, fd: int, now: float, user: str | None = None, serial: int = 0) -> bool:
         """Account one frame from the in-socket's connection ``fd``; False to drop it."""
         if not self.limits.enabled:
             return True
-        conn = self._connection(fd, now, user)
+        conn = self._connection(fd, now, user, serial)
+        if conn is None:
+            return not self._was_cut(fd)
         if conn.cut:
             return False
         if not conn.frames.take(self.frame_limit, now):
@@ -265,11 +281,11 @@ class ConnectionGuard:
         if conn is not None and not conn.cut:
             self._cut(fd, conn, "resync", "subscribed while the socket was out of step", False)
 
-    def seen(self, fd: int, now: float, user: str) -> None:
+    def seen(self, fd: int, now: float, user: str, serial: int = 0) -> None:
         """A frame came from ``fd`` with ``user``'s key and is not accounted (the key is
         banned or withdrawn): the connection is known, for ``cut_owner``."""
         if self.limits.enabled:
-            self._connection(fd, now, user)
+            self._connection(fd, now, user, serial)
 
     def cut_owner(self, user: str) -> int:
         """Cut every connection of the key ``user`` (banned, or withdrawn): how many."""
@@ -357,7 +373,7 @@ class ConnectionGuard:
         if known is not None and (known.cut or known.peer is None or _peer_of(fd) != known.peer):
             self._forget(fd)  # the record of a connection whose close was not reported
         conn = self._connection(fd, now, None)
-        if conn.peer is None:
+        if conn is None or conn.peer is None:
             return
         address = conn.peer[0]
         held = self._addresses.get(address, {})
@@ -406,8 +422,23 @@ class ConnectionGuard:
             if conn.peer is None or _peer_of(fd) != conn.peer:
                 self._forget(fd)
 
-    def _connection(self, fd: int, now: float, user: str | None) -> Connection:
+    def _connection(
+        self, fd: int, now: float, user: str | None, serial: int = 0
+    ) -> Connection | None:
+        """The record of the connection on ``fd``, made if new; None if the frame came
+        from a connection that is gone (libzmq hands over what one left queued, tagged
+        with its descriptor, which a newer connection may have by then): ``serial``,
+        the ZAP handler's number, tells them apart."""
         conn = self._connections.get(fd)
+        if serial:
+            if serial <= self._retired.get(fd, (0, False))[0]:
+                return None
+            if conn is not None and conn.serial != serial:
+                if serial < conn.serial:
+                    return None
+                if conn.serial:  # a newer connection than the record's
+                    self._forget(fd)
+                    conn = None
         if conn is None:
             conn = self._connections[fd] = Connection(
                 _peer_of(fd),
@@ -416,6 +447,8 @@ class ConnectionGuard:
             )
             if conn.peer is not None:
                 self._addresses.setdefault(conn.peer[0], {})[fd] = None
+        if serial and not conn.serial:
+            conn.serial = serial
         if not conn.cut and ((user is not None and conn.user is None) or conn.owner is None):
             self._own(fd, conn, user)
         return conn
@@ -459,9 +492,15 @@ class ConnectionGuard:
         conn = self._connections.pop(fd, None)
         if conn is None:
             return
+        if conn.serial:
+            self._retired[fd] = (conn.serial, conn.cut)
         self._disown(fd, conn)
         if conn.peer is not None:
             self._unaddress(fd, conn.peer[0])
+
+    def _was_cut(self, fd: int) -> bool:
+        """Was the last connection forgotten on ``fd`` cut (its frames are dropped)?"""
+        return self._retired.get(fd, (0, False))[1]
 
     def _unaddress(self, fd: int, address: str) -> None:
         held = self._addresses.get(address)

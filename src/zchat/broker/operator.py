@@ -68,11 +68,11 @@ class Operator:
             self._bars[user] = barred
         return barred
 
-    def _drop_barred(self, fd: int, now: float, user: str) -> None:
+    def _drop_barred(self, fd: int, now: float, user: str, serial: int = 0) -> None:
         """A frame came from a banned or withdrawn key: it is dropped, and the key's
         connections are cut at the next heartbeat."""
         self.rules.dropped["barred"] += 1
-        self.guard.seen(fd, now, user)
+        self.guard.seen(fd, now, user, serial)
         if self._cut_barred_at is None:
             self._cut_barred_at = now
 

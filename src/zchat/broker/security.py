@@ -21,13 +21,16 @@ and the rest in sum (a peer making fresh keys must not flood the log).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
 import zmq
+from zmq.auth.base import VERSION
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
@@ -44,6 +47,10 @@ MAX_ADDRESSES_COUNTED = 10_000  # distinct addresses counted between two log lin
 _KINDS = {"unknown": "unknown keys", "banned": "banned keys"}
 
 ZAP_DOMAIN = b"zchat"  # open mode: set on the broker's sockets so that libzmq asks ZAP
+# The property, on every frame of a connection let in, of the connection's number (the
+# connection guard tells a new connection from an old one on the same descriptor by it)
+CONNECTION_PROPERTY = "X-Connection"
+_serials = itertools.count(1)  # for every handler of the process (a reload makes one)
 
 
 class OpenGate:
@@ -177,6 +184,21 @@ class _Gate(ThreadAuthenticator):
 
     def _note_address(self, address: str) -> None:
         """The address of the handshake about to be answered."""
+
+    def _send_zap_reply(
+        self, request_id: bytes, status_code: bytes, status_text: bytes, user_id: str = ""
+    ) -> None:
+        """As zmq.auth's, and a connection let in gets its number (CONNECTION_PROPERTY)
+        as metadata, which libzmq puts on each of its frames."""
+        if status_code != b"200":
+            super()._send_zap_reply(request_id, status_code, status_text, user_id)
+            return
+        name, value = CONNECTION_PROPERTY.encode(), str(next(_serials)).encode()
+        metadata = bytes([len(name)]) + name + struct.pack(">I", len(value)) + value
+        user = user_id.encode(self.encoding, "replace")
+        self.zap_socket.send_multipart(
+            [VERSION, request_id, status_code, status_text, user, metadata]
+        )
 
 
 class _Authenticator(_Gate):

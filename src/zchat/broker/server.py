@@ -34,7 +34,7 @@ from zchat.broker.operator import Operator
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.broker.reloading import KeyReload, LoadKeys
 from zchat.broker.rules import Actions, BrokerRules
-from zchat.broker.security import KeyAuthenticator, OpenGate
+from zchat.broker.security import CONNECTION_PROPERTY, KeyAuthenticator, OpenGate
 from zchat.broker.store import DEFAULT_RETENTION, HistoryStore, StorageFull
 from zchat.errors import ConfigError
 from zchat.keys import load_keyring
@@ -380,10 +380,11 @@ class Broker(Operator):
                 self._misaligned = True
             now, fd, user = time.monotonic(), _descriptor(frame), self._user(frame)
             if fd is not None:
+                serial = _serial(frame)
                 if user is not None and data[:1] == b"\x01" and self._barred(user):
-                    self._drop_barred(fd, now, user)  # nothing it asks for is applied
+                    self._drop_barred(fd, now, user, serial)  # nothing it asks is applied
                     continue
-                if not self.guard.subscription(fd, data, now, user):
+                if not self.guard.subscription(fd, data, now, user, serial):
                     continue
                 if self._misaligned and data[0] == 1:
                     self.guard.misaligned(fd)
@@ -430,10 +431,11 @@ class Broker(Operator):
                 payload.append(frame.bytes)
             now, fd, user = time.monotonic(), _descriptor(frame), self._user(frame)
             if fd is not None:
+                serial = _serial(frame)
                 if user is not None and self._barred(user):
-                    self._drop_barred(fd, now, user)
+                    self._drop_barred(fd, now, user, serial)
                     continue
-                if not self.guard.frame(fd, now, user):
+                if not self.guard.frame(fd, now, user, serial):
                     continue
             peer = functools.partial(_peer_address, frame)  # asked for joins and drops only
             batch.extend(self._guarded(self.rules.on_inbound, payload, peer, now, user))
@@ -540,6 +542,15 @@ def _descriptor(frame: zmq.Frame) -> int | None:
     except zmq.ZMQError:
         return None
     return fd if fd >= 0 else None
+
+
+def _serial(frame: zmq.Frame) -> int:
+    """The number the ZAP handler gave the frame's connection (0 if none: the broker's
+    own sockets, in tests, may have no handler)."""
+    try:
+        return int(frame.get(CONNECTION_PROPERTY))
+    except (zmq.ZMQError, ValueError):
+        return 0
 
 
 def _trim_memory() -> None:
