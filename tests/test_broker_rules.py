@@ -123,6 +123,23 @@ def test_control_characters_are_replaced_before_publishing(rules: BrokerRules) -
     assert isinstance(chat, p.Chat) and chat.text == "\ufffd[2Jgone"
 
 
+def test_a_message_of_several_lines_is_published_with_its_line_breaks(
+    rules: BrokerRules,
+) -> None:
+    alice = Peer("Alice", 1)
+    joined(rules, alice)
+    said = "```\r\ndef f():\r\n    return 1\x1b\r\n```"
+    [(_, chat)] = published(rules.on_inbound(alice.say(said), None, 1.0))
+    assert isinstance(chat, p.Chat) and chat.text == "```\ndef f():\n    return 1\ufffd\n```"
+    # and it decodes so, the fast way and the checked way
+    [frames] = [p.encode_server(p.room_topic("general"), chat)]
+    assert p.decode_server(frames)[1] == chat
+    assert p.decode.checked_server(frames[1]) == chat
+    too_many = "\n".join(["x"] * (p.MAX_TEXT_LINES + 1))
+    [(_, error)] = published(rules.on_inbound(alice.say(too_many, id_="m2"), None, 1.0))
+    assert error == p.Error("bad-text", "message has 61 lines, the limit is 60", "m2")
+
+
 @pytest.mark.parametrize(
     ("silent_for", "reason"),
     [(0.5, "connection lost"), (SILENT_SECONDS + 2, "timed out")],

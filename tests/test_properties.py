@@ -575,11 +575,16 @@ def test_check_room_returns_the_canonical_form(room: str) -> None:
     HOSTILE | st.builds(str.__mul__, st.sampled_from(" a\x01é\ud800😀"), st.integers(1000, 4100))
 )
 def test_check_text_makes_any_accepted_text_encodable(text: str) -> None:
-    """Refused: blank texts and texts past MAX_TEXT_BYTES, nothing else. Accepted texts
-    encode to UTF-8 (lone surrogates replaced) within the limit."""
+    """Refused: blank texts, texts past MAX_TEXT_BYTES or MAX_TEXT_LINES, nothing else.
+    Accepted texts encode to UTF-8 (lone surrogates replaced, CR LF made LF) within the
+    limits."""
     checked = checked_or(p.check_text, text)
     size = len(text.encode("utf-8", "surrogatepass"))
-    assert (checked is None) == (not text.strip() or size > p.MAX_TEXT_BYTES)
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").count("\n") + 1
+    too_long = size > p.MAX_TEXT_BYTES or lines > p.MAX_TEXT_LINES
+    assert (checked is None) == (not text.strip() or too_long)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    size = len(text.encode("utf-8", "surrogatepass"))
     if checked is not None:
         assert len(checked.encode("utf-8")) == size
 

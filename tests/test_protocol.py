@@ -242,6 +242,40 @@ def test_control_characters_never_reach_a_terminal(text: str, clean: str) -> Non
     assert p.clean_text(text) == clean
 
 
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [
+        ("two\nlines", "two\nlines"),
+        ("crlf\r\nline", "crlf\nline"),
+        ("cr\ronly", "cr\nonly"),
+        ("\n\nblank lines kept\n", "\n\nblank lines kept\n"),
+        ("esc\x1b[2J\nnext\x07", "esc\ufffd[2J\nnext\ufffd"),
+        ("    indented\n\tcode", "    indented\n code"),
+        ("forged\u2028<Bob> hi\n\x85x", "forged\ufffd<Bob> hi\n\ufffdx"),
+        ("one line\x1b", "one line\ufffd"),
+    ],
+)
+def test_a_message_keeps_its_line_breaks_and_nothing_else(text: str, clean: str) -> None:
+    assert p.clean_lines(text) == clean
+
+
+def test_a_message_of_several_lines_breaks_at_line_feeds_only() -> None:
+    breaks = [chr(c) for c in range(0x110000)
+              if not 0xD800 <= c <= 0xDFFF and len(f"a{chr(c)}b".splitlines()) > 1]  # fmt: skip
+    for ch in breaks:
+        cleaned = p.clean_lines(f"first{ch}second")
+        assert cleaned.splitlines() == cleaned.split("\n"), repr(ch)
+        assert len(cleaned.split("\n")) == (2 if ch in "\r\n" else 1), repr(ch)
+
+
+def test_a_message_holds_at_most_max_text_lines() -> None:
+    most = "\n".join(["x"] * p.MAX_TEXT_LINES)
+    assert p.check_text(most) == most
+    assert p.check_text("a\r\nb") == "a\nb"
+    with pytest.raises(InvalidInput, match=f"61 lines, the limit is {p.MAX_TEXT_LINES}"):
+        p.check_text(most + "\ny")
+
+
 def test_a_cleaned_text_never_splits_into_two_lines() -> None:
     # every character that str.splitlines() breaks a line at, found by asking it
     breaks = [

@@ -11,6 +11,7 @@ from zchat.errors import InvalidInput
 MAX_NAME_CHARS = 32
 MAX_ROOM_CHARS = 32
 MAX_TEXT_BYTES = 4096
+MAX_TEXT_LINES = 60  # a message may hold several lines (a code block, a stack trace)
 MAX_REASON_CHARS = 200
 MAX_TOPIC_CHARS = 300
 MAX_ROOMS_PER_SESSION = 32
@@ -108,11 +109,30 @@ def clean_text(text: str) -> str:
     return "".join(out)
 
 
+def clean_lines(text: str) -> str:
+    """``clean_text`` for the text of a message, which may hold several lines: each
+    line is cleaned, and the line breaks between them are kept (a CR LF or a lone CR
+    becomes LF)."""
+    if text.isprintable():
+        return text
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\n" not in text:
+        return clean_text(text)
+    return "\n".join(clean_text(line) for line in text.split("\n"))
+
+
 def check_text(text: str) -> str:
-    """Return ``text`` ready to encode, or raise InvalidInput if empty or too long.
-    The broker cleans it for display (``clean_text``) when it publishes it."""
+    """Return ``text`` ready to encode (CR LF made LF), or raise InvalidInput if empty,
+    too long, or of too many lines. The broker cleans it for display (``clean_lines``)
+    when it publishes it."""
     if not text.strip():
         raise InvalidInput("message is empty")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.count("\n") + 1
+    if lines > MAX_TEXT_LINES:
+        raise InvalidInput(f"message has {lines} lines, the limit is {MAX_TEXT_LINES}")
     try:
         size = len(text.encode("utf-8"))  # fails only on a lone surrogate
     except UnicodeEncodeError:

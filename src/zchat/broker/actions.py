@@ -53,5 +53,6 @@ def fails(code: str, check: Callable[[str], str], value: str) -> str:
 
 
 def checked_text(text: str) -> str:
-    """A line's text, checked (``bad-text``) and cleaned for terminals."""
-    return p.clean_text(fails("bad-text", p.check_text, text))
+    """A message's text, checked (``bad-text``) and cleaned for terminals (its line
+    breaks are kept)."""
+    return p.clean_lines(fails("bad-text", p.check_text, text))

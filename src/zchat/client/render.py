@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 
 from zchat.client.message import Message
-from zchat.protocol import clean_text, format_ts
+from zchat.protocol import clean_lines, format_ts
+
+# How the lines after the first of a message that holds several are printed: each
+# starts with this, so that every line that does not is the start of an event.
+CONTINUATION = "    "
 
 TIME_FORMATS: dict[str, str | None] = {
     "time": "%H:%M:%S",
@@ -15,11 +19,12 @@ TIME_FORMATS: dict[str, str | None] = {
 
 
 def render(msg: Message, time_format: str = "time", current_room: str | None = None) -> str:
-    """``[14:30:15] Alice: Halo semua!`` and friends, in local time."""
+    """``[14:30:15] Alice: Halo semua!`` and friends, in local time. A message of
+    several lines takes as many, the ones after the first indented (CONTINUATION)."""
     pattern = TIME_FORMATS[time_format]
     stamp = f"[{msg.ts.astimezone().strftime(pattern)}] " if pattern else ""
     where = f"#{msg.room} " if msg.room and current_room and msg.room != current_room else ""
-    text = clean_text(msg.text)
+    text = clean_lines(msg.text).replace("\n", "\n" + CONTINUATION)
     match msg.kind:
         case "message":
             return f"{stamp}{where}{msg.sender}: {text}"

@@ -68,6 +68,7 @@ from zchat.values import (
     MAX_ROOMS_PER_SESSION,
     check_name,
     check_room,
+    clean_lines,
     clean_text,
 )
 
@@ -154,6 +155,10 @@ class _Fields:
 
     def clean(self, key: str, default: str | None = None) -> str:
         return clean_text(self.text(key, default))
+
+    def lines(self, key: str) -> str:
+        """A message's text: cleaned, its line breaks kept."""
+        return clean_lines(self.text(key))
 
     def ts(self) -> datetime:
         return parse_ts(self.text("ts"))
@@ -279,7 +284,7 @@ def _room_event(kind: str, f: _Fields) -> RoomEvent:
     room, seq, ts, sender = f.room(), f.count("seq"), f.ts(), f.name("sender")
     match kind:
         case "message" | "action":
-            return Chat(room, seq, ts, sender, f.clean("text"), f.id(), kind == "action")
+            return Chat(room, seq, ts, sender, f.lines("text"), f.id(), kind == "action")
         case "join":
             return Joined(room, seq, ts, sender)
         case "leave":
@@ -371,7 +376,7 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
             decoded = tuple(decode_event(e) for e in events)
             return History(f.room(), decoded, f.count("lost", 0), f.id())
         case "private":
-            return Private(f.ts(), f.name("sender"), f.name("to"), f.clean("text"), f.id())
+            return Private(f.ts(), f.name("sender"), f.name("to"), f.lines("text"), f.id())
         case "members":
             members = tuple(_checked(check_name, m) for m in f.strings("members"))
             return Members(f.room(), members, f.clean("topic", ""), f.id(), f.count("count", 0))

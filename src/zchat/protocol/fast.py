@@ -26,7 +26,7 @@ from zchat.protocol.records import (
     TopicChanged,
 )
 from zchat.protocol.topics import ID_RE, MAX_ID_CHARS, PROTOCOL_VERSION, parse_ts
-from zchat.values import check_name, check_room, clean_text
+from zchat.values import check_name, check_room, clean_lines, clean_text
 
 # The largest count a frame may carry: SQLite's integers are 64-bit and signed.
 MAX_COUNT = 2**63 - 1
@@ -164,7 +164,7 @@ def published(frame: bytes | str) -> RoomEvent | Tail | Heartbeat | None:
         if kind is _Message or kind is _Action:
             room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
             action = kind is _Action
-            return Chat(room, seq, ts, _name(sender), clean_text(obj.text), _id(obj.id), action)
+            return Chat(room, seq, ts, _name(sender), clean_lines(obj.text), _id(obj.id), action)
         if kind is _Tail:
             return Tail(_room(obj.room), _count(obj.seq))
         if kind is _Heartbeat:
