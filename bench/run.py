@@ -30,6 +30,7 @@ Only loopback traffic; every run is bounded in messages and time and stops by it
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing as mp
 import os
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,6 +53,7 @@ from decode import decode_costs
 from report import Report
 from systems import COUNTING_SYSTEMS, SYSTEMS, Redis, System, Zchat, proc_status
 
+from zchat.aio import AsyncClient
 from zchat.bench import Bench, BenchConfig
 from zchat.client.sync import Client
 
@@ -121,37 +124,56 @@ def shortened(scenario: Scenario, name: str, args: argparse.Namespace) -> Scenar
     return replace(scenario, messages=messages)
 
 
-def join_many(port: int, first: int, count: int, joined: Any, leave: Any) -> None:
-    """One worker process: join ``count`` clients, say so, stay until told to leave."""
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+def join_many(
+    port: int, first: int, count: int, ready: Any, go: Any, joined: Any, leave: Any
+) -> None:
+    """One worker process: make ``count`` clients, say it is ready; on ``go`` start all
+    their joins at once (asyncio: none waits for another), say when all are joined,
+    stay until told to leave."""
+    asyncio.run(_join_many(port, first, count, ready, go, joined, leave))
+
+
+async def _join_many(
+    port: int, first: int, count: int, ready: Any, go: Any, joined: Any, leave: Any
+) -> None:
+    ctx = zmq.asyncio.Context()
     # each client holds a PUSH, a SUB and a monitor (two PAIR sockets, libzmq's and ours)
     ctx.set(zmq.MAX_SOCKETS, 4 * count + 10)
-    clients = [Client(f"c{first + i}", port=port, history=0, context=ctx) for i in range(count)]
-    for client in clients:
-        client.join(timeout=30)
+    clients = [
+        AsyncClient(f"c{first + i}", port=port, history=0, context=ctx) for i in range(count)
+    ]
+    ready.put(first)
+    await asyncio.to_thread(go.wait, 120)
+    await asyncio.gather(*(client.join(timeout=60) for client in clients))
     joined.put(time.monotonic())
-    leave.wait(120)
-    for client in clients:
-        client.close()
+    await asyncio.to_thread(leave.wait, 120)
+    await asyncio.gather(*(client.close() for client in clients))
     ctx.term()
 
 
 def joins_at_once(count: int, workers: int = 8) -> dict[str, Any]:
+    """``count`` clients join #general at once, from ``workers`` processes started (and
+    their clients made) beforehand: the time from the go to the last welcome."""
     spawn = mp.get_context("spawn")
     system = Zchat()
     system.start()
     try:
         pid = system.pid
         threads_before = proc_status(pid, "Threads")
-        joined, leave = spawn.Queue(), spawn.Event()
+        ready, go, joined, leave = spawn.Queue(), spawn.Event(), spawn.Queue(), spawn.Event()
         share = max(1, count // workers)
         procs = [
-            spawn.Process(target=join_many, args=(system.port, w * share, share, joined, leave))
+            spawn.Process(
+                target=join_many, args=(system.port, w * share, share, ready, go, joined, leave)
+            )
             for w in range(workers)
         ]
-        start = time.monotonic()
         for proc in procs:
             proc.start()
+        for _ in procs:
+            ready.get(timeout=120)
+        start = time.monotonic()
+        go.set()
         finished = [joined.get(timeout=120) for _ in procs]
         took = max(finished) - start
         rss, threads = proc_status(pid, "VmRSS") / 1024, proc_status(pid, "Threads")
