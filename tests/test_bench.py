@@ -174,6 +174,24 @@ def test_the_decode_benchmark_prints_a_figure_per_path() -> None:
         assert float(line.split()[0]) > 0
 
 
+def test_the_markup_benchmark_prints_a_figure_per_text() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "markup.py"), "--count", "3"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    texts = ("plain line", "bold, code, mention and link", "python code block, 40 lines")
+    for line, text in zip(lines, texts, strict=True):
+        assert "µs per message" in line
+        assert text in line
+        assert float(line.split()[0]) > 0
+    assert "Pygments' lexing alone" in lines[2]
+
+
 def test_the_broker_profile_shows_its_three_views() -> None:
     result = subprocess.run(
         [sys.executable, str(BENCH / "profile_broker.py"), "--lines", "600", "--seconds", "1"],

@@ -7,6 +7,7 @@ from typing import Literal, TypeAlias
 
 from msgspec import Struct
 
+from zchat import markup
 from zchat import protocol as p
 
 Kind: TypeAlias = Literal[
@@ -33,6 +34,7 @@ class Members(Struct, frozen=True):
 RoomInfo = p.RoomInfo  # one room of the answer to ``list_rooms()``: room, members, topic
 Answer: TypeAlias = Members | tuple[RoomInfo, ...]  # to who(), to list_rooms()
 Data: TypeAlias = Members | RoomInfo  # what a system notice may carry
+SAID: frozenset[Kind] = frozenset(("message", "action", "private"))  # texts in markup
 
 
 class Message(Struct, frozen=True):
@@ -60,6 +62,19 @@ class Message(Struct, frozen=True):
     to: str | None = None
     replayed: bool = False
     data: Data | None = None
+
+    def spans(self) -> tuple[markup.Block, ...]:
+        """The text's spans and code blocks (``zchat.markup.parse``) for a message,
+        action or private line: bold, code, quotes, links, mentions and the like.
+        Other kinds' texts (a reason, a topic, a notice) are no markup: plain spans
+        (``zchat.markup.plain``), as clean."""
+        return markup.parse(self.text) if self.kind in SAID else markup.plain(self.text)
+
+    @property
+    def mentions(self) -> tuple[str, ...]:
+        """The names @mentioned in a message, action or private line, in order, each
+        once; empty for other kinds."""
+        return markup.mentions(self.text) if self.kind in SAID else ()
 
     @classmethod
     def system(
