@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import zmq
 
+from screen import spawn  # noqa: F401  (a fixture: `zchat join` in a pty)
 from support import Proc, start_broker
 from zchat import Client
 from zchat.broker.server import Broker, BrokerConfig

@@ -78,7 +78,13 @@ def test_a_python_code_block_is_highlighted_line_by_line() -> None:
     assert keyword.bold and keyword.color == "af5fd7"  # STYLE's, over prompt_toolkit's
 
 
-@pytest.mark.parametrize("lang", ["no-such-language", ""])
+@pytest.mark.parametrize("lang", ["py", "Python", "python3", "js", "sh", "rust", "yml"])
+def test_common_languages_and_their_aliases_are_highlighted(lang: str) -> None:
+    styles = {style for style, _ in styled([CodeBlock("if x: y = 'z'", lang)])}
+    assert any(style.startswith("class:pygments") for style in styles), lang
+
+
+@pytest.mark.parametrize("lang", ["no-such-language", "", "cobol", "brainfuck"])
 def test_a_code_block_in_an_unknown_language_is_plain(lang: str) -> None:
     fragments = styled([CodeBlock("def f():\n    pass", lang)])
     assert fragments == [NEWLINE, GUTTER, ("", "def f():"), NEWLINE, GUTTER, ("", "    pass")]

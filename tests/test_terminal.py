@@ -8,144 +8,17 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pexpect
-import pyte
 import pytest
 
+from screen import STAMP, WAIT, Terminal
 from support import Proc, child_env, expect_message, zchat_command
 from zchat import Client, Message
 from zchat import protocol as p
-
-ROWS, COLS = 24, 100
-PROMPT = "#general> "
-STAMP = r"\[\d\d:\d\d:\d\d\] "
-WAIT = 10.0
-
-
-class _Screen(pyte.Screen):  # type: ignore[misc]
-    """A pyte screen that answers the terminal's queries (cursor position) to the child,
-    as a real terminal would."""
-
-    def __init__(self, reply: Callable[[str], None]) -> None:
-        super().__init__(COLS, ROWS)
-        self._reply = reply
-
-    def write_process_input(self, data: str) -> None:
-        self._reply(data)
-
-
-class Terminal:
-    """`zchat join` in a pty of ROWS x COLS, everything it writes fed to a screen."""
-
-    def __init__(self, name: str, port: int) -> None:
-        argv = zchat_command("join", "--name", name, "--port", str(port))
-        self.child = pexpect.spawn(
-            argv[0],
-            argv[1:],
-            env=child_env(TERM="xterm", LINES=str(ROWS)),
-            dimensions=(ROWS, COLS),
-            timeout=WAIT,
-        )
-        self.screen = _Screen(self._answer)
-        self.stream = pyte.ByteStream(self.screen)
-        self.eof = False
-
-    def _answer(self, data: str) -> None:
-        if not self.eof and self.child.isalive():
-            self.child.send(data.encode())
-
-    # --- what is on the screen ------------------------------------------------------------
-
-    @property
-    def lines(self) -> list[str]:
-        return [line.rstrip() for line in self.screen.display]
-
-    @property
-    def cursor_line(self) -> str:
-        return self.lines[self.screen.cursor.y]
-
-    def row_of(self, pattern: str) -> int | None:
-        """The last row whose text matches ``pattern`` (a regex search), if any."""
-        regex = re.compile(pattern)
-        rows = [y for y, line in enumerate(self.lines) if regex.search(line)]
-        return rows[-1] if rows else None
-
-    def dump(self) -> str:
-        cursor = self.screen.cursor
-        body = "\n".join(f"{y:2} |{line}" for y, line in enumerate(self.lines))
-        return f"cursor at row {cursor.y}, column {cursor.x}; eof={self.eof}\n{body}"
-
-    # --- waiting -------------------------------------------------------------------------------
-
-    def _pump(self, timeout: float) -> None:
-        """Feed whatever the child writes within ``timeout`` seconds to the screen."""
-        try:
-            data = self.child.read_nonblocking(4096, timeout=timeout)
-        except pexpect.TIMEOUT:
-            return
-        except pexpect.EOF:
-            self.eof = True
-            return
-        self.stream.feed(data)
-
-    def wait_for(
-        self, predicate: Callable[[Terminal], bool], what: str, timeout: float = WAIT
-    ) -> None:
-        """Read output until ``predicate(self)`` holds; fail with the screen otherwise."""
-        end = time.monotonic() + timeout
-        while not predicate(self):
-            left = end - time.monotonic()
-            if left <= 0 or self.eof:
-                raise AssertionError(
-                    f"screen never showed {what} within {timeout} s:\n{self.dump()}"
-                )
-            self._pump(min(left, 0.1))
-
-    def wait_prompt(self, typed: str = "") -> None:
-        """The prompt with ``typed`` after it, on the cursor's row, cursor at its end."""
-        expected = PROMPT + typed
-
-        def ready(term: Terminal) -> bool:
-            return term.cursor_line == expected.rstrip() and term.screen.cursor.x == len(expected)
-
-        self.wait_for(ready, f"the prompt {expected!r} with the cursor at its end")
-
-    def wait_exit(self, timeout: float = WAIT) -> int:
-        """Read until the child closes the pty; its exit status."""
-        self.wait_for(lambda term: term.eof, "the end of the program", timeout)
-        status = self.child.wait()
-        self.child.close()
-        assert self.child.signalstatus is None, f"killed by signal {self.child.signalstatus}"
-        assert isinstance(status, int)
-        return status
-
-    def type(self, keys: str) -> None:
-        self.child.send(keys.encode())
-
-    def stop(self) -> None:
-        if self.child.isalive():
-            self.child.terminate(force=True)
-        self.child.close(force=True)
-
-
-@pytest.fixture
-def spawn(broker: Any) -> Iterator[Callable[[str], Terminal]]:
-    """spawn("Alice") -> `zchat join` in a pty, joined, showing its prompt."""
-    started: list[Terminal] = []
-
-    def start(name: str) -> Terminal:
-        term = Terminal(name, broker.port)
-        started.append(term)
-        term.wait_prompt()
-        return term
-
-    yield start
-    for term in started:
-        term.stop()
 
 
 def is_chat(sender: str, text: str) -> Callable[[Message], bool]:
@@ -374,9 +247,13 @@ def test_escape_sequences_in_messages_do_not_steer_the_terminal(
     assert before_row is not None, f"the screen was cleared:\n{alice.dump()}"
     assert evil_row is not None
     assert before_row < evil_row < alice.screen.cursor.y
-    for row in (evil_row, alice.screen.cursor.y):
-        colours = {char.fg for char in alice.screen.buffer[row].values() if char.data != " "}
-        assert colours <= {"default"}, f"row {row} is coloured {colours}:\n{alice.dump()}"
+    # the stamp and the name have colours of their own; the text has none of the line's
+    start = alice.lines[evil_row].index("Bob: ") + len("Bob: ")
+    text = [alice.screen.buffer[evil_row][x] for x in range(start, len(alice.lines[evil_row]))]
+    prompt = list(alice.screen.buffer[alice.screen.cursor.y].values())
+    for where, chars in (("text", text), ("prompt", prompt)):
+        colours = {char.fg for char in chars if char.data != " "}
+        assert colours <= {"default"}, f"the {where} is coloured {colours}:\n{alice.dump()}"
 
 
 def test_join_switches_the_current_room_and_names_the_others(

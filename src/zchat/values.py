@@ -109,14 +109,20 @@ def clean_text(text: str) -> str:
     return "".join(out)
 
 
+TAB_COLUMNS = 4  # a tab in a message's text stops at the next multiple of this
+
+
 def clean_lines(text: str) -> str:
     """``clean_text`` for the text of a message, which may hold several lines: each
     line is cleaned, and the line breaks between them are kept (a CR LF or a lone CR
-    becomes LF)."""
+    becomes LF); a tab becomes the spaces to the next multiple of TAB_COLUMNS (code
+    keeps its indentation)."""
     if text.isprintable():
         return text
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\t" in text:
+        text = "\n".join(line.expandtabs(TAB_COLUMNS) for line in text.split("\n"))
     if "\n" not in text:
         return clean_text(text)
     return "\n".join(clean_text(line) for line in text.split("\n"))

@@ -34,6 +34,17 @@ def _ask_name() -> str:
             click.echo(f"zchat: {exc}", err=True)
 
 
+def _colors(choice: str) -> bool:
+    """--color: auto is on when stdout is a terminal that can show colours and NO_COLOR
+    (no-color.org) is unset or empty; always and never say so whatever NO_COLOR says."""
+    import os
+
+    if choice != "auto":
+        return choice == "always"
+    dumb = os.environ.get("TERM", "") == "dumb"
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and not dumb
+
+
 def _reach(host: str, port: int, timeout: float) -> None:
     """Wait to hear from the broker, or fail as joining would."""
     from zchat.client.listen import Listener
@@ -58,6 +69,15 @@ def _reach(host: str, port: int, timeout: float) -> None:
     "Default: 50 in a terminal, 0 when stdin is not one (a script).",
 )
 @time_format_option
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Colours and formatting in a terminal: auto (unless NO_COLOR is set, or the "
+    "output is not a terminal), always, or never.",
+)
+@click.option("--no-bell", is_flag=True, help="Do not ring the bell when a line names you.")
 @connect_timeout_option("Seconds to wait for the broker before giving up.", 0.1)
 @secure_options
 def join(
@@ -67,6 +87,8 @@ def join(
     rooms: tuple[str, ...],
     history: int | None,
     time_format: str,
+    color: str,
+    no_bell: bool,
     connect_timeout: float,
     secure: bool,
     server_key: str,
@@ -103,6 +125,7 @@ def join(
     config = TerminalConfig(
         name, host, port, checked, history, time_format, connect_timeout, keys,
         ask_name=_ask_name if asked else None,
+        color=_colors(color), bell=not no_bell,
     )  # fmt: skip
     sys.exit(run(config, interactive))
 

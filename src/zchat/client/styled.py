@@ -74,6 +74,15 @@ STYLE = Style.from_dict(
     }
 )
 LEXER_CACHE = 64  # languages whose lexer is kept
+# The languages highlighted: the sender names the lexer, so only these well-worn ones
+# run on what others send (a little-used lexer may be slow on crafted text); any other
+# name shows the block plain. Their aliases (py, js, sh, ...) are Pygments'.
+HIGHLIGHTED = frozenset({
+        "bash", "c", "cpp", "csharp", "css", "diff", "go", "haskell", "html", "ini", "java",
+        "javascript", "json", "kotlin", "lua", "make", "markdown", "matlab", "perl", "php",
+        "python", "r", "ruby", "rust", "scala", "sql", "swift", "toml", "typescript", "xml",
+        "yaml",
+})  # fmt: skip
 
 
 def nick_style(name: str) -> str:
@@ -168,9 +177,10 @@ def _lexer(lang: str) -> Lexer | None:
     from pygments.util import ClassNotFound
 
     try:
-        return get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+        lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
     except ClassNotFound:
         return None
+    return lexer if HIGHLIGHTED & {a.lower() for a in (lexer.name, *lexer.aliases)} else None
 
 
 _CLASSES: dict[_TokenType, str] = {}  # Token.Keyword -> "class:pygments.keyword"

@@ -22,8 +22,10 @@ from zchat.client.core import ACK_SECONDS, FloodRefusal
 from zchat.client.message import Message
 from zchat.client.pacing import Pacer
 from zchat.client.render import render
+from zchat.client.roster import Roster
 from zchat.client.transport import Keys
 from zchat.errors import BrokerUnreachable, InvalidInput, JoinRefused, NotDelivered
+from zchat.markup import mentions_name
 from zchat.protocol import MAX_HISTORY, check_reason, check_room
 
 COMMANDS = (
@@ -66,6 +68,8 @@ class TerminalConfig:
     connect_timeout: float = 10.0
     keys: Keys | None = None  # secure mode
     ask_name: Callable[[], str] | None = None  # the name was asked for: ask again if taken
+    color: bool = False  # colours and formatting (a terminal only)
+    bell: bool = True  # ring the terminal's bell when a line names you
 
 
 def run(config: TerminalConfig, interactive: bool) -> int:
@@ -121,6 +125,9 @@ class _Chat:
         self.retype = ""  # a line that could not be sent, offered again at the prompt
         self.entering: str | None = None  # the room a /join is entering
         self.not_sent = 0  # lines typed that could not be sent (too long, no broker)
+        self.roster = Roster(client.name)
+        self.bell = False  # ring on a mention (a person's terminal, asked for)
+        self.paint: Callable[[Message, str | None, bool], str] | None = None  # colours
 
     @property
     def room(self) -> str | None:
@@ -131,7 +138,13 @@ class _Chat:
         return self.current or None
 
     def prompt(self) -> str:
-        return f"#{self.room}> " if self.room else "> "
+        """``#general> ``, and what is unread elsewhere: ``#general (#dev: 3, 1 mention)> ``."""
+        self.roster.seen(self.room)
+        unread = self.roster.summary()
+        where = f"#{self.room}" if self.room else ""
+        if unread:
+            where = f"{where} ({unread})".lstrip()
+        return f"{where}> " if where else "> "
 
     def reference(self) -> str | None:
         """Lines from rooms other than this one carry the room's name. In a terminal it
@@ -144,7 +157,17 @@ class _Chat:
             if key == self.last_nick:
                 return
             self.last_nick = key
-        self.out(render(msg, self.config.time_format, self.reference()))
+        mentioned = _names(msg, self.client.name)
+        self.roster.heard(msg, self.room, mentioned)
+        if msg.kind == "leave" and msg.sender == self.client.name and msg.room:
+            self.roster.left(msg.room)
+        if self.paint is not None:
+            self.out(self.paint(msg, self.reference(), mentioned))
+        else:
+            self.out(render(msg, self.config.time_format, self.reference()))
+        if mentioned and self.bell and not msg.replayed:
+            sys.stdout.write("\a")  # once per line; shown nowhere
+            sys.stdout.flush()
 
     def note(self, text: str) -> None:
         self.show(Message.system(text, datetime.now(UTC)))
@@ -238,12 +261,28 @@ class _Chat:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.patch_stdout import patch_stdout
 
+        from zchat.client.prompting import ChatCompleter, SentLines, key_bindings, sent_lines_path
+
+        sent = SentLines(sent_lines_path(self.client.name))
+        commands = [usage.split()[0] for usage, _ in COMMANDS if usage.startswith("/")]
+        self.bell = self.config.bell
+        if self.config.color:
+            from zchat.client.painter import Painter
+
+            self.paint = Painter(self.client.name, self.config.time_format).line
         # the line typed disappears on Enter: the broker's echo, stamped, replaces it
-        session: PromptSession[str] = PromptSession(erase_when_done=True)
+        session: PromptSession[str] = PromptSession(
+            erase_when_done=True,
+            history=sent,
+            completer=ChatCompleter(commands, lambda: self.roster.completions(self.room)),
+            complete_while_typing=False,
+            key_bindings=key_bindings(),
+        )
         loop = asyncio.get_running_loop()
         with patch_stdout(raw=True):
             # the printer ends when the session ends for good (kicked, banned)
             printer = loop.create_task(self._print_events())
+            told = False  # that the lines sent are not kept
             try:
                 while True:
                     retype, self.retype = self.retype, ""
@@ -253,8 +292,11 @@ class _Chat:
                         await _cancel(asker)
                         break
                     line = asker.result()
-                    if line is None or not await self.handle(line):
+                    if line is None or not await self.handle(line.rstrip("\n")):
                         break
+                    if sent.problem and not told:
+                        told = True
+                        self.note(f"{sent.problem}: the lines you send are kept this time only")
             finally:
                 await _cancel(printer)
 
@@ -373,3 +415,10 @@ def _count(text: str, default: int) -> int | None:
 def _after(room: str | None, more: str, rest: str) -> str:
     """The name after ``/who [#room]``: where a big room's next page starts."""
     return (more if room else rest).strip()
+
+
+def _names(msg: Message, me: str) -> bool:
+    """Is ``msg`` for ``me``: a line someone else said that names me, or a private one?"""
+    if msg.kind not in ("message", "action", "private") or msg.sender == me:
+        return False
+    return msg.kind == "private" or mentions_name(msg.text, me)
