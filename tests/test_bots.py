@@ -23,7 +23,7 @@ from support import (
     start_broker,
     zchat_command,
 )
-from zchat import Client, Message
+from zchat import Client, Message, markup
 from zchat.aio import AsyncClient
 from zchat.errors import ClientClosed
 
@@ -56,6 +56,27 @@ def test_echo_bot(broker: RunningBroker, make_client: MakeClient, procs: list[Pr
     while (msg := expect_message(alice, lambda m: m.sender == "echobot")).text != "second":
         seen.append(msg.text)
     assert seen == []  # nothing else, and not the old question
+
+
+def test_helper_bot_answers_a_mention_with_a_code_block(
+    broker: RunningBroker, make_client: MakeClient, procs: list[Proc]
+) -> None:
+    alice = make_client("Alice")
+    alice.send("@helperbot from before the bot came")  # history: not answered
+    procs.append(example("helper_bot.py", broker.port))
+    expect_message(alice, joined("helperbot"))
+    alice.send("no mention of it here")
+    alice.send("@HelperBot look, @bob:\n```rust\nfn main() {}\n```")
+    answer = expect_message(alice, lambda m: m.sender == "helperbot")
+    first = answer.text.split("\n")[0]
+    assert (
+        first
+        == "@Alice your line had 1 code block(s) (rust) and named bob. To read a line's markup:"
+    )
+    assert "Alice" in answer.mentions
+    [*_, block] = answer.spans()
+    assert isinstance(block, markup.CodeBlock)
+    assert (block.lang, block.code) == ("python", "for span in msg.spans():\n    print(span)")
 
 
 def test_a_crashed_bot_is_seen_leaving_and_gets_its_name_back(

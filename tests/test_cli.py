@@ -27,6 +27,7 @@ from support import (
 from zchat import Client
 from zchat.broker.store import HistoryStore
 from zchat.cli import main
+from zchat.client.terminal import MARKUP
 
 MakeClient = Callable[..., Client]
 TIME_LINE = r"^\[\d\d:\d\d:\d\d\] "
@@ -219,9 +220,13 @@ def test_unknown_command_and_help(broker: RunningBroker) -> None:
     assert (
         len({line.index(row.group(2)) for line, row in zip(table, rows, strict=True) if row}) == 1
     ), table
+    # then the markup, one example each, in the same columns
+    markup = lines[lines.index(HELP_END) + 1 : lines.index(HELP_END) + 8]
+    column = table[0].index(rows[0].group(2)) if rows[0] else 0
+    assert markup == [f"  {typed:<{column - 2}}{what}" for typed, what in MARKUP], markup
 
 
-HELP_END = "anything else is sent to the current room"
+HELP_END = "anything else is sent to the current room, formatted:"
 
 
 def test_too_long_line_is_refused_with_the_limit(broker: RunningBroker) -> None:

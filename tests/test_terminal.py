@@ -75,8 +75,10 @@ def test_help_and_unknown_command(spawn: Callable[[str], Terminal]) -> None:
 
     def help_shown(term: Terminal) -> bool:
         stripped = [line.strip() for line in term.lines]
-        return any(line.startswith("/quit") for line in stripped) and any(
-            line.startswith("/help") for line in stripped
+        return (
+            any(line.startswith("/quit") for line in stripped)
+            and any(line.startswith("/help") for line in stripped)
+            and any(line.startswith("**bold**") for line in stripped)
         )
 
     alice.wait_for(help_shown, "the /help list with /quit and /help")

@@ -47,11 +47,23 @@ COMMANDS = (
 )
 _WIDTH = max(len(usage) for usage, _ in COMMANDS) + 2  # one column, two spaces after
 USAGE = {usage.split()[0][1:]: usage for usage, _ in COMMANDS}  # "msg": "/msg NAME text"
+MARKUP = (
+    ("**bold**", "bold"),
+    ("*italic* or _italic_", "italic"),
+    ("~~strike~~", "struck through"),
+    ("`code`", "code"),
+    ("```python", "a code block, highlighted, up to a line of ```"),
+    ("> quoted", "a quote (at the start of a line)"),
+    ("@name", "a mention: their line is marked, their terminal rings"),
+)
 HELP = "\n".join(
     [
         "commands:",
         *(f"  {usage:<{_WIDTH}}{what}" for usage, what in COMMANDS),
-        "anything else is sent to the current room",
+        "anything else is sent to the current room, formatted:",
+        *(f"  {typed:<{_WIDTH}}{what}" for typed, what in MARKUP),
+        "a paste of several lines is one message; Alt-Enter starts a new line;",
+        "Tab completes names and commands; Up and Down walk the lines you sent",
     ]
 )
 HISTORY_DEFAULT = 20
