@@ -192,6 +192,20 @@ def test_the_markup_benchmark_prints_a_figure_per_text() -> None:
     assert "Pygments' lexing alone" in lines[2]
 
 
+def test_the_terminal_benchmark_keeps_every_key_under_a_flood() -> None:
+    """A smoke run: a second of 200 lines a second, a few keys; the line typed comes back
+    whole (else it exits non-zero), and it says how many keys were lost."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "terminal.py"), "--seconds", "1", "--rate", "200"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=True,
+    )
+    assert re.search(r"keys typed, 0 not shown within 5 s; a key shown after: p50", result.stdout)
+
+
 def test_the_broker_profile_shows_its_three_views() -> None:
     result = subprocess.run(
         [sys.executable, str(BENCH / "profile_broker.py"), "--lines", "600", "--seconds", "1"],
