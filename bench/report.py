@@ -18,7 +18,13 @@ import zmq
 Runs = dict[tuple[str, str], list[dict[str, Any]]]
 
 # Hand-written sections carried from one report to the next, in this order.
-KEPT = ("## Before optimisation", "## Where the time goes", "## Memory", "## Reading the numbers")
+KEPT = (
+    "## Targets not met",
+    "## Before optimisation",
+    "## Where the time goes",
+    "## Memory",
+    "## Reading the numbers",
+)
 CHART = "![benchmark chart](benchmarks.png)"
 # A CPU figure read over less than this is coarser than 2 % (the clock tick is 10 ms).
 PRECISE_CPU_SECONDS = 0.5
