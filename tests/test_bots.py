@@ -237,6 +237,14 @@ def test_send_says_and_waits_for_the_echo(broker: RunningBroker, make_client: Ma
     assert result.returncode == 0, result.stderr
     expect_message(alice, said("deploybot", "one"))
     expect_message(alice, said("deploybot", "two"))
+    trace = "Traceback:\n  File x.py\n\tline 3\nValueError\n"
+    result = run("send", "--name", "deploybot", "--port", port, "--whole", stdin=trace)
+    assert result.returncode == 0, result.stderr
+    expect_message(alice, said("deploybot", "Traceback:\n  File x.py\n    line 3\nValueError"))
+    too_many = "".join(f"{n}\n" for n in range(61))
+    result = run("send", "--name", "deploybot", "--port", port, "--whole", stdin=too_many)
+    assert result.returncode == 1
+    assert result.stderr == "zchat: nothing sent: message has 61 lines, the limit is 60\n"
 
 
 def test_send_failures_are_clear(

@@ -213,6 +213,12 @@ def listen(
     help="Join visibly: the room sees NAME join before the lines and leave after them. "
     "By default only the lines are seen.",
 )
+@click.option(
+    "--whole",
+    is_flag=True,
+    help="Send all of stdin as one message of several lines (a code block, a log "
+    "excerpt: at most 60 lines and 4096 bytes), not a message per line.",
+)
 @secure_options
 def send(
     text: str | None,
@@ -222,6 +228,7 @@ def send(
     room: str,
     timeout: float,
     announce: bool,
+    whole: bool,
     secure: bool,
     server_key: str,
     key: str | None,
@@ -240,7 +247,12 @@ def send(
     if name is None:
         raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
     keys = load_keys(secure, server_key, key, name)
-    lines = [text] if text is not None else [line.rstrip("\r\n") for line in sys.stdin]
+    if text is not None:
+        lines = [text]
+    elif whole:
+        lines = [sys.stdin.read().rstrip("\r\n")]
+    else:
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
     lines = [line for line in lines if line.strip()]
     if not lines:
         raise Failure("nothing to send: give TEXT or lines on stdin")
@@ -248,7 +260,7 @@ def send(
         try:
             check_text(line)
         except InvalidInput as exc:
-            where = f"line {number}: " if text is None else ""
+            where = f"line {number}: " if text is None and not whole else ""
             raise Failure(f"nothing sent: {where}{exc}") from None
     check_host(host)
     try:
