@@ -37,6 +37,13 @@ OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 OTHERS_READ = stat.S_IRGRP | stat.S_IROTH
 
 
+def data_folder() -> Path:
+    """$XDG_DATA_HOME/zchat, or ~/.local/share/zchat: where the broker keeps its history
+    and ``zchat join`` the lines a user sent (made private, 0700, when made)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "zchat"
+
+
 @contextlib.contextmanager
 def private_umask() -> Iterator[None]:
     """While inside: files are made 0600 at most, folders 0700 (the umask is the

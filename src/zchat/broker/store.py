@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -49,7 +48,7 @@ from zchat import protocol as p
 from zchat.broker.lockfile import LOCK_SUFFIX, HistoryLock
 from zchat.broker.writing import StorageFull, Writer
 from zchat.errors import ConfigError, ProtocolError
-from zchat.filemodes import make_private, private_umask
+from zchat.filemodes import data_folder, make_private, private_umask
 
 __all__ = ["DEFAULT_RETENTION", "Ban", "HistoryStore", "StorageFull", "default_path"]
 
@@ -115,9 +114,8 @@ class Ban:
 
 
 def default_folder() -> Path:
-    """$XDG_DATA_HOME/zchat, or ~/.local/share/zchat: the one folder made if missing."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "zchat"
+    """filemodes.data_folder(): the one folder made if missing."""
+    return data_folder()
 
 
 def default_path(secure: bool = False, port: int = DEFAULT_PORT) -> Path:

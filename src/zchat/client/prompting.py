@@ -9,7 +9,6 @@ Only ``zchat join`` in a terminal imports this (it imports prompt_toolkit).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -18,17 +17,11 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.history import History
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
-from zchat.filemodes import private_umask
+from zchat.filemodes import data_folder, private_umask
 
 MAX_SENT_KEPT = 1000  # lines a user's history file keeps
 # The file is rewritten with the last MAX_SENT_KEPT once it holds this many more.
 REWRITE_SLACK = 200
-
-
-def data_folder() -> Path:
-    """$XDG_DATA_HOME/zchat, or ~/.local/share/zchat."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "zchat"
 
 
 def sent_lines_path(name: str, folder: Path | None = None) -> Path:
