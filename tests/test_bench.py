@@ -30,6 +30,19 @@ def run_bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
     )
 
 
+def run_script(script: str, *args: str) -> str:
+    """Run bench/``script`` with ``args``; its stdout (CalledProcessError if it fails)."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=True,
+    )
+    return result.stdout
+
+
 def test_bench_spawns_a_broker_and_reports_every_figure() -> None:
     result = run_bench("--spawn", "-s", "3", "-n", "300", "--size", "80", "--json")
     assert result.returncode == 0, result.stderr
@@ -158,15 +171,8 @@ def test_the_harness_prints_both_tables_and_writes_the_report(tmp_path: Path) ->
 
 
 def test_the_decode_benchmark_prints_a_figure_per_path() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "decode.py"), "--events", "3000"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-        check=True,
-    )
-    lines = result.stdout.splitlines()
+    stdout = run_script("decode.py", "--events", "3000")
+    lines = stdout.splitlines()
     paths = ("decode_server alone", "blocking Client", "AsyncClient")
     for line, path in zip(lines, paths, strict=True):
         assert "µs per event" in line
@@ -175,15 +181,8 @@ def test_the_decode_benchmark_prints_a_figure_per_path() -> None:
 
 
 def test_the_markup_benchmark_prints_a_figure_per_text() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "markup.py"), "--count", "3"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-        check=True,
-    )
-    lines = result.stdout.splitlines()
+    stdout = run_script("markup.py", "--count", "3")
+    lines = stdout.splitlines()
     texts = ("plain line", "bold, code, mention and link", "python code block, 40 lines")
     for line, text in zip(lines, texts, strict=True):
         assert "µs per message" in line
@@ -195,27 +194,12 @@ def test_the_markup_benchmark_prints_a_figure_per_text() -> None:
 def test_the_terminal_benchmark_keeps_every_key_under_a_flood() -> None:
     """A smoke run: a second of 200 lines a second, a few keys; the line typed comes back
     whole (else it exits non-zero), and it says how many keys were lost."""
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "terminal.py"), "--seconds", "1", "--rate", "200"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-        check=True,
-    )
-    assert re.search(r"keys typed, 0 not shown within 5 s; a key shown after: p50", result.stdout)
+    stdout = run_script("terminal.py", "--seconds", "1", "--rate", "200")
+    assert re.search(r"keys typed, 0 not shown within 5 s; a key shown after: p50", stdout)
 
 
 def test_the_broker_profile_shows_its_three_views() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "profile_broker.py"), "--lines", "600", "--seconds", "1"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-        check=True,
-    )
-    out = result.stdout
+    out = run_script("profile_broker.py", "--lines", "600", "--seconds", "1")
     assert "BrokerRules.on_inbound whole, :memory:" in out
     assert "2. cProfile of BrokerRules.on_inbound" in out
     assert "3. Through sockets" in out
