@@ -12,6 +12,8 @@ ZchatError                       base of everything zchat raises on purpose
 ├── NotDelivered                 a line could not be handed to the broker (it is
 │                                away, or the session is being re-established)
 ├── ClientClosed                 the client was closed and cannot be used again
+├── TransferFailed               a file was refused, cancelled, or did not arrive
+│                                whole; .code names why ("too-large", "hash-mismatch", ...)
 └── ConfigError                  the broker cannot start as configured
                                  (port in use, bad address)
 """
@@ -57,6 +59,15 @@ class NotDelivered(ZchatError):
 
 class ClientClosed(ZchatError):
     """The client has been closed."""
+
+
+class TransferFailed(ZchatError):
+    """A file transfer did not end with a complete, checked file."""
+
+    def __init__(self, code: str, detail: str, room: str = "") -> None:
+        super().__init__(detail)
+        self.code = code
+        self.room = room  # "not-in-room": the room the file was shared in
 
 
 class ConfigError(ZchatError):

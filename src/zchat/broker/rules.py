@@ -59,6 +59,7 @@ from zchat.broker.state import (
     WARN_EVERY_SECONDS,
 )
 from zchat.errors import ProtocolError
+from zchat.sharing.naming import human_size
 
 __all__ = ["OPERATOR", "SILENT_SECONDS", "Actions", "Answer", "BrokerRules"]
 
@@ -163,6 +164,39 @@ class BrokerRules(Joining, Policing):
                 actions.extend(done)
                 if self.presence.by_secret.get(session.secret) is session:  # not self-kicked
                     self._to_inbox(session.inbox, p.Done(text, id_), actions)
+
+    # --- the file port (files.py asks) --------------------------------------------------
+
+    def member_room(self, session: Session, room: str) -> str:
+        """``room``, checked, if ``session`` is in it; Answer otherwise."""
+        return self._member_room(session, room)
+
+    def admit_request(self, session: Session, now: float) -> float | None:
+        """A file-port request against the session's flood limit (and its owner's):
+        None if it may go on, else the seconds until it may."""
+        if self._take(session, now):
+            return None
+        self.dropped["rate-limited"] += 1
+        return max(self._wait(session), 0.1)
+
+    def share(
+        self, session: Session, file: p.SharedFile, room: str, to: str, actions: Actions
+    ) -> int:
+        """Tell who may fetch it that ``session`` shared ``file``: in ``room`` (a line
+        of its history; its seq is returned) or privately with ``to`` (0). StorageFull
+        if the room's line cannot be stored."""
+        text = f"shared {file.name} ({human_size(file.size)}): /get {file.id}"
+        if room:
+            event = p.Chat(room, 0, self.clock(), session.name, text, file=file)
+            self._publish(event, actions)
+            return self._room(room).seq
+        recipient = self.presence.holder(to)
+        dm = p.Private(self.clock(), session.name, to, text, file=file)
+        if recipient is not None:
+            self._to_inbox(recipient.inbox, dm, actions)
+        if recipient is not session:
+            self._to_inbox(session.inbox, dm, actions)
+        return 0
 
     # --- timers ----------------------------------------------------------------------------
 

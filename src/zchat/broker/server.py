@@ -18,7 +18,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ import zmq
 from zchat import admin
 from zchat import protocol as p
 from zchat.broker.descriptors import connection_budget, raise_open_files_limit
+from zchat.broker.files import FileLimits, FileService
+from zchat.broker.filestore import FileStore
 from zchat.broker.guard import HANDSHAKE_SECONDS, Connection, ConnectionGuard, ConnectionLimits
 from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, QUIET_JOINS, RateLimit, RuleLimits
 from zchat.broker.operator import Operator
@@ -38,6 +40,7 @@ from zchat.broker.security import CONNECTION_PROPERTY, KeyAuthenticator, OpenGat
 from zchat.broker.store import DEFAULT_RETENTION, HistoryStore, StorageFull
 from zchat.errors import ConfigError
 from zchat.keys import load_keyring
+from zchat.protocol import transfer
 
 log = logging.getLogger("zchat.broker")
 
@@ -60,17 +63,20 @@ MAX_OPEN_SUBSCRIPTION_BYTES = 192
 SUBSCRIPTION_QUEUE = 64
 # At most one traceback in this long for frames the broker failed to handle (counted).
 FAILURE_LOG_SECONDS = 10.0
-# Tries at finding two adjacent free ports when asked for port 0.
+# Tries at finding three adjacent free ports when asked for port 0.
 PORT_PAIR_TRIES = 50
 # What the connection guard hears of on the monitor sockets: a descriptor that is
 # opened or closed is a new connection (or none), whatever it was before.
 MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+# File-port messages libzmq takes in from one connection ahead of the broker's reading:
+# a client has at most transfer.WINDOW chunks in flight per transfer.
+FILE_QUEUE = 4 * transfer.WINDOW
 
 
 @dataclass(frozen=True)
 class BrokerConfig:
     host: str = "127.0.0.1"
-    port: int = 5005  # in-socket; the out-socket is port + 1; 0 picks a free pair
+    port: int = 5005  # in-socket; the out-socket is port + 1, files port + 2; 0 picks free ones
     heartbeat_interval: float = 1.0  # seconds between the broker's sys/ heartbeats
     zmtp_heartbeat_ivl: float = 1.0  # ZMTP PING interval on both sockets
     zmtp_heartbeat_timeout: float = 5.0  # a peer silent this long is disconnected
@@ -89,6 +95,8 @@ class BrokerConfig:
     # above this many members a room's joins and leaves are told in sum; 0: each one
     quiet_joins: int = QUIET_JOINS
     connection: ConnectionLimits = field(default_factory=ConnectionLimits)  # per connection
+    files: str | None = None  # the shared files' folder; None: beside db (files.py)
+    file_limits: FileLimits = field(default_factory=FileLimits)
 
     def check(self) -> None:
         if self.sndhwm < 1:
@@ -99,6 +107,14 @@ class BrokerConfig:
             raise ConfigError("the rejoin grace period must be 0 seconds or more")
         if self.quiet_joins < 0:
             raise ConfigError("the quiet-joins size must be 0 (never quiet) or more")
+        files = self.file_limits
+        if files.max_file_size < 0 or files.quota < 0 or files.upload_timeout <= 0:
+            raise ConfigError(
+                "file limits: the largest file and the quota must be 0 bytes or more, "
+                "and the upload timeout more than 0 seconds"
+            )
+        if files.transfers < 1:
+            raise ConfigError("at least 1 transfer at a time must be allowed a session")
 
 
 def warn_if_exposed(config: BrokerConfig) -> str | None:
@@ -106,9 +122,9 @@ def warn_if_exposed(config: BrokerConfig) -> str | None:
     if config.keys is not None or _loopback(config.host):
         return None
     return (
-        f"open mode on {config.host}: anyone who can reach ports {config.port or 'N'} and "
-        f"{config.port + 1 if config.port else 'N+1'} can read every room, join under any "
-        "free name and speak, and nothing is encrypted. Use --secure --keys DIR "
+        f"open mode on {config.host}: anyone who can reach ports {config.port or 'N'} to "
+        f"{config.port + 2 if config.port else 'N+2'} can read every room, join under any "
+        "free name, speak and share files, and nothing is encrypted. Use --secure --keys DIR "
         "(see SECURITY.md)"
     )
 
@@ -133,8 +149,7 @@ class Broker(Operator):
         self.config = config
         self.epoch = secrets.token_hex(8)
         keyring = load_keys(config.keys) if config.keys is not None else None
-        mode = "secure" if config.keys else "open"
-        self.store = HistoryStore(config.db, config.retention, mode)
+        self.store = HistoryStore(config.db, config.retention, "secure" if config.keys else "open")
         flood = RateLimit(config.rate, config.burst)
         self.rules = BrokerRules(
             self.epoch,
@@ -173,8 +188,10 @@ class Broker(Operator):
         # ROUTER, for the `zchat admin` REQ sockets: a reload is answered when it is done,
         # and other requests meanwhile (a REP socket would take none before that answer)
         self._admin: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
+        self._files: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)  # files.py
         self.admin_path = Path()
         try:
+            self.files = self._serve_files(config)
             if keyring is not None:
                 self._auth = KeyAuthenticator(
                     self._ctx, keyring, self.guard.refused, self.guard.key_refused
@@ -185,7 +202,8 @@ class Broker(Operator):
                 self._gate = OpenGate(self._ctx, self.guard.refused)
             self._configure()
             self._monitors = [
-                sock.get_monitor_socket(MONITOR_EVENTS) for sock in (self._in, self._out)
+                sock.get_monitor_socket(MONITOR_EVENTS)
+                for sock in (self._in, self._out, self._files)
             ]
             self.port = self._bind()
             self.store.serving(self.port)  # for another broker refused the history file
@@ -194,6 +212,11 @@ class Broker(Operator):
             self.close()
             raise
 
+    def _serve_files(self, config: BrokerConfig) -> FileService:
+        """What serves the file port (files.py)."""
+        store = FileStore(self.store, config.files)
+        return FileService(store, self.rules, config.file_limits, self._send_file, self._wake)
+
     @property
     def in_endpoint(self) -> str:
         return f"tcp://{self._host_for_url()}:{self.port}"
@@ -201,6 +224,10 @@ class Broker(Operator):
     @property
     def out_endpoint(self) -> str:
         return f"tcp://{self._host_for_url()}:{self.port + 1}"
+
+    @property
+    def files_endpoint(self) -> str:
+        return f"tcp://{self._host_for_url()}:{self.port + 2}"
 
     def _host_for_url(self) -> str:
         host = self.config.host
@@ -211,7 +238,7 @@ class Broker(Operator):
         timeout = int(self.config.zmtp_heartbeat_timeout * 1000)
         self._admin.setsockopt(zmq.LINGER, 0)
         self._admin.setsockopt(zmq.MAXMSGSIZE, admin.MAX_REQUEST_BYTES)
-        for sock in (self._in, self._out):
+        for sock in (self._in, self._out, self._files):
             if self._auth is not None:
                 self._auth.secure(sock)
             elif self._gate is not None:
@@ -233,24 +260,37 @@ class Broker(Operator):
         if self.config.sndbuf:
             self._out.setsockopt(zmq.SNDBUF, self.config.sndbuf)
         self._out.setsockopt(zmq.RCVHWM, SUBSCRIPTION_QUEUE)
+        # files: a message past a chunk ends its connection in libzmq; a send to a
+        # connection that is gone, or whose queue is full, fails instead of waiting
+        self._files.setsockopt(zmq.MAXMSGSIZE, transfer.MAX_MESSAGE_BYTES)
+        self._files.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._files.setsockopt(zmq.RCVHWM, FILE_QUEUE)
+        self._files.setsockopt(zmq.SNDHWM, FILE_QUEUE)
+        self._files.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+        self._files.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
 
     def _bind(self) -> int:
         url = self._host_for_url()
         if self.config.port:
             self._bind_one(self._in, url, self.config.port)
             self._bind_one(self._out, url, self.config.port + 1)
+            self._bind_one(self._files, url, self.config.port + 2)
             return self.config.port
         for _ in range(PORT_PAIR_TRIES):
-            port = self._in.bind_to_random_port(f"tcp://{url}", max_port=65534)
+            port = self._in.bind_to_random_port(f"tcp://{url}", max_port=65533)
+            bound = [self._in]
             try:
-                self._out.bind(f"tcp://{url}:{port + 1}")
+                for offset, sock in ((1, self._out), (2, self._files)):
+                    sock.bind(f"tcp://{url}:{port + offset}")
+                    bound.append(sock)
             except zmq.ZMQError as exc:
                 if exc.errno != errno.EADDRINUSE:
                     raise
-                self._in.unbind(f"tcp://{url}:{port}")
+                for offset, sock in enumerate(bound):
+                    sock.unbind(f"tcp://{url}:{port + offset}")
                 continue
             return port
-        raise ConfigError(f"found no two adjacent free ports on {self.config.host}")
+        raise ConfigError(f"found no three adjacent free ports on {self.config.host}")
 
     def _bind_one(self, sock: zmq.Socket[bytes], url: str, port: int) -> None:
         try:
@@ -259,7 +299,7 @@ class Broker(Operator):
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
                     f"port {port} on {self.config.host} is already in use (another zchat "
-                    f"broker?): stop it, or pick free ports with --port N (uses N and N+1)"
+                    f"broker?): stop it, or pick free ports with --port N (uses N, N+1, N+2)"
                 ) from None
             raise ConfigError(f"cannot listen on {self.config.host}:{port}: {exc}") from None
 
@@ -287,11 +327,13 @@ class Broker(Operator):
 
     def run(self) -> None:
         log.info(
-            "zchat broker listening: in %s (clients PUSH here), out %s (clients SUB here); "
-            "history in %s; %s; admin socket %s",
+            "zchat broker listening: in %s (clients PUSH here), out %s (clients SUB here), "
+            "files %s; history in %s, files in %s; %s; admin socket %s",
             self.in_endpoint,
             self.out_endpoint,
+            self.files_endpoint,
             self.config.db,
+            self.files.store.folder,
             "secure mode (CURVE)" if self.secure else "open mode",
             self.admin_path,
         )
@@ -304,6 +346,7 @@ class Broker(Operator):
         poller.register(self._in, zmq.POLLIN)
         poller.register(self._out, zmq.POLLIN)
         poller.register(self._admin, zmq.POLLIN)
+        poller.register(self._files, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         for monitor in self._monitors:
             poller.register(monitor, zmq.POLLIN)
@@ -316,6 +359,7 @@ class Broker(Operator):
                 if now >= next_beat:
                     self._apply(self.rules.heartbeat(now))
                     self._apply(self.rules.expire(now))
+                    self.files.expire(now)
                     self._police(now)
                     next_beat = now + interval
                 timeout_ms = max(0, int((next_beat - now) * 1000) + 1)
@@ -328,6 +372,8 @@ class Broker(Operator):
                     self._drain_inbound()
                 if self._admin in ready:
                     self._serve_admin()
+                if self._files in ready:
+                    self._drain_files()
                 if self._wake_r.fileno() in ready:  # a socket.socket is told by its number
                     self._woken()
             self._apply(self.rules.shutdown())
@@ -443,6 +489,39 @@ class Broker(Operator):
                 break
         self._apply(batch)
 
+    def _drain_files(self) -> None:
+        """File-port messages (files.py), a batch at a time as on the in-socket."""
+        batch = Actions()
+        until = time.monotonic() + BATCH_SECONDS
+        for _ in range(BATCH):
+            try:
+                frames = self._files.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            now, user = time.monotonic(), self._user(frames[-1])
+            if user is not None and self._barred(user):
+                continue  # its connections are being cut; nothing it asks is served
+            parts = [frame.buffer for frame in frames[1:]]
+            identity = frames[0].bytes
+            batch.extend(self._guarded(self.files.handle, identity, parts, user, now))
+            if now > until:
+                break
+        self._apply(batch)
+
+    def _send_file(self, identity: bytes, frames: Sequence[bytes | memoryview]) -> bool:
+        """One answer on the file port; False if its connection is gone or not reading
+        (its queue is full: a client that asks more than it reads loses the rest)."""
+        try:
+            self._files.send(identity, zmq.SNDMORE | zmq.NOBLOCK)
+            for frame in frames[:-1]:
+                self._files.send(frame, zmq.SNDMORE | zmq.NOBLOCK, copy=len(frame) < 65536)
+            self._files.send(frames[-1], zmq.NOBLOCK, copy=len(frames[-1]) < 65536)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: gone; EAGAIN: full
+            if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
+                raise
+            return False
+        return True
+
     def _user(self, frame: zmq.Frame) -> str | None:
         """The name of the key a frame came with (secure mode), from the ZAP handler.
         Frames libzmq makes up for a closed connection have none."""
@@ -461,6 +540,7 @@ class Broker(Operator):
         done = self._reload.take() if self._reload is not None else None
         if done is not None:
             self._answer_admin(done.asker, self._reloaded(done))
+        self._apply(self.files.checked())
 
     def _guarded(self, handle: Callable[..., Actions], *args: Any) -> Actions:
         """A bug must cost one frame, never the service: count it, log it, go on."""
@@ -505,7 +585,7 @@ class Broker(Operator):
                         del held[fd]  # closed, or cut
 
     def close(self) -> None:
-        for sock in (self._in, self._out, self._admin):
+        for sock in (self._in, self._out, self._admin, self._files):
             if not sock.closed:
                 if sock is not self._admin:
                     with contextlib.suppress(zmq.ZMQError):
@@ -523,6 +603,8 @@ class Broker(Operator):
         self._ctx.term()
         self._wake_r.close()
         self._wake_w.close()
+        if hasattr(self, "files"):
+            self.files.close()
         self.store.close()
 
 

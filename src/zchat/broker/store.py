@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from zchat import protocol as p
 from zchat.broker.lockfile import LOCK_SUFFIX, HistoryLock
@@ -63,6 +64,7 @@ DEFAULT_PORT = 5005
 PRIVATE_FILE_ENDINGS = ("", "-wal", "-shm", "-journal", LOCK_SUFFIX)
 
 log = logging.getLogger("zchat.broker")
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (
@@ -79,6 +81,32 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    id        INTEGER PRIMARY KEY,
+    sha256    TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    name      TEXT NOT NULL,
+    media     TEXT NOT NULL DEFAULT '',
+    width     INTEGER NOT NULL DEFAULT 0,
+    height    INTEGER NOT NULL DEFAULT 0,
+    sender    TEXT NOT NULL,
+    room      TEXT NOT NULL DEFAULT '',  -- shared in a room, or
+    recipient TEXT NOT NULL DEFAULT '',  -- privately with one user
+    ts        TEXT NOT NULL,
+    seq       INTEGER NOT NULL DEFAULT 0,  -- its event in the room's history
+    expired   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS files_by_sha256 ON files (sha256);
+CREATE TABLE IF NOT EXISTS uploads (
+    token     TEXT PRIMARY KEY,
+    sender    TEXT NOT NULL,  -- lower case
+    sha256    TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    name      TEXT NOT NULL,
+    room      TEXT NOT NULL DEFAULT '',
+    recipient TEXT NOT NULL DEFAULT '',
+    touched   REAL NOT NULL  -- wall clock: an upload outlives the broker
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bans (
     name   TEXT PRIMARY KEY,  -- lower case
@@ -364,6 +392,37 @@ class HistoryStore:
         for room, shown in rows:
             found.setdefault(room, []).append(shown)
         return found
+
+    def rewrite(self, event: p.RoomEvent) -> None:
+        """Store ``event`` in place of the stored event with its room and seq (a shared
+        file's, once the file has expired)."""
+        body = p.encode_event(event).decode("utf-8")
+        self._flush()
+        self._writer.write(
+            lambda: self._db.execute(
+                "UPDATE events SET body = ? WHERE room = ? AND seq = ?",
+                (body, event.room, event.seq),
+            )
+        )
+
+    def event(self, room: str, seq: int) -> p.RoomEvent | None:
+        self._flush()
+        row = self._db.execute(
+            "SELECT body FROM events WHERE room = ? AND seq = ?", (room, seq)
+        ).fetchone()
+        return p.decode_stored(row[0]) if row else None
+
+    # --- the other tables: shared files (broker/filestore.py) ------------------------
+
+    def write(self, statements: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a write's statements in the open transaction (all or none of them);
+        ``commit`` makes them durable with the batch. StorageFull if they cannot be."""
+        self._flush()
+        return self._writer.write(lambda: statements(self._db))
+
+    def rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        self._flush()
+        return self._db.execute(sql, args).fetchall()
 
     # --- bans -------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ library. Heavy imports (zmq, prompt_toolkit) happen inside the commands, so that
 ``zchat --help`` stays fast.
 
     chat.py     join, listen, send
+    files.py    send-file, get-file
     operate.py  broker, keygen, admin
     measure.py  bench
     options.py  what they share: options, key loading, the one-line failure
@@ -13,7 +14,7 @@ from __future__ import annotations
 import click
 
 from zchat import __version__
-from zchat.cli import chat, measure, operate
+from zchat.cli import chat, files, measure, operate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,6 +30,8 @@ for command in (
     chat.join,
     chat.listen,
     chat.send,
+    files.send_file,
+    files.get_file,
     measure.bench,
 ):
     main.add_command(command)

@@ -24,6 +24,7 @@ from zchat.broker.guard import (
 )
 from zchat.broker.limits import QUIET_JOINS
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
+from zchat.cli.files import file_config, file_options
 from zchat.cli.options import (
     LOG_LEVELS,
     Failure,
@@ -35,7 +36,11 @@ from zchat.cli.options import (
 
 @click.command()
 @host_option("Address to listen on (env ZCHAT_HOST).")
-@port_option("Clients send to PORT and listen on PORT+1; 0 picks a free pair (env ZCHAT_PORT).", 0)
+@port_option(
+    "Clients send to PORT, listen on PORT+1 and move files on PORT+2; 0 picks free ones "
+    "(env ZCHAT_PORT).",
+    0,
+)
 @click.option(
     "--db",
     envvar="ZCHAT_DB",
@@ -193,6 +198,7 @@ from zchat.cli.options import (
     help="Bound what one connection may make the broker hold (SECURITY.md); off only "
     "on a network you trust, or to fuzz the broker's rules.",
 )
+@file_options
 def broker(
     host: str,
     port: int,
@@ -218,6 +224,7 @@ def broker(
     max_connections_per_address: int,
     handshake_timeout: float,
     connection_limits: bool,
+    **files: Any,
 ) -> None:
     """Run the broker: every client connects here. Stop it with Ctrl-C."""
     import signal
@@ -259,6 +266,7 @@ def broker(
                 per_address=max_connections_per_address,
                 enabled=connection_limits,
             ),
+            **file_config(**files),
         )
         warning = warn_if_exposed(config)
         if warning:

@@ -51,7 +51,7 @@ def port_option(help: str, lowest: int) -> Callable[[F], F]:
     return click.option(
         "--port",
         envvar="ZCHAT_PORT",
-        type=click.IntRange(lowest, 65534),
+        type=click.IntRange(lowest, 65533),
         default=DEFAULT_PORT,
         show_default=True,
         help=help,

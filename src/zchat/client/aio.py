@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 from types import TracebackType
 
 import zmq
@@ -19,6 +20,16 @@ from zmq.utils.monitor import parse_monitor_message
 
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Answer, Members, Message, RoomInfo
+from zchat.client.transfers import (
+    Download,
+    Progress,
+    Transfers,
+    Upload,
+    destination,
+    file_digest,
+    listed_room,
+    listing_of,
+)
 from zchat.client.transport import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -27,11 +38,14 @@ from zchat.client.transport import (
     apply_subscriptions,
     close_monitor,
     connect,
+    connect_files,
     handshake_problem,
     reconnect,
+    send_files,
 )
-from zchat.errors import ClientClosed, NotDelivered
-from zchat.protocol import DEFAULT_HISTORY, check_room
+from zchat.errors import ClientClosed, NotDelivered, TransferFailed
+from zchat.protocol import DEFAULT_HISTORY, SharedFile, check_name, check_room
+from zchat.protocol import transfer as t
 
 
 class AsyncClient:
@@ -60,6 +74,10 @@ class AsyncClient:
         # wait with it for a broker that is gone; the plain socket below never waits.
         self._send_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._push.underlying)
         self._sub = self._ctx.socket(zmq.SUB)
+        self._files = self._ctx.socket(zmq.DEALER)
+        self._files_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._files.underlying)
+        self.transfers = Transfers(lambda: self.core.secret)
+        self._listings: dict[str, t.Answer] = {}  # file-port answers for no transfer, by ask
         self._changed = asyncio.Event()  # set when events arrive or the state moves
         self._pump: asyncio.Task[None] | None = None
 
@@ -76,6 +94,7 @@ class AsyncClient:
         if self.core.state is not State.NEW:
             raise ClientClosed("join() may be called once per AsyncClient")
         self._monitor = connect(self._push, self._sub, self.endpoints, self.core, self.keys)
+        connect_files(self._files, self.endpoints, self.keys)
         self.core.start(time.monotonic(), timeout, self.endpoints.describe())
         self._pump = asyncio.get_running_loop().create_task(self._run())
         while self.core.joining:
@@ -188,6 +207,93 @@ class AsyncClient:
     async def history(self, count: int = 20, room: str | None = None) -> None:
         await self._submit(self.core.lookup(room, count))
 
+    # --- files ----------------------------------------------------------------------------
+
+    async def send_file(
+        self,
+        path: str | Path,
+        room: str | None = None,
+        to: str | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> SharedFile:
+        """Share a file (see Client.send_file); the chat goes on meanwhile. Cancelling
+        the awaiting task cancels the transfer."""
+        up = await self.start_upload(path, room, to, progress=progress)
+        await self.finish(up)
+        assert up.shared is not None
+        return up.shared
+
+    async def start_upload(
+        self,
+        path: str | Path,
+        room: str | None = None,
+        to: str | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> Upload:
+        """Begin sharing a file and return its transfer at once (``finish`` waits for
+        it, ``cancel_transfer`` stops it). The file's SHA-256 is made in a thread."""
+        if self._push.closed:
+            raise ClientClosed("this client is closed")
+        source = Path(path).expanduser()
+        place = {"to": check_name(to)} if to else {"room": _room_or_first(room, self.core.rooms)}
+        sha256 = await asyncio.to_thread(file_digest, source)
+        up = self.transfers.upload(source, sha256, progress=progress, **place)
+        self._flush_files()
+        return up
+
+    async def get_file(
+        self, file_id: int, dest: str | Path | None = None, *, progress: Progress | None = None
+    ) -> Path:
+        """Fetch a shared file (see Client.get_file)."""
+        down = self.start_download(file_id, dest, progress=progress)
+        await self.finish(down)
+        assert down.path is not None
+        return down.path
+
+    def start_download(
+        self, file_id: int, dest: str | Path | None = None, *, progress: Progress | None = None
+    ) -> Download:
+        """Begin fetching a shared file and return its transfer at once."""
+        if self._push.closed:
+            raise ClientClosed("this client is closed")
+        folder, chosen = destination(dest)
+        down = self.transfers.download(file_id, folder, chosen, progress)
+        self._flush_files()
+        return down
+
+    async def finish(self, transfer: Upload | Download) -> None:
+        """Wait for a transfer to end; TransferFailed if it did not end whole."""
+        try:
+            while not transfer.over:
+                if self.core.ended is not None:
+                    raise TransferFailed("ended", "the session ended")
+                await self._wait_change()
+        except BaseException:
+            self.cancel_transfer(transfer.ask)
+            raise
+        if transfer.error is not None:
+            raise transfer.error
+
+    def cancel_transfer(self, ask: str) -> bool:
+        """Stop a transfer (its ``ask``); False if none is running by that name."""
+        cancelled = self.transfers.cancel(ask)
+        self._flush_files()
+        return cancelled
+
+    async def list_files(
+        self, room: str | None = None, timeout: float = 5.0
+    ) -> tuple[t.Listed, ...]:
+        """The files shared in a room (see Client.list_files)."""
+        ask = self.transfers.listing(listed_room(room, self.core.rooms))
+        self._flush_files()
+        await self._wait(lambda: ask in self._listings, timeout)
+        return listing_of(self._listings.pop(ask, None))
+
+    def _flush_files(self) -> None:
+        send_files(self._files_now, self.transfers)
+
     async def _submit(self, frames: list[bytes] | None, id_: str = "") -> None:
         if self._push.closed:
             raise ClientClosed("this client is closed")
@@ -250,6 +356,7 @@ class AsyncClient:
     async def _run(self) -> None:
         poller = zmq.asyncio.Poller()
         poller.register(self._sub, zmq.POLLIN)
+        poller.register(self._files, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
         while True:
@@ -261,7 +368,8 @@ class AsyncClient:
                 poller.register(self._push, zmq.POLLOUT)
             elif self._push in poller:
                 poller.unregister(self._push)
-            timeout = max(0, int((self.core.deadline() - now) * 1000))
+            deadline = min(self.core.deadline(), self.transfers.deadline())
+            timeout = max(0, int((deadline - now) * 1000))
             ready = dict(await poller.poll(timeout))
             if self._push in ready:
                 for frames in self.core.take_outbox():
@@ -276,6 +384,11 @@ class AsyncClient:
                     except zmq.Again:
                         break
                     self.core.on_publish(frames, time.monotonic())
+            if self._files in ready:
+                self._drain_files()
+            if self.transfers.active:
+                self.transfers.tick(time.monotonic())
+                self._flush_files()
             if self._monitor is not None and self._monitor in ready:
                 event = parse_monitor_message(await self._monitor.recv_multipart())
                 self.core.on_handshake(handshake_problem(event["event"], event["value"]))
@@ -283,11 +396,22 @@ class AsyncClient:
                 reconnect(self._push, self._sub, self.endpoints)
             if time.monotonic() >= self.core.deadline():
                 self.core.tick(time.monotonic())
-            if self.core.events or self.core.state is not State.JOINING:
+            if self.core.events or self.core.state is not State.JOINING or self._files in ready:
                 self._changed.set()
             # a poll that finds traffic waiting returns without yielding: give the other
             # tasks (the prompt, the reader of events) their turn on every round
             await asyncio.sleep(0)
+
+    def _drain_files(self) -> None:
+        for _ in range(4 * t.WINDOW):  # then the chat's sockets get their turn
+            try:
+                frames = self._files_now.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            other = self.transfers.on_answer(frames)
+            if other is not None:
+                self._listings[other.ask] = other
+            self._flush_files()
 
     async def _stop_pump(self) -> None:
         if self._pump is not None:
@@ -300,3 +424,8 @@ class AsyncClient:
         close_monitor(self._sub, self._monitor)
         self._push.close()
         self._sub.close()
+        self._files.close()
+
+
+def _room_or_first(room: str | None, rooms: list[str]) -> str:
+    return check_room(room) if room else (rooms or [""])[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from types import TracebackType
 
 import zmq
@@ -16,6 +17,16 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zchat.client.core import LEAVE_WAIT_SECONDS, ClientCore, State
 from zchat.client.message import Answer, Members, Message, RoomInfo
+from zchat.client.transfers import (
+    Download,
+    Progress,
+    Transfers,
+    Upload,
+    destination,
+    file_digest,
+    listed_room,
+    listing_of,
+)
 from zchat.client.transport import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -24,11 +35,14 @@ from zchat.client.transport import (
     apply_subscriptions,
     close_monitor,
     connect,
+    connect_files,
     handshake_problem,
     reconnect,
+    send_files,
 )
-from zchat.errors import ClientClosed, NotDelivered
-from zchat.protocol import DEFAULT_HISTORY, check_room
+from zchat.errors import ClientClosed, NotDelivered, TransferFailed
+from zchat.protocol import DEFAULT_HISTORY, SharedFile, check_name, check_room
+from zchat.protocol import transfer as t
 
 
 class Client:
@@ -53,8 +67,12 @@ class Client:
         self._push: zmq.Socket[bytes] = self._ctx.socket(zmq.PUSH)
         self._sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
         self._monitor: zmq.Socket[bytes] | None = None
+        self._files: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
+        self.transfers = Transfers(lambda: self.core.secret)
+        self._listings: dict[str, t.Answer] = {}  # file-port answers for no transfer, by ask
         self._poller = zmq.Poller()
         self._poller.register(self._sub, zmq.POLLIN)
+        self._poller.register(self._files, zmq.POLLIN)
 
     @property
     def name(self) -> str:
@@ -73,6 +91,7 @@ class Client:
         if self.core.state is not State.NEW:
             raise ClientClosed("join() may be called once per Client")
         self._monitor = connect(self._push, self._sub, self.endpoints, self.core, self.keys)
+        connect_files(self._files, self.endpoints, self.keys)
         self._poller.register(self._monitor, zmq.POLLIN)
         self.core.start(time.monotonic(), timeout, self.endpoints.describe())
         while self.core.joining:
@@ -204,6 +223,81 @@ class Client:
         """Ask for the last ``count`` lines of a room; they come as Messages."""
         self._submit(self.core.lookup(room, count))
 
+    # --- files ----------------------------------------------------------------------------
+
+    def send_file(
+        self,
+        path: str | Path,
+        room: str | None = None,
+        to: str | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> SharedFile:
+        """Share a file in ``room`` (default: your first), or privately with ``to``;
+        returns it as shared (its ``id`` is what ``get_file`` takes) once the broker
+        has it whole and checked. ``progress(done, total)`` is called as bytes go.
+        Raises InvalidInput (no such file) or TransferFailed (refused: too large, the
+        quota, a hash mismatch; ``code`` says which)."""
+        self._check_open()
+        source = Path(path).expanduser()
+        place = self._place(room, to)
+        up = self.transfers.upload(source, file_digest(source), progress=progress, **place)
+        self._run_transfer(up)
+        assert up.shared is not None
+        return up.shared
+
+    def get_file(
+        self,
+        file_id: int,
+        dest: str | Path | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Fetch shared file ``file_id`` into ``dest``: a folder (default: the current
+        one), where it is saved under its own name made safe, or a file name. A name in
+        use is never overwritten (``name (1).ext``). Returns the path once the file is
+        whole and its SHA-256 checked; a download stopped half-way resumes on the next
+        call. Raises TransferFailed (no such file, not in its room, expired, …)."""
+        self._check_open()
+        folder, chosen = destination(dest)
+        down = self.transfers.download(file_id, folder, chosen, progress)
+        self._run_transfer(down)
+        assert down.path is not None
+        return down.path
+
+    def list_files(self, room: str | None = None, timeout: float = 5.0) -> tuple[t.Listed, ...]:
+        """The files shared in ``room`` (default: your first; ``"@"``: the private ones
+        to and from you), oldest first. BrokerUnreachable if no answer in ``timeout``."""
+        self._check_open()
+        ask = self.transfers.listing(listed_room(room, self.core.rooms))
+        self._flush_files()
+        self._wait(lambda: ask in self._listings, timeout)
+        return listing_of(self._listings.pop(ask, None))
+
+    def _place(self, room: str | None, to: str | None) -> dict[str, str]:
+        if to:
+            return {"to": check_name(to)}
+        canonical = check_room(room) if room else (self.core.rooms or [""])[0]
+        return {"room": canonical}
+
+    def _run_transfer(self, transfer: Upload | Download) -> None:
+        self._flush_files()
+        try:
+            while not transfer.over:
+                if self.core.ended is not None:
+                    self.transfers.cancel(transfer.ask)
+                    raise TransferFailed("ended", "the session ended")
+                self._step(self.core.deadline())
+        except BaseException:
+            self.transfers.cancel(transfer.ask)
+            self._flush_files()
+            raise
+        if transfer.error is not None:
+            raise transfer.error
+
+    def _flush_files(self) -> None:
+        send_files(self._files, self.transfers)
+
     def _submit(self, frames: list[bytes] | None, id_: str = "") -> None:
         self._check_open()
         apply_subscriptions(self._sub, self.core)
@@ -260,6 +354,7 @@ class Client:
     def _step(self, until: float) -> None:
         """Wait for traffic until ``until`` (monotonic), and handle what came."""
         now = time.monotonic()
+        until = min(until, self.transfers.deadline())
         if now >= self.core.deadline():
             self.core.tick(now)
         apply_subscriptions(self._sub, self.core)
@@ -276,10 +371,15 @@ class Client:
                     break  # control frames (join, ping) are sent again by the core's timers
         if self._sub in ready:
             self._drain()
+        if self._files in ready:
+            self._drain_files()
         if self._monitor is not None and self._monitor in ready:
             event = recv_monitor_message(self._monitor)
             self.core.on_handshake(handshake_problem(event["event"], event["value"]))
         now = time.monotonic()
+        if self.transfers.active:
+            self.transfers.tick(now)
+        self._flush_files()
         if self.core.take_reconnect(now):
             reconnect(self._push, self._sub, self.endpoints)
         if now >= self.core.deadline():
@@ -293,6 +393,17 @@ class Client:
                 return
             self.core.on_publish(frames, time.monotonic())
 
+    def _drain_files(self) -> None:
+        for _ in range(4 * t.WINDOW):  # then the chat's sockets get their turn
+            try:
+                frames = self._files.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            other = self.transfers.on_answer(frames)
+            if other is not None:
+                self._listings[other.ask] = other
+            self._flush_files()
+
     def _check_open(self) -> None:
         if self._push.closed:
             raise ClientClosed("this client is closed")
@@ -301,3 +412,4 @@ class Client:
         close_monitor(self._sub, self._monitor)
         self._push.close()
         self._sub.close()
+        self._files.close()

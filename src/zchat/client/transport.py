@@ -10,7 +10,9 @@ from typing import TypeVar
 import zmq
 
 from zchat.client.core import ClientCore
+from zchat.client.transfers import Transfers
 from zchat.keys import load_pair, load_public
+from zchat.protocol import transfer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5005
@@ -35,6 +37,10 @@ class Endpoints:
     @property
     def sub(self) -> str:
         return self._url(self.port + 1)
+
+    @property
+    def files(self) -> str:
+        return self._url(self.port + 2)
 
     def describe(self) -> str:
         return f"{self.host}:{self.port}"
@@ -108,6 +114,34 @@ def connect(push: S, sub: S, endpoints: Endpoints, core: ClientCore, keys: Keys 
     sub.connect(endpoints.sub)
     push.connect(endpoints.push)
     return monitor
+
+
+# File-port messages queued for the broker at most: a transfer has WINDOW in flight.
+FILE_QUEUE = 4 * transfer.WINDOW
+
+
+def connect_files(dealer: S, endpoints: Endpoints, keys: Keys | None = None) -> None:
+    """Configure and connect a client's DEALER socket to the broker's file port."""
+    if keys is not None:
+        keys.apply(dealer)
+    dealer.setsockopt(zmq.LINGER, 0)  # a transfer left unfinished resumes, or is dropped
+    dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+    dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+    dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    # nothing is queued for an absent broker: a transfer asks again when it is back
+    dealer.setsockopt(zmq.IMMEDIATE, 1)
+    dealer.setsockopt(zmq.SNDHWM, FILE_QUEUE)
+    if ":" in endpoints.host:
+        dealer.setsockopt(zmq.IPV6, 1)
+    dealer.connect(endpoints.files)
+
+
+def send_files(dealer: zmq.Socket, transfers: Transfers) -> None:  # type: ignore[type-arg]
+    """Send what the transfers ask; what the socket cannot take now is asked again by
+    their timers."""
+    for frames in transfers.take_outbox():
+        with contextlib.suppress(zmq.Again):
+            dealer.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
 
 
 def reconnect(push: zmq.Socket, sub: zmq.Socket, endpoints: Endpoints) -> None:  # type: ignore[type-arg]

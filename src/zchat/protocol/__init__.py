@@ -15,7 +15,7 @@ the session ``secret``::
 
 Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
 
-    room/<room>/   message | action  room, seq, ts, sender, text, id
+    room/<room>/   message | action  room, seq, ts, sender, text, id, file (a shared file)
                    join              room, seq, ts, sender
                    leave             room, seq, ts, sender, reason
                    nick              room, seq, ts, sender, name
@@ -26,7 +26,7 @@ Broker -> clients (XPUB -> SUB), exactly two frames, ``[topic, json]``::
                    (rate-limited errors also: retry_after, rate, burst)
                    entered  room, seq, members, topic       parted   room
                    history  room, events: [room event, ...], lost, id
-                   private  ts, sender, to, text, id
+                   private  ts, sender, to, text, id, file (a shared file)
                    members  room, members, topic, id        renamed  name
                    kicked   by, reason, banned              done     text, id
                    rooms    rooms: [{room, members (a count), topic}], id
@@ -44,6 +44,7 @@ from zchat.protocol.decode import (
     ROOM_EVENT_TYPES,
     decode_client,
     decode_event,
+    decode_file,
     decode_server,
     decode_stored,
 )
@@ -52,6 +53,7 @@ from zchat.protocol.encode import (
     encode_event,
     encode_server,
     event_body,
+    file_body,
 )
 from zchat.protocol.records import (
     MODERATE_OPS,
@@ -90,6 +92,7 @@ from zchat.protocol.records import (
     Say,
     ServerMessage,
     SetTopic,
+    SharedFile,
     Shutdown,
     Tail,
     TopicChanged,
@@ -106,6 +109,7 @@ from zchat.protocol.topics import (
     MAX_ID_CHARS,
     PROTOCOL_VERSION,
     ROOM_PREFIX,
+    SHA256_RE,
     SYS_TOPIC,
     TOKEN_RE,
     TS_RE,
@@ -158,6 +162,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "ROOM_EVENT_TYPES",
     "ROOM_PREFIX",
+    "SHA256_RE",
     "SYS_TOPIC",
     "TOKEN_RE",
     "TS_RE",
@@ -196,6 +201,7 @@ __all__ = [
     "Say",
     "ServerMessage",
     "SetTopic",
+    "SharedFile",
     "Shutdown",
     "Tail",
     "TopicChanged",
@@ -210,12 +216,14 @@ __all__ = [
     "clean_text",
     "decode_client",
     "decode_event",
+    "decode_file",
     "decode_server",
     "decode_stored",
     "encode_client",
     "encode_event",
     "encode_server",
     "event_body",
+    "file_body",
     "format_ts",
     "inbox_of_topic",
     "inbox_topic",

@@ -47,6 +47,7 @@ from zchat.protocol.records import (
     Say,
     ServerMessage,
     SetTopic,
+    SharedFile,
     Shutdown,
     Tail,
     TopicChanged,
@@ -59,6 +60,7 @@ from zchat.protocol.topics import (
     MARK_RE,
     MAX_ID_CHARS,
     PROTOCOL_VERSION,
+    SHA256_RE,
     TOKEN_RE,
     parse_ts,
 )
@@ -284,7 +286,8 @@ def _room_event(kind: str, f: _Fields) -> RoomEvent:
     room, seq, ts, sender = f.room(), f.count("seq"), f.ts(), f.name("sender")
     match kind:
         case "message" | "action":
-            return Chat(room, seq, ts, sender, f.lines("text"), f.id(), kind == "action")
+            action = kind == "action"
+            return Chat(room, seq, ts, sender, f.lines("text"), f.id(), action, _file(f))
         case "join":
             return Joined(room, seq, ts, sender)
         case "leave":
@@ -294,6 +297,25 @@ def _room_event(kind: str, f: _Fields) -> RoomEvent:
         case "topic":
             return TopicChanged(room, seq, ts, sender, f.clean("text", ""))
     raise ProtocolError("type", f"unknown room event type {kind!r}")
+
+
+def _file(f: _Fields) -> SharedFile | None:
+    """The ``file`` of a message or a private one: None if there is none."""
+    obj = f.obj.get("file")
+    return None if obj is None else decode_file(obj)
+
+
+def decode_file(obj: Any) -> SharedFile:
+    """A shared file's JSON object (in a message, or an answer on the file port)."""
+    f = _Fields(obj)
+    sha256 = f.text("sha256")
+    if not SHA256_RE.fullmatch(sha256):
+        raise ProtocolError("field", "field 'sha256' is not 64 lower-case hex digits")
+    name = f.clean("name")
+    if not name:
+        raise ProtocolError("field", "field 'name' is empty")
+    counts = f.count("id"), name, f.count("size"), sha256, f.clean("media", "")
+    return SharedFile(*counts, f.count("width", 0), f.count("height", 0), f.flag("expired"))
 
 
 ROOM_EVENT_TYPES = frozenset({"message", "action", "join", "leave", "nick", "topic"})
@@ -376,7 +398,8 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
             decoded = tuple(decode_event(e) for e in events)
             return History(f.room(), decoded, f.count("lost", 0), f.id())
         case "private":
-            return Private(f.ts(), f.name("sender"), f.name("to"), f.lines("text"), f.id())
+            sender, to = f.name("sender"), f.name("to")
+            return Private(f.ts(), sender, to, f.lines("text"), f.id(), _file(f))
         case "members":
             members = tuple(_checked(check_name, m) for m in f.strings("members"))
             return Members(f.room(), members, f.clean("topic", ""), f.id(), f.count("count", 0))

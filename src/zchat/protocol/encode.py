@@ -40,6 +40,7 @@ from zchat.protocol.records import (
     Say,
     ServerMessage,
     SetTopic,
+    SharedFile,
     Shutdown,
     Tail,
     TopicChanged,
@@ -103,8 +104,11 @@ def event_body(event: RoomEvent) -> dict[str, Any]:
     """A room event as the JSON object published (and stored, and sent in history)."""
     head = {"room": event.room, "seq": event.seq, "ts": format_ts(event.ts), "sender": event.sender}
     match event:
-        case Chat(text=text, id=id_, action=action):
-            return {"type": "action" if action else "message", **head, "text": text, "id": id_}
+        case Chat(text=text, id=id_, action=action, file=file):
+            body = {"type": "action" if action else "message", **head, "text": text, "id": id_}
+            if file is not None:
+                body["file"] = file_body(file)
+            return body
         case Joined():
             return {"type": "join", **head}
         case Left(reason=reason):
@@ -113,6 +117,14 @@ def event_body(event: RoomEvent) -> dict[str, Any]:
             return {"type": "nick", **head, "name": name}
         case TopicChanged(text=text):
             return {"type": "topic", **head, "text": text}
+
+
+def file_body(file: SharedFile) -> dict[str, Any]:
+    """A shared file as the JSON object in a message (and in the file port's answers)."""
+    body: dict[str, Any] = {"id": file.id, "name": file.name, "size": file.size}
+    body |= {"sha256": file.sha256, "media": file.media}
+    body |= {"width": file.width, "height": file.height, "expired": file.expired}
+    return body
 
 
 def encode_event(event: RoomEvent) -> bytes:
@@ -153,9 +165,11 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
         case History(room, events, lost, id_):
             body = {"type": "history", "room": room, "lost": lost, "id": id_}
             body["events"] = [event_body(event) for event in events]
-        case Private(ts, sender, to, text, id_):
+        case Private(ts, sender, to, text, id_, file):
             body = {"type": "private", "ts": format_ts(ts), "sender": sender, "to": to}
             body |= {"text": text, "id": id_}
+            if file is not None:
+                body["file"] = file_body(file)
         case Members(room, members, topic_text, id_, count):
             body = {"type": "members", "room": room, "members": list(members), "topic": topic_text}
             body["id"] = id_

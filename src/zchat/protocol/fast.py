@@ -43,11 +43,13 @@ class _Event(Struct, tag_field="type"):
 class _Message(_Event, tag="message"):
     text: str
     id: str = ""
+    file: object = None  # a shared file: the checked way (decode.py) decodes those
 
 
 class _Action(_Event, tag="action"):
     text: str
     id: str = ""
+    file: object = None
 
 
 class _Join(_Event, tag="join"):
@@ -162,6 +164,8 @@ def published(frame: bytes | str) -> RoomEvent | Tail | Heartbeat | None:
             return None
         kind = type(obj)  # compared by identity: cheaper than a match on classes
         if kind is _Message or kind is _Action:
+            if obj.file is not None:
+                return None
             room, seq, ts, sender = _room(obj.room), _count(obj.seq), _ts(obj.ts), obj.sender
             action = kind is _Action
             return Chat(room, seq, ts, _name(sender), clean_lines(obj.text), _id(obj.id), action)

@@ -126,6 +126,21 @@ ClientMessage: TypeAlias = (
 # --- records: broker -> clients --------------------------------------------------------
 
 
+class SharedFile(Struct, frozen=True):
+    """A file someone shared, as the chat shows it: the broker's number for it (what
+    ``get`` asks for), the name its sender gave it, its size and SHA-256, and for a
+    picture its media type and size in pixels (told by its content)."""
+
+    id: int
+    name: str
+    size: int
+    sha256: str
+    media: str = ""  # "image/png", "image/jpeg", "image/gif", "image/webp"; "" if not one
+    width: int = 0
+    height: int = 0
+    expired: bool = False  # the broker's storage quota dropped it: it cannot be fetched
+
+
 class Chat(Struct, frozen=True):
     room: str
     seq: int
@@ -134,6 +149,7 @@ class Chat(Struct, frozen=True):
     text: str
     id: str = ""
     action: bool = False
+    file: SharedFile | None = None  # a file shared in the room; ``text`` says so in words
 
 
 class Joined(Struct, frozen=True):
@@ -246,6 +262,7 @@ class Private(Struct, frozen=True):
     to: str
     text: str
     id: str = ""
+    file: SharedFile | None = None  # a file shared privately; ``text`` says so in words
 
 
 class Members(Struct, frozen=True):

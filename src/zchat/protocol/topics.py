@@ -27,6 +27,7 @@ INBOX_PREFIX = b"to/"
 SYS_TOPIC = b"sys/"
 
 TOKEN_RE = re.compile(r"[0-9a-f]{32}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 MARK_RE = re.compile(r"[a-z0-9]{1,16}")
 

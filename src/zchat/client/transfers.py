@@ -1,0 +1,412 @@
+"""A client's file transfers: the rules of the file port's flow, without sockets.
+
+The sync and asyncio clients own a DEALER socket on the broker's port + 2; they hand
+every message from it to ``Transfers.on_answer`` and send what ``take_outbox`` gives.
+Each transfer is known by its ``ask`` (protocol/transfer.py).
+
+* **Upload**: ``offer`` (name, size, SHA-256, where), then one ``chunk`` for each
+  ``want``, read from the file at that moment: the broker's asking is the flow
+  control. Done when the broker answers ``stored``.
+* **Download**: ``open``, then ``get`` a chunk at a time, WINDOW ahead of what has been
+  written, into a part file beside the target (``.NAME.HASH.zchat-part``). Each chunk
+  is written in order and hashed as it lands. When all bytes are in and their SHA-256
+  is the one the broker announced, the part file takes its final name, which is never
+  one in use (``free_path``); a mismatch deletes it.
+* **Resuming**: a part file found at the start is hashed and continued from its end, so
+  a download killed half-way resumes on the next ``get_file``. A transfer that hears
+  nothing for STALL_SECONDS (its broker restarted, its connection dropped) offers or
+  opens again: the broker answers with where to go on from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zchat import protocol as p
+from zchat.errors import BrokerUnreachable, InvalidInput, ProtocolError, TransferFailed
+from zchat.protocol import check_room
+from zchat.protocol import transfer as t
+from zchat.sharing.naming import free_path, part_name, safe_name
+
+# Seconds without an answer before a transfer offers or opens again.
+STALL_SECONDS = 5.0
+# Seconds without progress before a transfer gives up.
+GIVE_UP_SECONDS = 120.0
+# The broker's refusals that mean "start again from what you hold" (a broker restart,
+# a new connection), not "this transfer is over".
+RESYNC = frozenset({"unknown-session", "not-yours", "not-open", "bad-chunk"})
+HASH_BLOCK = 1024 * 1024
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file, read a block at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Transfer:
+    """What both directions share: the ask, progress, and how it ended."""
+
+    ask: str
+    progress: Progress | None
+    size: int = 0
+    done_bytes: int = 0
+    heard: float = 0.0  # when the broker last answered about it (monotonic)
+    moved: float = 0.0  # when it last made progress
+    error: TransferFailed | None = None
+    finished: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def over(self) -> bool:
+        return self.finished or self.error is not None
+
+    def _advance(self, done: int, now: float) -> None:
+        self.done_bytes = done
+        self.heard = self.moved = now
+        if self.progress is not None:
+            self.progress(done, self.size)
+
+    def fail(self, code: str, text: str, room: str = "") -> None:
+        if not self.over:
+            self.error = TransferFailed(code, text, room)
+
+
+@dataclass
+class Upload(Transfer):
+    path: Path = Path()
+    name: str = ""
+    sha256: str = ""
+    room: str = ""
+    to: str = ""
+    token: str = ""
+    shared: p.SharedFile | None = None
+
+    def offer(self, secret: str) -> t.Offer:
+        return t.Offer(
+            secret=secret, ask=self.ask, name=self.name, size=self.size, sha256=self.sha256,
+            room=self.room, to=self.to,
+        )  # fmt: skip
+
+
+@dataclass
+class Download(Transfer):
+    file: int = 0
+    folder: Path = Path()
+    chosen: Path | None = None  # a name asked for (``get_file(id, dest)``)
+    info: p.SharedFile | None = None
+    part: Path | None = None
+    path: Path | None = None  # where the file is, once done
+    asked: int = 0  # bytes asked for (done_bytes <= asked <= size)
+    chunk: int = t.CHUNK_BYTES
+    _digest: hashlib._Hash | None = None
+
+
+class Transfers:
+    """The transfers of one client."""
+
+    def __init__(self, secret: Callable[[], str], clock: Callable[[], float] = time.monotonic):
+        self._secret = secret
+        self._clock = clock
+        self.active: dict[str, Upload | Download] = {}
+        self._outbox: list[list[bytes | memoryview]] = []
+
+    # --- starting ---------------------------------------------------------------------
+
+    def upload(
+        self,
+        path: Path,
+        sha256: str,
+        *,
+        room: str = "",
+        to: str = "",
+        progress: Progress | None = None,
+        name: str = "",
+    ) -> Upload:
+        """Share the file at ``path`` (its SHA-256 made by ``file_digest``) in ``room``
+        or with ``to``. InvalidInput if it cannot be read or named."""
+        size = _size_of(path)
+        shown = name or path.name
+        try:
+            shown = t.check_file_name(shown)
+        except ProtocolError as exc:
+            raise InvalidInput(f"cannot share {path}: {exc}") from None
+        now = self._clock()
+        up = Upload(_ask(), progress, size, path=path, name=shown, sha256=sha256, room=room, to=to)
+        up.heard = up.moved = now
+        self.active[up.ask] = up
+        self._send(up.offer(self._secret()))
+        return up
+
+    def download(
+        self,
+        file: int,
+        folder: Path,
+        chosen: Path | None = None,
+        progress: Progress | None = None,
+    ) -> Download:
+        """Fetch file ``file`` into ``folder`` (under its own name made safe, or
+        ``chosen``)."""
+        now = self._clock()
+        down = Download(_ask(), progress, file=file, folder=folder, chosen=chosen)
+        down.heard = down.moved = now
+        self.active[down.ask] = down
+        self._send(t.Open(secret=self._secret(), ask=down.ask, file=file))
+        return down
+
+    def cancel(self, ask: str) -> bool:
+        """Stop a transfer; False if there is none by that name."""
+        transfer = self.active.pop(ask, None)
+        if transfer is None:
+            return False
+        transfer.fail("cancelled", "cancelled")
+        self._send(t.Cancel(secret=self._secret(), ask=ask))
+        if isinstance(transfer, Download) and transfer.part is not None:
+            transfer.part.unlink(missing_ok=True)  # a cancelled download leaves nothing
+        return True
+
+    def listing(self, room: str) -> str:
+        """Ask for the files of ``room`` (``@`` for private ones); the answer comes to
+        ``on_answer`` as a Listing whose ask is returned."""
+        ask = _ask()
+        self._send(t.ListFiles(secret=self._secret(), ask=ask, room=room))
+        return ask
+
+    # --- the socket's side ------------------------------------------------------------
+
+    def take_outbox(self) -> list[list[bytes | memoryview]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    @property
+    def has_outbox(self) -> bool:
+        return bool(self._outbox)
+
+    def on_answer(self, frames: list[bytes]) -> t.Answer | None:
+        """One message from the file socket. Returns it when it is for no transfer (a
+        listing, or a refusal of one), for the caller to take."""
+        try:
+            answer = t.decode_answer(frames)
+        except ProtocolError:
+            return None
+        transfer = self.active.get(answer.ask)
+        if transfer is None:
+            return answer
+        now = self._clock()
+        transfer.heard = now
+        try:
+            if isinstance(transfer, Upload):
+                self._on_upload(transfer, answer, now)
+            else:
+                self._on_download(transfer, answer, now)
+        except OSError as exc:
+            self._end(transfer, "local", f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "))
+        return None
+
+    def tick(self, now: float) -> None:
+        """Offer or open again what has stalled; give up on what has not moved."""
+        for transfer in list(self.active.values()):
+            if now - transfer.moved >= GIVE_UP_SECONDS:
+                self._end(transfer, "unreachable", "no progress for two minutes: stopped")
+            elif now - transfer.heard >= STALL_SECONDS:
+                transfer.heard = now
+                self._again(transfer)
+
+    def deadline(self) -> float:
+        if not self.active:
+            return float("inf")
+        return min(t_.heard for t_ in self.active.values()) + STALL_SECONDS
+
+    # --- uploads ----------------------------------------------------------------------
+
+    def _on_upload(self, up: Upload, answer: t.Answer, now: float) -> None:
+        match answer:
+            case t.Accepted(upload=token, offset=offset):
+                up.token = token
+                up._advance(offset, now)
+            case t.Want(upload=token, offset=offset, size=size) if token == up.token:
+                with up.path.open("rb") as stream:
+                    stream.seek(offset)
+                    data = stream.read(size)
+                if len(data) != size:
+                    self._end(up, "changed", f"{up.path} changed while it was being sent")
+                    return
+                chunk = t.Chunk(
+                    secret=self._secret(), ask=up.ask, upload=token, offset=offset, data=data
+                )
+                self._send(chunk)
+                up._advance(offset + size, now)
+            case t.Stored(file=file):
+                up.shared = file
+                up.finished = True
+                up._advance(up.size, now)
+                del self.active[up.ask]
+            case t.Refusal(code=code, text=text):
+                if code in RESYNC:
+                    return  # offered again when the stall timer says
+                self._end(up, code, text)
+
+    # --- downloads --------------------------------------------------------------------
+
+    def _on_download(self, down: Download, answer: t.Answer, now: float) -> None:
+        match answer:
+            case t.Opened(file=info, chunk=chunk):
+                self._opened(down, info, min(chunk, t.CHUNK_BYTES), now)
+            case t.Data(file=number, offset=offset, data=data) if number == down.file:
+                if offset != down.done_bytes or down.part is None or down._digest is None:
+                    return  # a chunk asked for before a restart: asked again since
+                fd = os.open(down.part, os.O_WRONLY)
+                try:
+                    os.pwrite(fd, data, offset)
+                finally:
+                    os.close(fd)
+                down._digest.update(data)
+                down._advance(offset + len(data), now)
+                self._ask_more(down)
+            case t.Refusal(code=code, text=text, room=room):
+                if code in RESYNC:
+                    return
+                self._end(down, code, text, room)
+
+    def _opened(self, down: Download, info: p.SharedFile, chunk: int, now: float) -> None:
+        if down.info is not None and down.info.sha256 != info.sha256:
+            self._end(down, "changed", f"file {down.file} is not the file it was")
+            return
+        down.info, down.size, down.chunk = info, info.size, chunk
+        if down.part is None:
+            down.part = self._part_of(down, info)
+            held = _resume(down.part)
+            down._digest = held[1]
+            down.done_bytes = min(held[0], info.size)
+        down.asked = down.done_bytes  # whatever was asked before is asked again
+        down._advance(down.done_bytes, now)
+        self._ask_more(down)
+
+    def _part_of(self, down: Download, info: p.SharedFile) -> Path:
+        folder = down.chosen.parent if down.chosen is not None else down.folder
+        name = down.chosen.name if down.chosen is not None else safe_name(info.name)
+        return folder / part_name(f"{name}.{info.sha256[:16]}")
+
+    def _ask_more(self, down: Download) -> None:
+        ahead = t.WINDOW * down.chunk
+        while down.asked < down.size and down.asked - down.done_bytes < ahead:
+            size = min(down.chunk, down.size - down.asked)
+            get = t.Get(
+                secret=self._secret(), ask=down.ask, file=down.file, offset=down.asked, size=size
+            )
+            self._send(get)
+            down.asked += size
+        if down.done_bytes == down.size:
+            self._finish(down)
+
+    def _finish(self, down: Download) -> None:
+        assert down.info is not None and down.part is not None and down._digest is not None
+        if down._digest.hexdigest() != down.info.sha256:
+            down.part.unlink(missing_ok=True)
+            self._end(
+                down, "hash-mismatch",
+                f"file {down.file} arrived with the wrong SHA-256: deleted, nothing was saved",
+            )  # fmt: skip
+            return
+        folder = down.chosen.parent if down.chosen is not None else down.folder
+        name = down.chosen.name if down.chosen is not None else safe_name(down.info.name)
+        while True:  # link: never onto a name in use, even one taken just now
+            target = free_path(folder, name)
+            try:
+                os.link(down.part, target)
+                break
+            except FileExistsError:
+                continue
+        down.part.unlink()
+        down.path = target
+        down.finished = True
+        del self.active[down.ask]
+
+    # --- both -------------------------------------------------------------------------
+
+    def _again(self, transfer: Upload | Download) -> None:
+        if isinstance(transfer, Upload):
+            self._send(transfer.offer(self._secret()))
+        else:
+            self._send(t.Open(secret=self._secret(), ask=transfer.ask, file=transfer.file))
+
+    def _end(self, transfer: Upload | Download, code: str, text: str, room: str = "") -> None:
+        transfer.fail(code, text, room)
+        self.active.pop(transfer.ask, None)
+        spoiled = code in ("hash-mismatch", "changed")
+        if isinstance(transfer, Download) and spoiled and transfer.part is not None:
+            transfer.part.unlink(missing_ok=True)
+
+    def _send(self, request: t.Request) -> None:
+        self._outbox.append(t.encode_request(request))
+
+
+def destination(dest: str | Path | None) -> tuple[Path, Path | None]:
+    """(folder, None) to save under the file's own name, or (folder, name) for a name."""
+    if dest is None:
+        return Path.cwd(), None
+    path = Path(dest).expanduser()
+    if path.is_dir():
+        return path, None
+    return path.parent, path
+
+
+def listed_room(room: str | None, rooms: list[str]) -> str:
+    if room is not None and room.startswith("@"):
+        return "@"
+    return check_room(room) if room else (rooms or [""])[0]
+
+
+def listing_of(answer: t.Answer | None) -> tuple[t.Listed, ...]:
+    match answer:
+        case None:
+            raise BrokerUnreachable("the broker did not answer the listing in time")
+        case t.Listing(files=files):
+            return files
+        case t.Refusal(code=code, text=text):
+            raise TransferFailed(code, text)
+    raise TransferFailed("protocol", f"unexpected answer {type(answer).__name__}")
+
+
+def _ask() -> str:
+    return "f" + secrets.token_hex(8)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise InvalidInput(f"cannot share {path}: {exc.strerror or exc}") from None
+    if not path.is_file():
+        raise InvalidInput(f"cannot share {path}: not a file")
+    return info.st_size
+
+
+def _resume(part: Path) -> tuple[int, hashlib._Hash]:
+    """What a part file holds already (made empty if there is none), and its hash."""
+    digest = hashlib.sha256()
+    held = 0
+    try:
+        with part.open("rb") as stream:
+            while block := stream.read(HASH_BLOCK):
+                digest.update(block)
+                held += len(block)
+    except FileNotFoundError:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.truncate(part, held)
+    return held, digest
