@@ -216,10 +216,11 @@ class AsyncClient:
         to: str | None = None,
         *,
         progress: Progress | None = None,
+        name: str = "",
     ) -> SharedFile:
         """Share a file (see Client.send_file); the chat goes on meanwhile. Cancelling
         the awaiting task cancels the transfer."""
-        up = await self.start_upload(path, room, to, progress=progress)
+        up = await self.start_upload(path, room, to, progress=progress, name=name)
         await self.finish(up)
         assert up.shared is not None
         return up.shared
@@ -231,6 +232,7 @@ class AsyncClient:
         to: str | None = None,
         *,
         progress: Progress | None = None,
+        name: str = "",
     ) -> Upload:
         """Begin sharing a file and return its transfer at once (``finish`` waits for
         it, ``cancel_transfer`` stops it). The file's SHA-256 is made in a thread."""
@@ -239,7 +241,7 @@ class AsyncClient:
         source = Path(path).expanduser()
         place = {"to": check_name(to)} if to else {"room": _room_or_first(room, self.core.rooms)}
         sha256 = await asyncio.to_thread(file_digest, source)
-        up = self.transfers.upload(source, sha256, progress=progress, **place)
+        up = self.transfers.upload(source, sha256, progress=progress, name=name, **place)
         self._flush_files()
         return up
 

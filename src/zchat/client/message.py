@@ -50,6 +50,9 @@ class Message(Struct, frozen=True):
     so that a bot does not answer yesterday's commands. ``data`` holds the answer
     behind a system notice as a record, for programs: ``Members`` for ``in #room: …``
     (the answer to who), ``RoomInfo`` for each room that ``list_rooms`` lists.
+    ``file`` is set on a message or private message that shares a file (a
+    ``SharedFile``: its ``id`` is what ``get_file`` takes); its ``text`` then says so
+    in words (``shared tugas3.pdf (1.2 MB): /get 7``).
     """
 
     kind: Kind
@@ -62,19 +65,21 @@ class Message(Struct, frozen=True):
     to: str | None = None
     replayed: bool = False
     data: Data | None = None
+    file: p.SharedFile | None = None
 
     def spans(self) -> tuple[markup.Block, ...]:
         """The text's spans and code blocks (``zchat.markup.parse``) for a message,
         action or private line: bold, code, quotes, links, mentions and the like.
         Other kinds' texts (a reason, a topic, a notice) are no markup: plain spans
         (``zchat.markup.plain``), as clean."""
-        return markup.parse(self.text) if self.kind in SAID else markup.plain(self.text)
+        said = self.kind in SAID and self.file is None
+        return markup.parse(self.text) if said else markup.plain(self.text)
 
     @property
     def mentions(self) -> tuple[str, ...]:
         """The names @mentioned in a message, action or private line, in order, each
         once; empty for other kinds."""
-        return markup.mentions(self.text) if self.kind in SAID else ()
+        return markup.mentions(self.text) if self.kind in SAID and self.file is None else ()
 
     @classmethod
     def system(
@@ -88,8 +93,9 @@ def from_room_event(event: p.RoomEvent, replayed: bool = False) -> Message:
     if type(event) is p.Chat:  # most of them: attributes are read faster than matched
         kind: Kind = "action" if event.action else "message"
         return Message(
-            kind, event.room, event.sender, event.text, event.ts, event.seq, event.id, replayed=r
-        )
+            kind, event.room, event.sender, event.text, event.ts, event.seq, event.id,
+            replayed=r, file=event.file,
+        )  # fmt: skip
     match event:
         case p.Joined(room, seq, ts, sender):
             return Message("join", room, sender, "", ts, seq, replayed=r)
@@ -118,4 +124,4 @@ def names_text(names: tuple[str, ...], more: int) -> str:
 
 
 def from_private(dm: p.Private) -> Message:
-    return Message("private", None, dm.sender, dm.text, dm.ts, None, dm.id, dm.to)
+    return Message("private", None, dm.sender, dm.text, dm.ts, None, dm.id, dm.to, file=dm.file)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from zchat.client.message import Message
-from zchat.protocol import clean_lines, format_ts
+from zchat.protocol import clean_lines, file_body, format_ts
 
 # How the lines after the first of a message that holds several are printed: each
 # starts with this, so that every line that does not is the start of an event.
@@ -48,7 +48,7 @@ def render(msg: Message, time_format: str = "time", current_room: str | None = N
 
 def to_json(msg: Message) -> str:
     """One Message as one line of JSON, every field (``ts`` in UTC, ISO 8601)."""
-    fields = {
+    fields: dict[str, object] = {
         "kind": msg.kind,
         "room": msg.room,
         "sender": msg.sender,
@@ -59,4 +59,6 @@ def to_json(msg: Message) -> str:
         "to": msg.to,
         "replayed": msg.replayed,
     }
+    if msg.file is not None:
+        fields["file"] = file_body(msg.file)
     return json.dumps(fields, ensure_ascii=False)

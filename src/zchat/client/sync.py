@@ -232,16 +232,20 @@ class Client:
         to: str | None = None,
         *,
         progress: Progress | None = None,
+        name: str = "",
     ) -> SharedFile:
         """Share a file in ``room`` (default: your first), or privately with ``to``;
         returns it as shared (its ``id`` is what ``get_file`` takes) once the broker
-        has it whole and checked. ``progress(done, total)`` is called as bytes go.
+        has it whole and checked. ``progress(done, total)`` is called as bytes go;
+        ``name``: what the chat calls it (default: the file's own name).
         Raises InvalidInput (no such file) or TransferFailed (refused: too large, the
         quota, a hash mismatch; ``code`` says which)."""
         self._check_open()
         source = Path(path).expanduser()
         place = self._place(room, to)
-        up = self.transfers.upload(source, file_digest(source), progress=progress, **place)
+        up = self.transfers.upload(
+            source, file_digest(source), progress=progress, name=name, **place
+        )
         self._run_transfer(up)
         assert up.shared is not None
         return up.shared
