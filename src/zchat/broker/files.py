@@ -41,8 +41,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer
@@ -292,9 +294,9 @@ class FileService:
             return
         event = self.rules.store.event(share.room, share.seq)
         if isinstance(event, p.Chat) and event.file is not None:
-            file = replace(event.file, expired=True)
+            file = msgspec.structs.replace(event.file, expired=True)
             text = f"shared {file.name} ({human_size(file.size)}): expired"
-            self.rules.store.rewrite(replace(event, text=text, file=file))
+            self.rules.store.rewrite(msgspec.structs.replace(event, text=text, file=file))
 
     def _held(self, row: UploadRow) -> int:
         try:
@@ -482,8 +484,6 @@ class FileService:
             self._close_fetch((identity, get.ask))
         if self._answer(identity, t.Data(ask=get.ask, file=share.id, offset=get.offset, data=data)):
             self.counts.bytes_out += len(data)
-        else:
-            self.counts.dropped["unread"] += 1
 
     def _take_slot(self, session: Session) -> None:
         if self._busy[session.secret] >= self.limits.transfers:
@@ -529,7 +529,11 @@ class FileService:
     # --- answers ----------------------------------------------------------------------
 
     def _answer(self, identity: bytes, answer: t.Answer) -> bool:
-        return self._send(identity, t.encode_answer(answer))
+        """Send one answer; False (counted) if its connection is gone or not reading."""
+        if self._send(identity, t.encode_answer(answer)):
+            return True
+        self.counts.dropped["unread"] += 1
+        return False
 
     def _refuse(self, identity: bytes, ask: str, code: str, text: str, room: str = "") -> None:
         self.counts.dropped[code] += 1

@@ -62,10 +62,13 @@ from zchat.values import clean_text
 CHUNK_BYTES = 256 * 1024
 # Chunks asked for and not yet received, per transfer.
 WINDOW = 8
-# A file name on the wire: cleaned for terminals, at most this many UTF-8 bytes.
-MAX_FILE_NAME_BYTES = 255
-# The JSON frame of any file-port message; a chunk adds its bytes.
-MAX_HEADER_BYTES = 4096
+# A file name on the wire: cleaned for terminals, at most this many UTF-8 bytes (a
+# receiver saves it under a name of at most 255, sharing.naming.safe_name).
+MAX_FILE_NAME_BYTES = 1024
+# The JSON frame of a request (a name of MAX_FILE_NAME_BYTES, JSON-escaped, fits); a
+# chunk adds its bytes. An answer's (a listing of many files) may be larger.
+MAX_HEADER_BYTES = 8192
+MAX_ANSWER_BYTES = 1024 * 1024
 # The largest message the broker's file socket takes (ZMQ_MAXMSGSIZE, per frame).
 MAX_MESSAGE_BYTES = CHUNK_BYTES + MAX_HEADER_BYTES
 # The largest file size the wire can carry (the broker's --max-file-size is the limit).
@@ -278,9 +281,9 @@ class _Fields:
         return value
 
 
-def _load(frame: bytes | memoryview) -> tuple[str, _Fields]:
-    if len(frame) > MAX_HEADER_BYTES:
-        raise ProtocolError("size", f"a file-port header is at most {MAX_HEADER_BYTES} bytes")
+def _load(frame: bytes | memoryview, most: int) -> tuple[str, _Fields]:
+    if len(frame) > most:
+        raise ProtocolError("size", f"a file-port header is at most {most} bytes")
     try:
         obj = json.loads(bytes(frame).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -316,7 +319,7 @@ def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
     recipient are left for the broker to check, as on the chat's in-socket."""
     if not 1 <= len(frames) <= 2:
         raise ProtocolError("frames", f"expected 1 or 2 frames, got {len(frames)}")
-    kind, f = _load(frames[0])
+    kind, f = _load(frames[0], MAX_HEADER_BYTES)
     if (kind == "chunk") != (len(frames) == 2):
         raise ProtocolError("frames", "a chunk has two frames, every other request one")
     secret, ask = f.secret(), f.ask()
@@ -357,7 +360,7 @@ def decode_answer(frames: Sequence[bytes | memoryview]) -> Answer:
     """What the broker sent on the file port."""
     if not 1 <= len(frames) <= 2:
         raise ProtocolError("frames", f"expected 1 or 2 frames, got {len(frames)}")
-    kind, f = _load(frames[0])
+    kind, f = _load(frames[0], MAX_ANSWER_BYTES)
     if (kind == "data") != (len(frames) == 2):
         raise ProtocolError("frames", "a data answer has two frames, every other one")
     ask = f.ask()
