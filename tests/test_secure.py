@@ -622,8 +622,9 @@ def test_a_broker_off_loopback_warns_what_open_mode_exposes() -> None:
     )
     assert run.returncode == 2
     assert (
-        "open mode on 192.0.2.1: anyone who can reach ports 7000 and 7001 can read every "
-        "room, join under any free name and speak, and nothing is encrypted" in run.stderr
+        "open mode on 192.0.2.1: anyone who can reach ports 7000 to 7002 can read every "
+        "room, join under any free name, speak and share files, and nothing is encrypted"
+        in run.stderr
     )
     assert "zchat: cannot listen on 192.0.2.1:7000" in run.stderr
 

@@ -328,7 +328,7 @@ class Broker(Operator):
     def run(self) -> None:
         log.info(
             "zchat broker listening: in %s (clients PUSH here), out %s (clients SUB here), "
-            "files %s; history in %s, files in %s; %s; admin socket %s",
+            "files %s; history in %s; shared files in %s; %s; admin socket %s",
             self.in_endpoint,
             self.out_endpoint,
             self.files_endpoint,
