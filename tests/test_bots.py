@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -383,3 +384,25 @@ def test_async_client(broker: RunningBroker, make_client: MakeClient) -> None:
     left = expect_message(alice, lambda m: m.kind == "leave" and m.sender == "abot2")
     assert left.text == "quit"
     expect_message(alice, lambda m: m.kind == "leave" and m.sender == "abot")
+
+
+def test_archive_bot_keeps_shared_files_and_shares_one_back(
+    broker: RunningBroker, make_client: MakeClient, procs: list[Proc], tmp_path: Path
+) -> None:
+    alice = make_client("Alice")
+    bot = Proc(
+        [sys.executable, str(EXAMPLES / "archive_bot.py")],
+        ZCHAT_PORT=str(broker.port),
+        ZCHAT_ARCHIVE=str(tmp_path / "archive"),
+    )
+    procs.append(bot)
+    expect_message(alice, joined("archivebot"))
+    source = tmp_path / "tugas 3.pdf"
+    source.write_bytes(os.urandom(70_000))
+    shared = alice.send_file(source)
+    kept = expect_message(alice, lambda m: m.sender == "archivebot")
+    assert kept.text == f"kept tugas 3.pdf as tugas 3.pdf (sha256 {shared.sha256[:12]}…)"
+    assert (tmp_path / "archive" / "tugas 3.pdf").read_bytes() == source.read_bytes()
+    alice.send("!latest")
+    back = expect_message(alice, lambda m: m.sender == "archivebot" and m.file is not None)
+    assert back.file is not None and back.file.sha256 == shared.sha256

@@ -3,6 +3,7 @@ limits and safe names. The broker's file port is port + 2 (broker/files.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -521,3 +522,28 @@ def test_send_file_and_get_file_as_commands(broker: RunningBroker, tmp_path: Pat
     )
     assert missing.returncode == 1
     assert missing.stderr == "zchat: there is no file 999 that you may fetch\n"
+
+
+def test_the_asyncio_client_moves_files_while_the_chat_goes_on(
+    broker: RunningBroker, make_client: MakeClient, tmp_path: Path
+) -> None:
+    from zchat.aio import AsyncClient
+
+    bob = make_client("Bob")
+    source = make_file(tmp_path, "big.bin", 20 * MiB)
+
+    async def main() -> tuple[int, Path]:
+        async with AsyncClient("Alice", port=broker.port) as alice:
+            up = await alice.start_upload(source)
+            await alice.send("while it uploads")  # the chat is not held up
+            await alice.finish(up)
+            assert up.shared is not None
+            (tmp_path / "in").mkdir()
+            saved = await alice.get_file(up.shared.id, tmp_path / "in")
+            listed = await alice.list_files()
+            return listed[0].file.id, saved
+
+    number, saved = asyncio.run(main())
+    expect_message(bob, lambda m: m.text == "while it uploads")
+    assert digest(saved) == digest(source)
+    assert expect_message(bob, shared("Alice")).file.id == number  # type: ignore[union-attr]

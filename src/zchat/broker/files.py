@@ -327,8 +327,13 @@ class FileService:
         if upload.secret != session.secret and upload.row.sender != session.name.lower():
             self.counts.dropped["not-yours"] += 1
             raise Answer("not-yours", "that upload is another session's")
+        if chunk.offset != upload.received or upload.checking:
+            # asked for before the upload was offered again (its sender stalled): the
+            # bytes at ``received`` are asked for anew
+            self.counts.dropped["stale-chunk"] += 1
+            return
         expected = min(t.CHUNK_BYTES, upload.row.size - upload.received)
-        if chunk.offset != upload.received or len(chunk.data) != expected or upload.checking:
+        if len(chunk.data) != expected:
             self.counts.dropped["bad-chunk"] += 1
             self._cancel(
                 identity, chunk.ask, "bad-chunk",
