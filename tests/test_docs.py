@@ -106,3 +106,22 @@ def test_the_readme_jq_example_prints_only_what_is_said(
     )  # fmt: skip
     said = [text for text in shown.stdout.splitlines() if not text.startswith("are you there")]
     assert said == ["hello from Bob", "the end"]
+
+
+def test_the_raw_file_bot_from_the_protocol_doc(
+    broker: RunningBroker, make_client: Callable[..., Client], tmp_path: Path
+) -> None:
+    script = tmp_path / "filebot.py"
+    script.write_text(example("### 13.6"), encoding="utf-8")
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(bytes(range(256)) * 3000)  # 768,000 bytes: three chunks and a bit
+    alice = make_client("Alice")
+    run = subprocess.run(
+        [sys.executable, str(script), str(broker.port), str(notes)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    number = int(run.stdout.split("\n")[0].removeprefix("shared as file "))
+    assert run.stdout.split("\n")[1] == "fetched 768000 bytes, SHA-256 checked"
+    saved = alice.get_file(number, tmp_path / "back.txt")
+    assert saved.read_bytes() == notes.read_bytes()
