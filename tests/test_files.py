@@ -18,7 +18,7 @@ import zmq
 from conftest import RunningBroker
 from support import Proc, child_env, expect_message, start_broker, zchat_command
 from zchat import Client, Message
-from zchat.broker.files import FileLimits
+from zchat.broker.limits import FileLimits
 from zchat.errors import TransferFailed
 from zchat.protocol import transfer as t
 

@@ -49,6 +49,7 @@ import msgspec
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer
 from zchat.broker.filestore import FileStore, StoredFile, UploadRow
+from zchat.broker.limits import FileLimits
 from zchat.broker.presence import Session
 from zchat.broker.rules import BrokerRules
 from zchat.broker.store import StorageFull
@@ -59,10 +60,6 @@ from zchat.sharing.naming import human_size
 
 log = logging.getLogger("zchat.broker")
 
-DEFAULT_MAX_FILE_SIZE = 100 * 1024 * 1024
-DEFAULT_FILES_QUOTA = 2 * 1024 * 1024 * 1024
-DEFAULT_TRANSFERS = 4  # per session, uploads and downloads together
-DEFAULT_UPLOAD_TIMEOUT = 600.0  # seconds an upload may stand idle before it is deleted
 # A download nobody asked a chunk of for this long is closed (its slot freed).
 OPEN_IDLE_SECONDS = 60.0
 # Files a listing shows at most (the newest).
@@ -79,14 +76,6 @@ class RoomAnswer(Answer):
     def __init__(self, room: str, text: str) -> None:
         super().__init__("not-in-room", text)
         self.room = room
-
-
-@dataclass(frozen=True)
-class FileLimits:
-    max_file_size: int = DEFAULT_MAX_FILE_SIZE
-    quota: int = DEFAULT_FILES_QUOTA  # bytes stored in all
-    transfers: int = DEFAULT_TRANSFERS  # at once, per session
-    upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT
 
 
 @dataclass

@@ -98,3 +98,19 @@ class Bucket:
         dropped in it."""
         dropped, self.dropped, self.told = self.dropped, 0, False
         return dropped
+
+
+# --- shared files (files.py) ------------------------------------------------------------
+
+DEFAULT_MAX_FILE_SIZE = 100 * 1024 * 1024
+DEFAULT_FILES_QUOTA = 2 * 1024 * 1024 * 1024
+DEFAULT_TRANSFERS = 4  # per session, uploads and downloads together
+DEFAULT_UPLOAD_TIMEOUT = 600.0  # seconds an upload may stand idle before it is deleted
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    quota: int = DEFAULT_FILES_QUOTA  # bytes stored in all
+    transfers: int = DEFAULT_TRANSFERS  # at once, per session
+    upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT

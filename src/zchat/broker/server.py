@@ -28,10 +28,17 @@ import zmq
 from zchat import admin
 from zchat import protocol as p
 from zchat.broker.descriptors import connection_budget, raise_open_files_limit
-from zchat.broker.files import FileLimits, FileService
+from zchat.broker.files import FileService
 from zchat.broker.filestore import FileStore
 from zchat.broker.guard import HANDSHAKE_SECONDS, Connection, ConnectionGuard, ConnectionLimits
-from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE, QUIET_JOINS, RateLimit, RuleLimits
+from zchat.broker.limits import (
+    DEFAULT_BURST,
+    DEFAULT_RATE,
+    QUIET_JOINS,
+    FileLimits,
+    RateLimit,
+    RuleLimits,
+)
 from zchat.broker.operator import Operator
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.broker.reloading import KeyReload, LoadKeys

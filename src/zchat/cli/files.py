@@ -188,7 +188,7 @@ class ByteSize(click.ParamType):  # type: ignore[type-arg]
 
 def file_options(f: Any) -> Any:
     """The broker's options for shared files (FileLimits' defaults)."""
-    from zchat.broker.files import FileLimits
+    from zchat.broker.limits import FileLimits
 
     limits = FileLimits()
     options = [
@@ -230,7 +230,7 @@ def file_config(
     upload_timeout: float,
 ) -> dict[str, Any]:
     """BrokerConfig's fields for the options of ``file_options``."""
-    from zchat.broker.files import FileLimits
+    from zchat.broker.limits import FileLimits
 
     limits = FileLimits(max_file_size, files_quota, max_transfers, upload_timeout)
     return {"files": files_dir, "file_limits": limits}
