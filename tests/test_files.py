@@ -415,6 +415,7 @@ def test_ten_thousand_half_open_uploads_hold_four(
     accepted = [a for a in answers if isinstance(a, t.Accepted)]
     assert len(accepted) <= FileLimits().transfers
     assert len(partials(broker)) == FileLimits().transfers
+    assert sum(broker.broker.stats()["files"]["refused"].values()) >= 9_996  # admin stats
     bob.send("the chat goes on")  # Alice's requests spent her flood limit, not Bob's
     expect_message(alice, lambda m: m.text == "the chat goes on")
 

@@ -16,6 +16,7 @@ import zmq
 
 from zchat import admin
 from zchat import protocol as p
+from zchat.broker.files import FileService
 from zchat.broker.guard import ConnectionGuard
 from zchat.broker.policy import SecurePolicy
 from zchat.broker.reloading import KeyReload, Reloaded
@@ -38,6 +39,7 @@ class Operator:
     rules: BrokerRules
     store: HistoryStore
     guard: ConnectionGuard
+    files: FileService
     _auth: KeyAuthenticator | None
     _reload: KeyReload | None
     _admin: zmq.Socket[bytes]
@@ -184,6 +186,13 @@ class Operator:
             "connections": self.guard.connections,
             "penalised_addresses": self.guard.penalised,
             "secure": self.secure,
+            "files": {
+                "shared": self.files.counts.uploaded,
+                "bytes_in": self.files.counts.bytes_in,
+                "bytes_out": self.files.counts.bytes_out,
+                "stored_bytes": self.files.store.stored,
+                "refused": dict(self.files.counts.dropped),
+            },
         }
 
     def _banned(self) -> frozenset[str]:
