@@ -292,8 +292,8 @@ class Client:
                     self.transfers.cancel(transfer.ask)
                     raise TransferFailed("ended", "the session ended")
                 self._step(self.core.deadline())
-        except BaseException:
-            self.transfers.cancel(transfer.ask)
+        except BaseException:  # interrupted (Ctrl-C): a download's part is kept
+            self.transfers.cancel(transfer.ask, keep=True)
             self._flush_files()
             raise
         if transfer.error is not None:

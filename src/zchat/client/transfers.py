@@ -20,7 +20,6 @@ Each transfer is known by its ``ask`` (protocol/transfer.py).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
@@ -167,14 +166,15 @@ class Transfers:
         self._send(t.Open(secret=self._secret(), ask=down.ask, file=file))
         return down
 
-    def cancel(self, ask: str) -> bool:
-        """Stop a transfer; False if there is none by that name."""
+    def cancel(self, ask: str, keep: bool = False) -> bool:
+        """Stop a transfer; False if there is none by that name. A download's part
+        file is deleted, unless ``keep`` (interrupted: the next get resumes it)."""
         transfer = self.active.pop(ask, None)
         if transfer is None:
             return False
         transfer.fail("cancelled", "cancelled")
         self._send(t.Cancel(secret=self._secret(), ask=ask))
-        if isinstance(transfer, Download) and transfer.part is not None:
+        if isinstance(transfer, Download) and transfer.part is not None and not keep:
             transfer.part.unlink(missing_ok=True)  # a cancelled download leaves nothing
         return True
 
@@ -288,9 +288,7 @@ class Transfers:
         down.info, down.size, down.chunk = info, info.size, chunk
         if down.part is None:
             down.part = self._part_of(down, info)
-            held = _resume(down.part)
-            down._digest = held[1]
-            down.done_bytes = min(held[0], info.size)
+            down.done_bytes, down._digest = _resume(down.part, info.size)
         down.asked = down.done_bytes  # whatever was asked before is asked again
         down._advance(down.done_bytes, now)
         self._ask_more(down)
@@ -323,14 +321,14 @@ class Transfers:
             return
         folder = down.chosen.parent if down.chosen is not None else down.folder
         name = down.chosen.name if down.chosen is not None else safe_name(down.info.name)
-        while True:  # link: never onto a name in use, even one taken just now
-            target = free_path(folder, name)
+        while True:  # the name is claimed (O_EXCL) before the bytes take it: never
+            target = free_path(folder, name)  # onto a name in use, even one taken now
             try:
-                os.link(down.part, target)
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
                 break
             except FileExistsError:
                 continue
-        down.part.unlink()
+        os.replace(down.part, target)
         down.path = target
         down.finished = True
         del self.active[down.ask]
@@ -395,18 +393,18 @@ def _size_of(path: Path) -> int:
     return info.st_size
 
 
-def _resume(part: Path) -> tuple[int, hashlib._Hash]:
-    """What a part file holds already (made empty if there is none), and its hash."""
+def _resume(part: Path, size: int) -> tuple[int, hashlib._Hash]:
+    """What a part file holds already, and its hash; one that is not there is made
+    (empty), one longer than the file is emptied."""
     digest = hashlib.sha256()
     held = 0
     try:
-        with part.open("rb") as stream:
+        with part.open("rb+") as stream:
+            if os.fstat(stream.fileno()).st_size > size:
+                stream.truncate(0)
             while block := stream.read(HASH_BLOCK):
                 digest.update(block)
                 held += len(block)
     except FileNotFoundError:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-    with contextlib.suppress(OSError):
-        os.truncate(part, held)
+        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask decides
     return held, digest
