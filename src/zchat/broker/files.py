@@ -372,9 +372,9 @@ class FileService:
                 continue  # cancelled meanwhile
             try:
                 self._share(upload, found, actions)
-            except Answer as answer:
-                self._refuse(upload.identity, upload.ask, answer.code, answer.text)
+            except Answer as answer:  # its bytes go before its sender hears why
                 self._drop_upload(upload)
+                self._refuse(upload.identity, upload.ask, answer.code, answer.text)
         return actions
 
     def _share(self, upload: Upload, found: Checked, actions: Actions) -> None:
@@ -509,8 +509,8 @@ class FileService:
         timeout = self.limits.upload_timeout
         for upload in list(self._uploads.values()):
             if now - upload.touched >= timeout and not upload.checking:
-                self._refuse(upload.identity, upload.ask, "timed-out", "the upload stood idle")
                 self._drop_upload(upload)
+                self._refuse(upload.identity, upload.ask, "timed-out", "the upload stood idle")
         for row in self.store.idle_since(self._clock() - timeout):
             if row.token not in self._uploads:
                 log.info("an upload of %s by %s stood idle: deleted", row.name, row.sender)

@@ -27,11 +27,42 @@ def _ask_name() -> str:
     from zchat.protocol import check_name
 
     while True:
-        name: str = click.prompt("Username", prompt_suffix=": ")
+        name = _read_line("Username: ").strip()
+        if not name:
+            continue
         try:
-            return check_name(name.strip())
+            return check_name(name)
         except InvalidInput as exc:
             click.echo(f"zchat: {exc}", err=True)
+
+
+def _read_line(prompt: str) -> str:
+    """One line typed at ``prompt``; Ctrl-C raises KeyboardInterrupt at once, Ctrl-D
+    ends the program. A blocking read (input(), readline) misses a SIGINT that comes
+    between the prompt and the read: the signal's handler runs, the read then waits
+    for a key. Here the wait is a select(2) on stdin and on the wake-up descriptor the
+    handler writes to, so the signal ends it whenever it comes."""
+    import select
+    import signal
+    import socket
+
+    click.echo(prompt, nl=False)
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    previous = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    try:
+        # a signal wakes the select: its Python handler runs as it returns (Ctrl-C
+        # raises KeyboardInterrupt); another signal (a resized window) waits again
+        while sys.stdin not in select.select([sys.stdin, wake_r], [], [])[0]:
+            wake_r.recv(4096)
+        line = sys.stdin.readline()
+    finally:
+        signal.set_wakeup_fd(previous)
+        wake_r.close()
+        wake_w.close()
+    if not line:
+        raise click.exceptions.Exit(1)
+    return line.rstrip("\n")
 
 
 def _colors(choice: str) -> bool:
