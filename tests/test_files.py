@@ -548,3 +548,24 @@ def test_the_asyncio_client_moves_files_while_the_chat_goes_on(
     expect_message(bob, lambda m: m.text == "while it uploads")
     assert digest(saved) == digest(source)
     assert expect_message(bob, shared("Alice")).file.id == number  # type: ignore[union-attr]
+
+
+def test_one_broker_per_files_folder(broker: RunningBroker, tmp_path: Path) -> None:
+    from zchat.broker.server import Broker, BrokerConfig
+    from zchat.errors import ConfigError
+
+    taken = str(files_folder(broker))
+    with pytest.raises(ConfigError, match="is in use by another broker: give this one its own"):
+        Broker(BrokerConfig(port=0, files=taken))
+
+
+def test_a_file_that_cannot_be_shared_is_refused_before_anything_moves(
+    make_client: MakeClient, broker: RunningBroker, tmp_path: Path
+) -> None:
+    from zchat.errors import InvalidInput
+
+    alice = make_client("Alice")
+    for path, why in ((tmp_path / "missing.pdf", "No such file"), (tmp_path, "not a file")):
+        with pytest.raises(InvalidInput, match=why):
+            alice.send_file(path)
+    assert broker.broker.files.counts.bytes_in == 0 and not partials(broker)

@@ -20,6 +20,7 @@ Storage is bounded by a quota: when a new file would pass it, the oldest files e
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -38,6 +39,7 @@ from zchat.filemodes import make_private, private_umask
 log = logging.getLogger("zchat.broker")
 
 PARTIAL = "partial"  # the sub-folder of uploads in progress
+LOCK_NAME = ".lock"  # held (flock) by the broker that uses the folder
 _FILE_COLUMNS = (
     "id, sha256, size, name, media, width, height, sender, room, recipient, ts, seq, expired"
 )
@@ -110,6 +112,7 @@ class FileStore:
             self._temporary = True
         self.folder = chosen
         self._prepare()
+        self._lock = self._take_folder()
         # bytes held: each distinct content of a file that has not expired, once
         rows = history.rows(
             "SELECT SUM(size) FROM (SELECT DISTINCT sha256, size FROM files WHERE expired = 0)"
@@ -129,6 +132,21 @@ class FileStore:
         changed = make_private([self.folder, self.folder / PARTIAL], f"files folder {self.folder}")
         if changed:
             log.warning("the files folder was open to other users; made private: %s", changed)
+
+    def _take_folder(self) -> int:
+        """One broker per folder: another's partial uploads would look like strays."""
+        path = self.folder / LOCK_NAME
+        with private_umask():
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(
+                f"files folder {self.folder} is in use by another broker: give this one its "
+                "own with --files DIR"
+            ) from None
+        return fd
 
     # --- bytes ------------------------------------------------------------------------
 
@@ -154,6 +172,7 @@ class FileStore:
         return True
 
     def close(self) -> None:
+        os.close(self._lock)
         if self._temporary:
             shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -29,6 +29,7 @@ from zchat.client.transfers import (
     file_digest,
     listed_room,
     listing_of,
+    shareable,
 )
 from zchat.client.transport import (
     DEFAULT_HOST,
@@ -240,6 +241,7 @@ class AsyncClient:
             raise ClientClosed("this client is closed")
         source = Path(path).expanduser()
         place = {"to": check_name(to)} if to else {"room": _room_or_first(room, self.core.rooms)}
+        shareable(source)  # InvalidInput before any reading
         sha256 = await asyncio.to_thread(file_digest, source)
         up = self.transfers.upload(source, sha256, progress=progress, name=name, **place)
         self._flush_files()
@@ -282,6 +284,7 @@ class AsyncClient:
         """Stop a transfer (its ``ask``); False if none is running by that name."""
         cancelled = self.transfers.cancel(ask)
         self._flush_files()
+        self._changed.set()  # a task in finish() sees it at once
         return cancelled
 
     async def list_files(

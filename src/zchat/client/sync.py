@@ -26,6 +26,7 @@ from zchat.client.transfers import (
     file_digest,
     listed_room,
     listing_of,
+    shareable,
 )
 from zchat.client.transport import (
     DEFAULT_HOST,
@@ -243,6 +244,7 @@ class Client:
         self._check_open()
         source = Path(path).expanduser()
         place = self._place(room, to)
+        shareable(source)  # InvalidInput before any reading
         up = self.transfers.upload(
             source, file_digest(source), progress=progress, name=name, **place
         )

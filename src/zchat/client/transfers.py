@@ -121,6 +121,7 @@ class Transfers:
         self._secret = secret
         self._clock = clock
         self.active: dict[str, Upload | Download] = {}
+        self.listings: set[str] = set()  # listings asked for and not answered
         self._outbox: list[list[bytes | memoryview]] = []
 
     # --- starting ---------------------------------------------------------------------
@@ -183,6 +184,7 @@ class Transfers:
         ``on_answer`` as a Listing whose ask is returned."""
         ask = _ask()
         self._send(t.ListFiles(secret=self._secret(), ask=ask, room=room))
+        self.listings.add(ask)
         return ask
 
     # --- the socket's side ------------------------------------------------------------
@@ -196,15 +198,19 @@ class Transfers:
         return bool(self._outbox)
 
     def on_answer(self, frames: list[bytes]) -> t.Answer | None:
-        """One message from the file socket. Returns it when it is for no transfer (a
-        listing, or a refusal of one), for the caller to take."""
+        """One message from the file socket. Returns the answer to a listing (or its
+        refusal), for the caller to take; what concerns a transfer that is over (a
+        chunk still in flight when it was cancelled) is dropped."""
         try:
             answer = t.decode_answer(frames)
         except ProtocolError:
             return None
+        if answer.ask in self.listings:
+            self.listings.discard(answer.ask)
+            return answer
         transfer = self.active.get(answer.ask)
         if transfer is None:
-            return answer
+            return None
         now = self._clock()
         transfer.heard = now
         try:
@@ -381,6 +387,15 @@ def listing_of(answer: t.Answer | None) -> tuple[t.Listed, ...]:
 
 def _ask() -> str:
     return "f" + secrets.token_hex(8)
+
+
+def shareable(path: Path) -> int:
+    """The size of the file at ``path``; InvalidInput if it cannot be shared (missing,
+    a folder, unreadable), before anything is read or sent."""
+    size = _size_of(path)
+    if not os.access(path, os.R_OK):
+        raise InvalidInput(f"cannot share {path}: permission denied")
+    return size
 
 
 def _size_of(path: Path) -> int:
