@@ -391,17 +391,17 @@ def test_each_port_has_its_own_default_history_file(procs: list[Proc]) -> None:
     data = Path(os.environ["XDG_DATA_HOME"]) / "zchat"
     first = Proc(zchat_command("broker", "--port", "0"), stdin=subprocess.DEVNULL)
     procs.append(first)
-    found = first.expect(r"listening: in tcp://[^ ]+:(\d+) .*history in ([^;]+);", "stderr")
+    found = first.expect(r"listening: in tcp://[^ ]+:(\d+) .*history in ([^;,]+)[;,]", "stderr")
     port, db = int(found.group(1)), found.group(2)
     assert db == str(data / "history-0.db")
     first.signal(signal.SIGTERM)
     assert first.wait() == 0
     moved = Proc(zchat_command("broker", "--port", str(port)), stdin=subprocess.DEVNULL)
     procs.append(moved)
-    moved.expect(rf"history in {re.escape(str(data / f'history-{port}.db'))};", "stderr")
+    moved.expect(rf"history in {re.escape(str(data / f'history-{port}.db'))}[;,]", "stderr")
     beside = Proc(zchat_command("broker", "--port", "0"), stdin=subprocess.DEVNULL)
     procs.append(beside)
-    beside.expect(rf"history in {re.escape(str(data / 'history-0.db'))};", "stderr")
+    beside.expect(rf"history in {re.escape(str(data / 'history-0.db'))}[;,]", "stderr")
     assert moved.popen.poll() is None
 
 
