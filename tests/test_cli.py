@@ -27,7 +27,7 @@ from support import (
 from zchat import Client
 from zchat.broker.store import HistoryStore
 from zchat.cli import main
-from zchat.client.terminal import MARKUP
+from zchat.client.terminal import COMMANDS, MARKUP
 
 MakeClient = Callable[..., Client]
 TIME_LINE = r"^\[\d\d:\d\d:\d\d\] "
@@ -213,7 +213,7 @@ def test_unknown_command_and_help(broker: RunningBroker) -> None:
     assert "*** unknown command /foo, try /help" in result.stdout
     lines = result.stdout.splitlines()
     table = lines[lines.index("commands:") + 1 : lines.index(HELP_END)]
-    assert len(table) == 15
+    assert len(table) == len(COMMANDS)
     # two columns: each usage, at least two spaces, then its description, in one column
     rows = [re.fullmatch(r"  (/\S.*?\S)  +(\S.*)", line) for line in table]
     assert all(rows), table
