@@ -27,7 +27,7 @@ from support import (
 from zchat import Client
 from zchat.broker.store import HistoryStore
 from zchat.cli import main
-from zchat.client.terminal import MARKUP
+from zchat.client.terminal import COMMANDS, MARKUP
 
 MakeClient = Callable[..., Client]
 TIME_LINE = r"^\[\d\d:\d\d:\d\d\] "
@@ -213,7 +213,7 @@ def test_unknown_command_and_help(broker: RunningBroker) -> None:
     assert "*** unknown command /foo, try /help" in result.stdout
     lines = result.stdout.splitlines()
     table = lines[lines.index("commands:") + 1 : lines.index(HELP_END)]
-    assert len(table) == 15
+    assert len(table) == len(COMMANDS)
     # two columns: each usage, at least two spaces, then its description, in one column
     rows = [re.fullmatch(r"  (/\S.*?\S)  +(\S.*)", line) for line in table]
     assert all(rows), table
@@ -391,17 +391,17 @@ def test_each_port_has_its_own_default_history_file(procs: list[Proc]) -> None:
     data = Path(os.environ["XDG_DATA_HOME"]) / "zchat"
     first = Proc(zchat_command("broker", "--port", "0"), stdin=subprocess.DEVNULL)
     procs.append(first)
-    found = first.expect(r"listening: in tcp://[^ ]+:(\d+) .*history in ([^;]+);", "stderr")
+    found = first.expect(r"listening: in tcp://[^ ]+:(\d+) .*history in ([^;,]+)[;,]", "stderr")
     port, db = int(found.group(1)), found.group(2)
     assert db == str(data / "history-0.db")
     first.signal(signal.SIGTERM)
     assert first.wait() == 0
     moved = Proc(zchat_command("broker", "--port", str(port)), stdin=subprocess.DEVNULL)
     procs.append(moved)
-    moved.expect(rf"history in {re.escape(str(data / f'history-{port}.db'))};", "stderr")
+    moved.expect(rf"history in {re.escape(str(data / f'history-{port}.db'))}[;,]", "stderr")
     beside = Proc(zchat_command("broker", "--port", "0"), stdin=subprocess.DEVNULL)
     procs.append(beside)
-    beside.expect(rf"history in {re.escape(str(data / 'history-0.db'))};", "stderr")
+    beside.expect(rf"history in {re.escape(str(data / 'history-0.db'))}[;,]", "stderr")
     assert moved.popen.poll() is None
 
 

@@ -91,6 +91,29 @@ def test_tab_completes_commands_and_names(typed: str, completed: list[str]) -> N
     assert complete(completer, typed) == completed
 
 
+@pytest.mark.parametrize(
+    ("typed", "completed"),
+    [
+        ("/send {}/re", ["port.pdf", "ports"]),
+        ("/send #dev {}/report.", ["pdf"]),
+        ('/send @Bob "{}/my', [" notes.txt"]),
+        ("/get 7 {}/rep", ["ort.pdf", "orts"]),
+        ("/send @B", ["@Bob "]),  # a name, not yet a path
+        ("/send #de", []),
+        ("/get x {}/rep", []),  # no file id: no path
+        ("/get {}/rep", []),
+    ],
+)
+def test_tab_completes_paths_after_send_and_get(
+    tmp_path: Path, typed: str, completed: list[str]
+) -> None:
+    (tmp_path / "report.pdf").write_bytes(b"")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "my notes.txt").write_bytes(b"")
+    completer = ChatCompleter(["/send", "/get"], lambda: ["Bob"])
+    assert sorted(complete(completer, typed.format(tmp_path))) == completed
+
+
 # --- the roster ------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -76,6 +77,15 @@ def _colors(choice: str) -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and not dumb
 
 
+def _downloads_folder(downloads: str) -> Path:
+    """--downloads, checked at the start: /get would fail later, one file at a time."""
+    folder = Path(downloads).expanduser()
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise Failure(f"the downloads folder {downloads} {problem}")
+    return folder
+
+
 def _reach(host: str, port: int, timeout: float) -> None:
     """Wait to hear from the broker, or fail as joining would."""
     from zchat.client.listen import Listener
@@ -109,6 +119,13 @@ def _reach(host: str, port: int, timeout: float) -> None:
     "output is not a terminal), always, or never.",
 )
 @click.option("--no-bell", is_flag=True, help="Do not ring the bell when a line names you.")
+@click.option(
+    "--downloads",
+    envvar="ZCHAT_DOWNLOADS",
+    default=".",
+    show_default=True,
+    help="The folder /get saves files in (env ZCHAT_DOWNLOADS).",
+)
 @connect_timeout_option("Seconds to wait for the broker before giving up.", 0.1)
 @secure_options
 def join(
@@ -120,6 +137,7 @@ def join(
     time_format: str,
     color: str,
     no_bell: bool,
+    downloads: str,
     connect_timeout: float,
     secure: bool,
     server_key: str,
@@ -135,6 +153,7 @@ def join(
 
     interactive = sys.stdin.isatty()
     check_host(host)
+    folder = _downloads_folder(downloads)
     if history is None:  # a script wants what is said from now on, not the backlog
         history = DEFAULT_HISTORY if interactive else 0
     name = name_from_key(name, secure, key)
@@ -156,7 +175,7 @@ def join(
     config = TerminalConfig(
         name, host, port, checked, history, time_format, connect_timeout, keys,
         ask_name=_ask_name if asked else None,
-        color=_colors(color), bell=not no_bell,
+        color=_colors(color), bell=not no_bell, downloads=folder,
     )  # fmt: skip
     sys.exit(run(config, interactive))
 

@@ -21,10 +21,10 @@ from prompt_toolkit.renderer import print_formatted_text
 from prompt_toolkit.styles import Style, merge_styles
 
 from zchat.client.message import Message
-from zchat.client.render import TIME_FORMATS
+from zchat.client.render import TIME_FORMATS, shared_parts
 from zchat.client.styled import STYLE, Fragment, nick_style, styled
 from zchat.markup import parse
-from zchat.protocol import clean_text
+from zchat.protocol import SharedFile, clean_text
 
 OWN_STYLE = Style.from_dict(
     {
@@ -35,6 +35,7 @@ OWN_STYLE = Style.from_dict(
         "private": "#d75faf",
         "named": "bold reverse",  # the stamp of a line that names you
         "error": "#d75f5f",
+        "file": "bold underline",  # a shared file's name
     }
 )
 
@@ -77,6 +78,13 @@ class Painter:
         sender = msg.sender or ""
         text = clean_text(msg.text) if msg.kind not in ("message", "action", "private") else ""
         match msg.kind:
+            case "message" | "private" if msg.file is not None:
+                if msg.kind == "private":
+                    out += [("class:private", "[private] "), self._nick(sender), ("", " → ")]
+                    out.append(self._nick(msg.to or ""))
+                else:
+                    out.append(self._nick(sender))
+                out += self._shared(msg.file)
             case "message":
                 out += [self._nick(sender), ("", ": "), *self._body(msg.text)]
             case "action":
@@ -96,6 +104,12 @@ class Painter:
             case _:
                 out.append(("class:system", f"*** {text}"))
         return out
+
+    def _shared(self, file: SharedFile) -> list[Fragment]:
+        """`` shared NAME (SIZE): /get 7``: the name never read as markup."""
+        name, about, fetch = shared_parts(file)
+        style = "class:notice" if file.expired else "class:code"
+        return [("", " shared "), ("class:file", name), ("", f"{about}: "), (style, fetch)]
 
     def _nick(self, name: str) -> Fragment:
         own = " reverse" if name.lower() == self.me.lower() else ""

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import History
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
@@ -87,13 +87,15 @@ class SentLines(History):
 
 
 class ChatCompleter(Completer):
-    """Tab completes a command at the start of the line, else a name: those who spoke
-    last in the current room first, then the room's other members (``names``, called
-    each time), with ": " after a name that starts the line."""
+    """Tab completes a command at the start of the line, a path after /send and after
+    /get's file id, else a name: those who spoke last in the current room first, then
+    the room's other members (``names``, called each time), with ": " after a name that
+    starts the line."""
 
     def __init__(self, commands: Iterable[str], names: Callable[[], list[str]]) -> None:
         self.commands = sorted(set(commands))
         self.names = names
+        self.paths = PathCompleter(expanduser=True)
 
     def get_completions(
         self, document: Document, complete_event: CompleteEvent
@@ -105,6 +107,10 @@ class ChatCompleter(Completer):
                 if command.startswith(word.lower()):
                     yield Completion(command + " ", -len(word), display=command)
             return
+        path = _path_typed(before)
+        if path is not None:
+            yield from self.paths.get_completions(Document(path), complete_event)
+            return
         bare = word.removeprefix("@")
         if not bare and not word:
             return
@@ -114,6 +120,22 @@ class ChatCompleter(Completer):
                 completed = ("@" if word.startswith("@") else "") + name
                 after = ": " if starts_line and not word.startswith("@") else " "
                 yield Completion(completed + after, -len(word), display=name)
+
+
+def _path_typed(before: str) -> str | None:
+    """The path being typed after ``/send [#room|@NAME]`` or ``/get ID`` (an opening
+    quote left out); None if the cursor is not in one (``@NAME`` being typed is a name)."""
+    command, space, rest = before.partition(" ")
+    if command.lower() not in ("/send", "/get") or not space or "\n" in rest:
+        return None
+    first, space, more = rest.partition(" ")
+    if command.lower() == "/get" and not first.isdigit():
+        return None
+    if command.lower() == "/get" or first.startswith(("#", "@")):
+        if not space:
+            return None
+        rest = more
+    return rest.lstrip("\"'")
 
 
 def key_bindings() -> KeyBindings:

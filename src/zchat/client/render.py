@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from zchat.client.message import Message
-from zchat.protocol import clean_lines, file_body, format_ts
+from zchat.protocol import SharedFile, clean_lines, file_body, format_ts
+from zchat.sharing.naming import human_size
 
 # How the lines after the first of a message that holds several are printed: each
 # starts with this, so that every line that does not is the start of an event.
@@ -25,7 +26,13 @@ def render(msg: Message, time_format: str = "time", current_room: str | None = N
     stamp = f"[{msg.ts.astimezone().strftime(pattern)}] " if pattern else ""
     where = f"#{msg.room} " if msg.room and current_room and msg.room != current_room else ""
     text = clean_lines(msg.text).replace("\n", "\n" + CONTINUATION)
+    if msg.file is not None:  # the sender shared it: no colon after the name
+        name, about, fetch = shared_parts(msg.file)
+        text = f"shared {name}{about}: {fetch}"
     match msg.kind:
+        case "message" | "private" if msg.file is not None:
+            to = f"[private] {msg.sender} → {msg.to}" if msg.kind == "private" else msg.sender
+            return f"{stamp}{where}{to} {text}"
         case "message":
             return f"{stamp}{where}{msg.sender}: {text}"
         case "action":
@@ -44,6 +51,18 @@ def render(msg: Message, time_format: str = "time", current_room: str | None = N
             return f"{stamp}[private] {msg.sender} → {msg.to}: {text}"
         case _:
             return f"{stamp}*** {text}"
+
+
+def shared_parts(file: SharedFile) -> tuple[str, str, str]:
+    """A shared file as the chat shows it, in three parts: its name, what it is
+    (its size, and a picture's width by height), and how to fetch it (``/get 8``, or
+    ``expired``).
+    The name came cleaned for terminals (protocol.transfer.check_file_name); it is no
+    markup."""
+    about = f" ({human_size(file.size)})"
+    if file.media.startswith("image/"):
+        about += f" [image {file.width}×{file.height}]" if file.width else " [image]"  # noqa: RUF001
+    return file.name, about, "expired" if file.expired else f"/get {file.id}"
 
 
 def to_json(msg: Message) -> str:

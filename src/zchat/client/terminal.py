@@ -15,10 +15,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from zchat.client.aio import AsyncClient
 from zchat.client.core import ACK_SECONDS, FloodRefusal
+from zchat.client.file_commands import COMMANDS as FILE_COMMANDS
+from zchat.client.file_commands import USAGE as FILE_USAGE
+from zchat.client.file_commands import FileCommands
 from zchat.client.message import Message
 from zchat.client.pacing import Pacer
 from zchat.client.render import render
@@ -38,6 +42,7 @@ COMMANDS = (
     ("/nick NAME", "change your name, if it is free"),
     ("/topic [text]", "show the current room's topic, or set it"),
     ("/history [#room] [N]", "a room's last N lines (default: this room, 20)"),
+    *FILE_COMMANDS,
     ("/kick NAME [why]", "admins (secure mode): end NAME's session"),
     ("/ban NAME [why]", "admins (secure mode): kick NAME and keep them out"),
     ("/unban NAME", "admins (secure mode): let NAME back in"),
@@ -82,6 +87,7 @@ class TerminalConfig:
     ask_name: Callable[[], str] | None = None  # the name was asked for: ask again if taken
     color: bool = False  # colours and formatting (a terminal only)
     bell: bool = True  # ring the terminal's bell when a line names you
+    downloads: Path = Path(".")  # where /get saves files
 
 
 def run(config: TerminalConfig, interactive: bool) -> int:
@@ -118,11 +124,13 @@ async def _main(config: TerminalConfig, interactive: bool) -> int | None:
         else:
             await chat.lines()
     finally:
+        await chat.files.stop()
         await client.close(chat.reason)
     if client.core.ended is not None:  # kicked or banned
         return 1
     # a script is told, by the exit code too, that a line it gave was not delivered
-    return 0 if interactive or not (chat.not_sent or client.core.undelivered) else 1
+    failed = chat.not_sent or chat.files.failed or client.core.undelivered
+    return 0 if interactive or not failed else 1
 
 
 class _Chat:
@@ -140,6 +148,9 @@ class _Chat:
         self.roster = Roster(client.name)
         self.bell = False  # ring on a mention (a person's terminal, asked for)
         self.paint: Callable[[Message, str | None, bool], str] | None = None  # colours
+        # self.out is looked up at each line: line mode replaces it
+        out = lambda text: self.out(text)  # noqa: E731, PLW0108
+        self.files = FileCommands(client, config.downloads, self.note, out)
 
     @property
     def room(self) -> str | None:
@@ -192,6 +203,9 @@ class _Chat:
         """One line typed by the user: a command, or a line to send. False: leave."""
         if line.startswith("/") and not line.startswith("//"):
             command, _, rest = line[1:].partition(" ")
+            if command.lower() in FILE_USAGE:  # /send, /get, /files, /cancel
+                await self.files.command(command.lower(), rest.strip(), self.room)
+                return True
             return await self.command(command.lower(), rest.strip())
         if line.strip():
             await self._attempt(self.client.send(line.removeprefix("/"), self.room), line)
@@ -290,6 +304,7 @@ class _Chat:
             complete_while_typing=False,
             key_bindings=key_bindings(),
         )
+        self.files.show_on(session)  # transfers' progress, under the line being typed
         loop = asyncio.get_running_loop()
         with patch_stdout(raw=True):
             # the printer ends when the session ends for good (kicked, banned)
@@ -348,6 +363,7 @@ class _Chat:
             # answer shown, before leaving
             # (a line unanswered for ACK_SECONDS is looked for in history, then reported)
             await self.client.flush(2 * ACK_SECONDS + 1)
+            await self.files.wait(stop)  # the files it sent or asked for, whole
             if await _wait_until(pacer.ready_at(), stop):  # settling costs a request too
                 pacer.spent(time.monotonic())
                 await self.client.settle()
@@ -433,4 +449,5 @@ def _names(msg: Message, me: str) -> bool:
     """Is ``msg`` for ``me``: a line someone else said that names me, or a private one?"""
     if msg.kind not in ("message", "action", "private") or msg.sender == me:
         return False
-    return msg.kind == "private" or mentions_name(msg.text, me)
+    # a shared file's line is the broker's words: its name mentions nobody
+    return msg.kind == "private" or (msg.file is None and mentions_name(msg.text, me))
