@@ -101,7 +101,7 @@ def _reach(host: str, port: int, timeout: float) -> None:
 @click.command()
 @click.option("--name", envvar="ZCHAT_NAME", help="Your name in the chat (env ZCHAT_NAME).")
 @host_option("Broker address (env ZCHAT_HOST).")
-@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
+@port_option("Broker port; the broker also uses PORT+1 and PORT+2 (env ZCHAT_PORT).", 1)
 @rooms_option("Room to join; repeat for several. The first is where your lines go.")
 @click.option(
     "--history",
@@ -182,7 +182,7 @@ def join(
 
 @click.command()
 @host_option("Broker address (env ZCHAT_HOST).")
-@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
+@port_option("Broker port; the broker also uses PORT+1 and PORT+2 (env ZCHAT_PORT).", 1)
 @rooms_option("Room to listen to; repeat for several.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON Lines with every field.")
 @time_format_option
@@ -248,7 +248,7 @@ def listen(
 @click.argument("text", required=False)
 @click.option("--name", envvar="ZCHAT_NAME", help="Who speaks (env ZCHAT_NAME).")
 @host_option("Broker address (env ZCHAT_HOST).")
-@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
+@port_option("Broker port; the broker also uses PORT+1 and PORT+2 (env ZCHAT_PORT).", 1)
 @click.option("--room", default="general", show_default=True, help="Room to speak in.")
 @click.option(
     "--timeout",

@@ -11,7 +11,7 @@ FLOOD_HINT_RATE = 20  # lines a second per publisher past the broker's default l
 
 @click.command()
 @host_option("Broker address (env ZCHAT_HOST).")
-@port_option("Broker port; the broker also uses PORT+1 (env ZCHAT_PORT).", 1)
+@port_option("Broker port; the broker also uses PORT+1 and PORT+2 (env ZCHAT_PORT).", 1)
 @click.option("--spawn", is_flag=True, help="Start a broker of its own (free ports, no history).")
 @click.option(
     "--publishers",
