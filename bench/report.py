@@ -24,6 +24,7 @@ KEPT = (
     "## Where the time goes",
     "## Memory",
     "## Reading the numbers",
+    "## File transfer",  # bench/files.py's run, which bench/run.py does not make
 )
 CHART = "![benchmark chart](benchmarks.png)"
 # A CPU figure read over less than this is coarser than 2 % (the clock tick is 10 ms).

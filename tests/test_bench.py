@@ -220,3 +220,57 @@ def test_the_memory_run_reports_per_session_and_per_room() -> None:
     assert "with 40 sessions" in result.stdout
     assert "KiB per session" in result.stdout
     assert "KiB per room of one member" in result.stdout
+
+
+# What the file benchmark prints: a row of each table, a line of the targets.
+FILE_ROWS = (
+    "| writing a new file, no network",
+    "| plain TCP copy (Python sockets) |",
+    "| bare pyzmq DEALER/ROUTER, credit-based |",
+    "| zchat upload, Alice → broker (`send_file`) |",
+    "| zchat download, broker → Bob (`get_file`) |",
+    "| upload |",
+    "| download |",
+    "| quiet, before the transfers |",
+    "| during the upload |",
+    "| during the download |",
+    "| zchat upload ≥ 0.5\N{MULTIPLICATION SIGN} bare pyzmq |",
+    "| zchat download ≥ 0.5\N{MULTIPLICATION SIGN} bare pyzmq |",
+    "| zchat upload ≥ 0.25\N{MULTIPLICATION SIGN} plain TCP copy |",
+    "| zchat download ≥ 0.25\N{MULTIPLICATION SIGN} plain TCP copy |",
+    "| broker RSS grows ≤ 64 MiB",
+    "| client RSS grows ≤ 64 MiB",
+    "| chat line p50 during the upload ≤ 2\N{MULTIPLICATION SIGN} quiet p50 |",
+    "| chat line p50 during the download ≤ 2\N{MULTIPLICATION SIGN} quiet p50 |",
+)
+
+
+def test_the_file_benchmark_prints_every_row_and_writes_its_figures(tmp_path: Path) -> None:
+    """A smoke run at 4 MiB: every row printed, every figure in the JSON, and nothing
+    left behind in the folder it was given."""
+    out = tmp_path / "files.json"
+    stdout = run_script(
+        "files.py", "--size-mib", "4", "--reps", "1", "--quiet-seconds", "0.5",
+        "--folder", str(tmp_path), "--json", str(out),
+    )  # fmt: skip
+    for row in FILE_ROWS:
+        assert row in stdout, row
+    found = json.loads(out.read_text())
+    assert found["config"]["size_mib"] == 4
+    assert found["config"]["filesystem"]
+    rates = found["mb_per_s"]
+    assert [len(rates[name]) for name in ("tcp", "bare", "upload", "download")] == [1, 1, 1, 1]
+    assert len(rates["page_cache"]) == 4  # before each of the four transfers
+    assert all(rate > 0 for values in rates.values() for rate in values)
+    assert found["latency_ms"]["quiet"]["count"] > 0
+    assert len(found["checks"]) == 8
+    assert [path.name for path in tmp_path.iterdir()] == ["files.json"]
+
+
+def test_bench_files_runs_on_a_broker_of_its_own() -> None:
+    result = run_bench("--files", "--file-size", "2")
+    assert result.returncode == 0, result.stderr
+    for row in FILE_ROWS:
+        assert row in result.stdout, row
+    assert "| 2 MiB over loopback |" in result.stdout
+    assert "making 2 MiB of random bytes" in result.stderr

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -556,14 +556,19 @@ class Bench:
 
 
 def spawn_broker(
-    host: str = "127.0.0.1", db: str = ":memory:", limited: bool = False
+    host: str = "127.0.0.1",
+    db: str = ":memory:",
+    limited: bool = False,
+    extra: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], int]:
-    """A broker of our own on a free pair of ports (history in ``db``). Unless
-    ``limited``, it has no rate limit (publishers here send far past what a person
-    would) and no bound per address (a thousand clients on one machine)."""
+    """A broker of our own on free ports (history in ``db``; ``extra``: more of
+    ``zchat broker``'s options). Unless ``limited``, it has no rate limit (publishers
+    here send far past what a person would) and no bound per address (a thousand
+    clients on one machine)."""
     argv = [sys.executable, "-m", "zchat", "broker", "--host", host, "--port", "0", "--db", db]
     if not limited:  # and all its clients come from 127.0.0.1: no bound per address
         argv += ["--rate", "0", "--max-connections-per-address", "0"]
+    argv += extra
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     assert proc.stderr is not None
     for line in proc.stderr:

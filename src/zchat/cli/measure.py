@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from zchat.cli.options import Failure, host_option, port_option
+from zchat.filebench.config import FileBenchConfig
 
 FLOOD_HINT_RATE = 20  # lines a second per publisher past the broker's default limit
 
@@ -58,6 +59,20 @@ FLOOD_HINT_RATE = 20  # lines a second per publisher past the broker's default l
     help="Subscribers count lines and read their send time without decoding them, so "
     "that the broker is measured rather than its readers.",
 )
+@click.option(
+    "--files",
+    is_flag=True,
+    help="Measure file transfers instead, on a broker of its own: a file sent and "
+    "fetched through zchat against a plain TCP copy and a bare pyzmq transfer of it, "
+    "the RSS of the broker and the clients, and a chat line's latency meanwhile.",
+)
+@click.option(
+    "--file-size",
+    type=click.IntRange(1, 64 * 1024),
+    default=FileBenchConfig.size_mib,
+    show_default=True,
+    help="MiB of the file --files moves.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def bench(
     host: str,
@@ -70,15 +85,21 @@ def bench(
     rate: float,
     room: str,
     count_only: bool,
+    files: bool,
+    file_size: int,
     as_json: bool,
 ) -> None:
     """Measure a broker: throughput, loss and end-to-end latency.
 
     Prints a progress line each second on stderr, then sent, delivered, lost, msgs/s,
     latency p50/p90/p99/max, how busy each part was and what limited the run. With
-    --spawn, the broker's CPU per line and per delivered message too."""
+    --spawn, the broker's CPU per line and per delivered message too. With --files,
+    file transfers instead (bench/files.py is the same run, repeated)."""
     import json
 
+    if files:
+        bench_files(FileBenchConfig(file_size, host=host), as_json)
+        return
     from zchat.bench import Bench, BenchConfig, ZchatTarget, spawn_broker
     from zchat.errors import ZchatError
 
@@ -109,3 +130,13 @@ def bench(
             "most of them. Start it with --rate 0 to measure it, or use --spawn.",
             err=True,
         )
+
+
+def bench_files(config: FileBenchConfig, as_json: bool) -> None:
+    """``zchat bench --files``: progress on stderr, then the tables or the JSON."""
+    import json
+
+    from zchat.filebench.run import run
+
+    found = run(config, lambda line: click.echo(line, err=True))
+    click.echo(json.dumps(found.as_dict()) if as_json else "\n".join(found.lines()))
