@@ -79,6 +79,31 @@ class RoomAnswer(Answer):
 
 
 @dataclass
+class Hashing:
+    """An upload's SHA-256 so far and its first bytes (to tell a picture): made as its
+    chunks land, in the worker thread only, in order (the worker is one thread)."""
+
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    head: bytearray = field(default_factory=bytearray)
+    failed: str = ""
+
+    def absorb(self, data: bytes | memoryview) -> None:
+        self.digest.update(data)  # hashlib lets go of the GIL for blocks this large
+        if len(self.head) < SNIFF_BYTES:
+            self.head += data[: SNIFF_BYTES - len(self.head)]
+
+    def absorb_file(self, path: Path, length: int) -> None:
+        """The first ``length`` bytes of ``path``: what a resumed upload held already."""
+        try:
+            with path.open("rb") as stream:
+                while length > 0 and (block := stream.read(min(HASH_BLOCK, length))):
+                    self.absorb(block)
+                    length -= len(block)
+        except OSError as exc:
+            self.failed = f"the broker cannot read the upload: {exc.strerror}"
+
+
+@dataclass
 class Upload:
     """An upload in progress on one connection."""
 
@@ -91,6 +116,9 @@ class Upload:
     touched: float  # monotonic
     saved: float  # when the row was last touched on disk (wall clock)
     checking: bool = False
+    sha256: str = ""  # the sender's: from the offer, or from the last chunk
+    hashing: Hashing = field(default_factory=Hashing)
+    pending: deque[Future[None]] = field(default_factory=deque)  # its chunks being hashed
 
 
 @dataclass
@@ -219,7 +247,7 @@ class FileService:
                 f"{offer.name} is {human_size(offer.size)}; files of at most "
                 f"{human_size(limits.max_file_size)} may be shared here",
             )
-        row = self.store.upload_of(session.name, offer.sha256, offer.size, room, to)
+        row = self.store.upload_of(session.name, offer, room, to)
         if row is not None:
             held = self._uploads.get(row.token)
             if held is not None and held.checking:
@@ -239,6 +267,10 @@ class FileService:
             self.store.begin(row)
         held_bytes = self._held(row)
         upload = Upload(row, identity, offer.ask, session.secret, held_bytes, held_bytes, now, 0.0)
+        upload.sha256 = offer.sha256 or row.sha256
+        if held_bytes:  # resumed: what it holds is hashed first (the worker keeps order)
+            path = self.store.partial(row.token)
+            upload.pending.append(self._worker.submit(upload.hashing.absorb_file, path, held_bytes))
         self._uploads[row.token] = upload
         self._asks[(identity, offer.ask)] = row.token
         self._answer(identity, t.Accepted(ask=offer.ask, upload=row.token, offset=held_bytes))
@@ -322,14 +354,18 @@ class FileService:
             self.counts.dropped["stale-chunk"] += 1
             return
         expected = min(t.CHUNK_BYTES, upload.row.size - upload.received)
-        if len(chunk.data) != expected:
+        last = upload.received + expected == upload.row.size
+        if len(chunk.data) != expected or (last and not (upload.sha256 or chunk.sha256)):
             self.counts.dropped["bad-chunk"] += 1
             self._cancel(
                 identity, chunk.ask, "bad-chunk",
-                f"chunk at {chunk.offset} of {len(chunk.data)} bytes; "
-                f"wanted {expected} bytes at {upload.received}: offer the file again",
+                f"chunk at {chunk.offset} of {len(chunk.data)} bytes; wanted {expected} "
+                f"bytes at {upload.received}{', with the SHA-256' if last else ''}: "
+                "offer the file again",
             )  # fmt: skip
             return
+        if last and chunk.sha256:
+            upload.sha256 = chunk.sha256
         path = self.store.partial(upload.row.token)
         try:
             fd = os.open(path, os.O_WRONLY)
@@ -342,6 +378,7 @@ class FileService:
                 identity, chunk.ask, "storage", f"the broker cannot store it: {exc.strerror}"
             )
             return
+        self._hash(upload, chunk.data)
         upload.received += expected
         upload.touched = now
         self.counts.bytes_in += expected
@@ -351,10 +388,20 @@ class FileService:
             self.store.touch(upload.row.token, wall)
         self._ask_more(upload)
 
+    def _hash(self, upload: Upload, data: bytes | memoryview) -> None:
+        """Hand a chunk to the worker, which hashes it beside the loop. Should it fall
+        behind (a slow machine, a fast network), the loop waits for it: the chunks held
+        for hashing stay within two windows."""
+        pending = upload.pending
+        pending.append(self._worker.submit(upload.hashing.absorb, data))
+        while pending and (pending[0].done() or len(pending) > 2 * t.WINDOW):
+            pending.popleft().result()
+
     def _check(self, upload: Upload) -> None:
         upload.checking = True
-        token, sha256 = upload.row.token, upload.row.sha256
-        future = self._worker.submit(_check, self.store.partial(token), token, sha256)
+        upload.pending.clear()  # the worker takes them in order: the conclusion comes last
+        token, sha256, size = upload.row.token, upload.sha256, upload.row.size
+        future = self._worker.submit(_conclude, upload.hashing, token, sha256, size)
         future.add_done_callback(self._done)
 
     def _done(self, future: Future[Checked]) -> None:
@@ -385,12 +432,12 @@ class FileService:
         session = self.rules.presence.by_secret.get(upload.secret)
         if session is None:
             raise Answer("unknown-session", "your session ended before the file was stored")
-        fresh = self.store.keep(row.token, row.sha256)
+        fresh = self.store.keep(row.token, found.sha256)
         self.store.end(row.token, keep_bytes=True)
         self._forget_upload(upload)
         media = found.media
         share = StoredFile(
-            0, row.sha256, row.size, row.name, media.media if media else "",
+            0, found.sha256, row.size, row.name, media.media if media else "",
             media.width if media else 0, media.height if media else 0, session.name,
             row.room, row.to, self.rules.clock(), 0, False,
         )  # fmt: skip
@@ -534,34 +581,27 @@ class FileService:
         self._answer(identity, t.Refusal(ask=ask, code=code, text=text, room=room))
 
 
-def _check(path: Path, token: str, sha256: str) -> Checked:
-    """Hash a finished upload and look at what it holds (in the worker thread)."""
+def _conclude(hashing: Hashing, token: str, sha256: str, size: int) -> Checked:
+    """The verdict on a finished upload (in the worker thread, after all its chunks)."""
     try:
-        return _inspect(path, token, sha256)
+        return _verdict(hashing, token, sha256, size)
     except Exception as exc:  # a bug must cost this upload, never the loop's answer
         log.exception("checking an upload failed")
         return Checked(token, sha256, problem=f"the broker failed to check the upload: {exc}")
 
 
-def _inspect(path: Path, token: str, sha256: str) -> Checked:
-    digest = hashlib.sha256()
-    head = b""
-    try:
-        with path.open("rb") as stream:
-            while block := stream.read(HASH_BLOCK):
-                if len(head) < SNIFF_BYTES:
-                    head += block[: SNIFF_BYTES - len(head)]
-                digest.update(block)
-    except OSError as exc:
-        return Checked(token, sha256, problem=f"the broker cannot read the upload: {exc.strerror}")
-    if digest.hexdigest() != sha256:
+def _verdict(hashing: Hashing, token: str, sha256: str, size: int) -> Checked:
+    if hashing.failed:
+        return Checked(token, sha256, problem=hashing.failed)
+    found = hashing.digest.hexdigest()
+    if (sha256 and found != sha256) or (not sha256 and size):
         return Checked(
-            token, sha256,
+            token, found,
             problem=f"the bytes received do not match their SHA-256 ({sha256[:12]}…): not stored",
         )  # fmt: skip
-    media = sniff(head)
+    media = sniff(bytes(hashing.head))
     if media is None:
-        return Checked(token, sha256)
+        return Checked(token, found)
     return Checked(
-        token, sha256, p.SharedFile(0, "-", 0, sha256, media.media, media.width, media.height)
+        token, found, p.SharedFile(0, "-", 0, found, media.media, media.width, media.height)
     )

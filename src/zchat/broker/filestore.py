@@ -35,6 +35,7 @@ from zchat import protocol as p
 from zchat.broker.store import HistoryStore
 from zchat.errors import ConfigError
 from zchat.filemodes import make_private, private_umask
+from zchat.protocol import transfer as t
 
 log = logging.getLogger("zchat.broker")
 
@@ -252,14 +253,14 @@ class FileStore:
 
     # --- uploads ----------------------------------------------------------------------
 
-    def upload_of(
-        self, sender: str, sha256: str, size: int, room: str, to: str
-    ) -> UploadRow | None:
-        """The upload in progress of these bytes by ``sender`` to the same place."""
+    def upload_of(self, sender: str, offer: t.Offer, room: str, to: str) -> UploadRow | None:
+        """The upload in progress of the offered file by ``sender`` to the same place:
+        the same SHA-256, or (an offer without one) the same name; and the same size."""
         rows = self.history.rows(
             "SELECT token, sender, sha256, size, name, room, recipient, touched FROM uploads "
-            "WHERE sender = ? AND sha256 = ? AND size = ? AND room = ? AND recipient = ?",
-            (sender.lower(), sha256, size, room, to),
+            "WHERE sender = ? AND size = ? AND room = ? AND recipient = ? AND "
+            "(sha256 = ? AND sha256 != '' OR sha256 = '' AND ? = '' AND name = ?)",
+            (sender.lower(), offer.size, room, to, offer.sha256, offer.sha256, offer.name),
         )
         return UploadRow(*rows[0]) if rows else None
 

@@ -26,7 +26,6 @@ from zchat.client.transfers import (
     Transfers,
     Upload,
     destination,
-    file_digest,
     listed_room,
     listing_of,
     shareable,
@@ -236,14 +235,13 @@ class AsyncClient:
         name: str = "",
     ) -> Upload:
         """Begin sharing a file and return its transfer at once (``finish`` waits for
-        it, ``cancel_transfer`` stops it). The file's SHA-256 is made in a thread."""
+        it, ``cancel_transfer`` stops it)."""
         if self._push.closed:
             raise ClientClosed("this client is closed")
         source = Path(path).expanduser()
         place = {"to": check_name(to)} if to else {"room": _room_or_first(room, self.core.rooms)}
         shareable(source)  # InvalidInput before any reading
-        sha256 = await asyncio.to_thread(file_digest, source)
-        up = self.transfers.upload(source, sha256, progress=progress, name=name, **place)
+        up = self.transfers.upload(source, progress=progress, name=name, **place)
         self._flush_files()
         return up
 

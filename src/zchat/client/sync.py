@@ -23,7 +23,6 @@ from zchat.client.transfers import (
     Transfers,
     Upload,
     destination,
-    file_digest,
     listed_room,
     listing_of,
     shareable,
@@ -245,9 +244,7 @@ class Client:
         source = Path(path).expanduser()
         place = self._place(room, to)
         shareable(source)  # InvalidInput before any reading
-        up = self.transfers.upload(
-            source, file_digest(source), progress=progress, name=name, **place
-        )
+        up = self.transfers.upload(source, progress=progress, name=name, **place)
         self._run_transfer(up)
         assert up.shared is not None
         return up.shared

@@ -4,9 +4,10 @@ The sync and asyncio clients own a DEALER socket on the broker's port + 2; they 
 every message from it to ``Transfers.on_answer`` and send what ``take_outbox`` gives.
 Each transfer is known by its ``ask`` (protocol/transfer.py).
 
-* **Upload**: ``offer`` (name, size, SHA-256, where), then one ``chunk`` for each
-  ``want``, read from the file at that moment: the broker's asking is the flow
-  control. Done when the broker answers ``stored``.
+* **Upload**: ``offer`` (name, size, where), then one ``chunk`` for each ``want``,
+  read from the file at that moment and hashed as it goes: the broker's asking is the
+  flow control, and the last chunk carries the file's SHA-256 (no pass over the file
+  before the first byte moves). Done when the broker answers ``stored``.
 * **Download**: ``open``, then ``get`` a chunk at a time, WINDOW ahead of what has been
   written, into a part file beside the target (``.NAME.HASH.zchat-part``). Each chunk
   is written in order and hashed as it lands. When all bytes are in and their SHA-256
@@ -44,15 +45,6 @@ RESYNC = frozenset({"unknown-session", "not-yours", "not-open", "bad-chunk"})
 HASH_BLOCK = 1024 * 1024
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
-
-
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file, read a block at a time."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -93,6 +85,37 @@ class Upload(Transfer):
     to: str = ""
     token: str = ""
     shared: p.SharedFile | None = None
+    # the SHA-256 of the bytes sent so far, in order (when the offer gave none)
+    _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    _hashed: int = 0
+
+    def chunk(self, secret: str, offset: int, size: int) -> t.Chunk | None:
+        """The bytes a ``want`` asks for, read now (None if the file is shorter than
+        it was); the last chunk carries the whole file's SHA-256 when the offer did not.
+        Chunks are asked for in order: one asked for again (the broker restarted) has
+        the file hashed up to it anew."""
+        with self.path.open("rb") as stream:
+            if not self.sha256 and offset != self._hashed:
+                self._digest, self._hashed = hashlib.sha256(), 0
+                while self._hashed < offset and (
+                    block := stream.read(min(HASH_BLOCK, offset - self._hashed))
+                ):
+                    self._digest.update(block)
+                    self._hashed += len(block)
+            stream.seek(offset)
+            data = stream.read(size)
+        if len(data) != size:
+            return None
+        sha256 = ""
+        if not self.sha256:
+            self._digest.update(data)
+            self._hashed = offset + size
+            if self._hashed == self.size:
+                sha256 = self._digest.hexdigest()
+        return t.Chunk(
+            secret=secret, ask=self.ask, upload=self.token, offset=offset, data=data,
+            sha256=sha256,
+        )  # fmt: skip
 
     def offer(self, secret: str) -> t.Offer:
         return t.Offer(
@@ -129,15 +152,16 @@ class Transfers:
     def upload(
         self,
         path: Path,
-        sha256: str,
+        sha256: str = "",
         *,
         room: str = "",
         to: str = "",
         progress: Progress | None = None,
         name: str = "",
     ) -> Upload:
-        """Share the file at ``path`` (its SHA-256 made by ``file_digest``) in ``room``
-        or with ``to``. InvalidInput if it cannot be read or named."""
+        """Share the file at ``path`` in ``room`` or with ``to``. Its SHA-256 is made
+        as its chunks are sent, and goes with the last one (or give it: ``sha256``).
+        InvalidInput if it cannot be read or named."""
         size = _size_of(path)
         shown = name or path.name
         try:
@@ -244,15 +268,10 @@ class Transfers:
                 up.token = token
                 up._advance(offset, now)
             case t.Want(upload=token, offset=offset, size=size) if token == up.token:
-                with up.path.open("rb") as stream:
-                    stream.seek(offset)
-                    data = stream.read(size)
-                if len(data) != size:
+                chunk = up.chunk(self._secret(), offset, size)
+                if chunk is None:
                     self._end(up, "changed", f"{up.path} changed while it was being sent")
                     return
-                chunk = t.Chunk(
-                    secret=self._secret(), ask=up.ask, upload=token, offset=offset, data=data
-                )
                 self._send(chunk)
                 up._advance(offset + size, now)
             case t.Stored(file=file):
@@ -327,15 +346,7 @@ class Transfers:
             return
         folder = down.chosen.parent if down.chosen is not None else down.folder
         name = down.chosen.name if down.chosen is not None else safe_name(down.info.name)
-        while True:  # the name is claimed (O_EXCL) before the bytes take it: never
-            target = free_path(folder, name)  # onto a name in use, even one taken now
-            try:
-                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-                break
-            except FileExistsError:
-                continue
-        os.replace(down.part, target)
-        down.path = target
+        down.path = _claim(down.part, folder, name)
         down.finished = True
         del self.active[down.ask]
 
@@ -383,6 +394,28 @@ def listing_of(answer: t.Answer | None) -> tuple[t.Listed, ...]:
         case t.Refusal(code=code, text=text):
             raise TransferFailed(code, text)
     raise TransferFailed("protocol", f"unexpected answer {type(answer).__name__}")
+
+
+def _claim(part: Path, folder: Path, name: str) -> Path:
+    """Give ``part`` a free name in ``folder``, never one in use, even one taken a
+    moment ago: a hard link fails on a name that exists. Where there are no hard links
+    (FAT, some network folders) the name is made (O_EXCL) and the part renamed onto it
+    (slower: ext4 writes a file renamed over another to disk at once)."""
+    while True:
+        target = free_path(folder, name)
+        try:
+            os.link(part, target)
+        except FileExistsError:
+            continue
+        except OSError:
+            try:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            except FileExistsError:
+                continue
+            os.replace(part, target)
+            return target
+        part.unlink()
+        return target
 
 
 def _ask() -> str:

@@ -12,8 +12,9 @@ sent that was not asked for, so no queue grows and no high-water mark drops a ch
 
 Client -> broker (DEALER -> ROUTER)::
 
-    offer   secret, ask, name, size, sha256, room | to     share a file (then: want/chunk)
-    chunk   secret, ask, upload, offset   + [bytes]       the bytes a ``want`` asked for
+    offer   secret, ask, name, size, room | to, [sha256]   share a file (then: want/chunk)
+    chunk   secret, ask, upload, offset, [sha256] + bytes the bytes a ``want`` asked for
+            (the last one carries the file's sha256 if the offer did not)
     open    secret, ask, file                             start fetching file ``file``
     get     secret, ask, file, offset, size               one chunk (after ``open``)
     files   secret, ask, room                             the files shared in a room
@@ -83,7 +84,7 @@ class Offer(Struct, frozen=True, kw_only=True):
     ask: str
     name: str
     size: int
-    sha256: str
+    sha256: str = ""  # the whole file's; "" to give it with the last chunk instead
     room: str = ""  # shared in a room ...
     to: str = ""  # ... or privately with one user
 
@@ -94,6 +95,7 @@ class Chunk(Struct, frozen=True, kw_only=True):
     upload: str
     offset: int
     data: bytes | memoryview = b""  # the second frame
+    sha256: str = ""  # the last chunk: the whole file's, if the offer did not give it
 
 
 class Open(Struct, frozen=True, kw_only=True):
@@ -204,7 +206,8 @@ def encode_request(msg: Request) -> list[bytes | memoryview]:
             return [_frame("offer", body)]
         case Chunk():
             body = {"secret": msg.secret, "ask": msg.ask, "upload": msg.upload}
-            return [_frame("chunk", body | {"offset": msg.offset}), msg.data]
+            body |= {"offset": msg.offset} | ({"sha256": msg.sha256} if msg.sha256 else {})
+            return [_frame("chunk", body), msg.data]
         case Open():
             return [_frame("open", {"secret": msg.secret, "ask": msg.ask, "file": msg.file})]
         case Get():
@@ -325,9 +328,7 @@ def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
     secret, ask = f.secret(), f.ask()
     match kind:
         case "offer":
-            sha256 = f.text("sha256")
-            if not SHA256_RE.fullmatch(sha256):
-                raise ProtocolError("field", "field 'sha256' is not 64 lower-case hex digits")
+            sha256 = _sha256(f)
             name, size = check_file_name(f.text("name")), f.count("size")
             room, to = f.text("room", ""), f.text("to", "")
             if bool(room) == bool(to):
@@ -339,8 +340,10 @@ def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
             upload = f.text("upload")
             if not TOKEN_RE.fullmatch(upload):
                 raise ProtocolError("field", "field 'upload' is not 32 lower-case hex digits")
+            offset, sha256 = f.count("offset"), _sha256(f)
+            data = frames[1]
             return Chunk(
-                secret=secret, ask=ask, upload=upload, offset=f.count("offset"), data=frames[1]
+                secret=secret, ask=ask, upload=upload, offset=offset, data=data, sha256=sha256
             )
         case "open":
             return Open(secret=secret, ask=ask, file=f.count("file"))
@@ -354,6 +357,14 @@ def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
         case "cancel":
             return Cancel(secret=secret, ask=ask)
     raise ProtocolError("type", f"unknown file-port request {kind!r}")
+
+
+def _sha256(f: _Fields) -> str:
+    """An optional ``sha256``: 64 lower-case hex digits, or ""."""
+    sha256 = f.text("sha256", "")
+    if sha256 and not SHA256_RE.fullmatch(sha256):
+        raise ProtocolError("field", "field 'sha256' is not 64 lower-case hex digits")
+    return sha256
 
 
 def decode_answer(frames: Sequence[bytes | memoryview]) -> Answer:
