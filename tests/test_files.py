@@ -569,3 +569,134 @@ def test_a_file_that_cannot_be_shared_is_refused_before_anything_moves(
         with pytest.raises(InvalidInput, match=why):
             alice.send_file(path)
     assert broker.broker.files.counts.bytes_in == 0 and not partials(broker)
+
+
+# --- what a review found: each forced, on real sockets ----------------------------------------
+
+
+@pytest.mark.broker(file_limits=FileLimits(quota=MiB))
+def test_the_quota_holds_against_a_borrowed_hash(
+    make_client: MakeClient,
+    broker: RunningBroker,
+    raw: Callable[[Client], RawFiles],
+    tmp_path: Path,
+) -> None:
+    """An offer naming a stored file's SHA-256 (it is public) takes no room; bytes of
+    another hash must not then be stored past the quota under it."""
+    alice = make_client("Mallory")
+    stored = alice.send_file(make_file(tmp_path, "a.bin", 600_000))
+    answer = raw(alice).upload("m1", os.urandom(600_000), sha256=stored.sha256)
+    # the bytes are checked against the offer's hash: refused, and nothing kept
+    assert isinstance(answer, t.Refusal) and answer.code == "hash-mismatch"
+    assert broker.broker.files.store.stored == 600_000 and len(stored_contents(broker)) == 1
+
+
+@pytest.mark.broker(file_limits=FileLimits(quota=MiB))
+def test_offers_that_send_nothing_expire_no_file(
+    make_client: MakeClient,
+    broker: RunningBroker,
+    raw: Callable[[Client], RawFiles],
+    tmp_path: Path,
+) -> None:
+    alice, mallory = make_client("Alice"), make_client("Mallory")
+    kept = alice.send_file(make_file(tmp_path, "a.bin", 400_000))
+    sock = raw(mallory)
+    codes = []
+    for ask in ("m1", "m2", "m3"):
+        sock.offer(ask, os.urandom(400_000))
+        answer = sock.answer()
+        while isinstance(answer, t.Want):
+            answer = sock.answer()
+        codes.append(answer.code if isinstance(answer, t.Refusal) else type(answer).__name__)
+    assert codes == ["Accepted", "Accepted", "quota"]  # reserved, never taken from Alice
+    assert alice.get_file(kept.id, tmp_path / "back.bin").stat().st_size == 400_000
+
+
+def test_a_link_planted_at_the_part_files_name_is_not_followed(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    alice, bob = make_client("Alice"), make_client("Bob")
+    file = alice.send_file(make_file(tmp_path, "notes.txt", 5000))
+    shared_folder = tmp_path / "shared"
+    shared_folder.mkdir()
+    victim = tmp_path / ".bashrc"
+    victim.write_text("mine")
+    (shared_folder / f".notes.txt.{file.sha256[:16]}.zchat-part").symlink_to(victim)
+    with pytest.raises(TransferFailed) as refused:
+        bob.get_file(file.id, shared_folder)
+    assert refused.value.code == "local"
+    assert victim.read_text() == "mine"
+    assert not (shared_folder / "notes.txt").exists()
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from zchat import Client
+from zchat.errors import TransferFailed
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full disk: writes come up short
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+with Client("Bob", port=int(sys.argv[1])) as bob:
+    try:
+        bob.get_file(int(sys.argv[2]), Path(sys.argv[3]))
+    except TransferFailed as failed:
+        print(failed.code)
+"""
+
+
+def test_a_download_onto_a_full_disk_fails_and_saves_nothing(
+    make_client: MakeClient, broker: RunningBroker, tmp_path: Path
+) -> None:
+    alice = make_client("Alice")
+    file = alice.send_file(make_file(tmp_path, "big.bin", 600_000))
+    (tmp_path / "in").mkdir()
+    child = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(broker.port), str(file.id), str(tmp_path / "in")],
+        env=child_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert child.stdout.strip() == "local", child.stderr
+    assert not (tmp_path / "in" / "big.bin").exists()
+
+
+def test_empty_files_hold_no_transfer_slot(make_client: MakeClient, tmp_path: Path) -> None:
+    alice = make_client("Alice")
+    empty = alice.send_file(make_file(tmp_path, "empty.txt", 0))
+    for n in range(FileLimits().transfers + 2):
+        assert alice.get_file(empty.id, tmp_path / f"e{n}.txt").stat().st_size == 0
+    assert alice.send_file(make_file(tmp_path, "after.bin", 10)).size == 10
+
+
+def test_a_failing_progress_callback_ends_its_transfer_not_the_client(
+    broker: RunningBroker, make_client: MakeClient, tmp_path: Path
+) -> None:
+    from zchat.aio import AsyncClient
+
+    source = make_file(tmp_path, "a.bin", 3 * t.CHUNK_BYTES)
+
+    def broken(done: int, total: int) -> None:
+        if done:
+            raise RuntimeError("progress bar fell over")
+
+    async def main() -> str:
+        async with AsyncClient("Alice", port=broker.port) as alice:
+            with pytest.raises(TransferFailed) as failed:
+                await asyncio.wait_for(alice.send_file(source, progress=broken), 30)
+            again = await asyncio.wait_for(alice.send_file(source), 30)  # still works
+            return f"{failed.value.code} {again.size}"
+
+    assert asyncio.run(main()) == f"progress {3 * t.CHUNK_BYTES}"
+
+
+def test_a_file_the_broker_cannot_store_is_refused_and_the_chat_goes_on(
+    make_client: MakeClient, broker: RunningBroker, tmp_path: Path
+) -> None:
+    from support import read_only
+
+    alice, bob = make_client("Alice"), make_client("Bob")
+    source = make_file(tmp_path, "a.bin", 50_000)
+    with read_only(files_folder(broker)), pytest.raises(TransferFailed) as refused:
+        alice.send_file(source)  # its bytes arrive, but cannot be put in place
+    assert refused.value.code == "storage"
+    alice.send("still here")
+    expect_message(bob, lambda m: m.text == "still here")
+    assert alice.send_file(source).size == 50_000  # and once it can, it is

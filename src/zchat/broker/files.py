@@ -55,6 +55,7 @@ from zchat.broker.rules import BrokerRules
 from zchat.broker.store import StorageFull
 from zchat.errors import InvalidInput, ProtocolError
 from zchat.protocol import transfer as t
+from zchat.sharing.disk import write_all
 from zchat.sharing.media import SNIFF_BYTES, sniff
 from zchat.sharing.naming import human_size
 
@@ -128,6 +129,7 @@ class Fetch:
     share: StoredFile
     secret: str
     touched: float
+    served: int = 0  # bytes sent up to: a get asks after them (nothing is asked twice)
 
 
 @dataclass(frozen=True)
@@ -220,9 +222,10 @@ class FileService:
             case t.Open(ask=ask, file=number):
                 share = self._fetchable(session, number)
                 key = (identity, ask)
-                if key not in self._fetches:
+                self._close_fetch(key)  # opened again (a stalled download): its slot too
+                if share.size:  # nothing to ask of an empty file: no slot held
                     self._take_slot(session)
-                self._fetches[key] = Fetch(share, session.secret, now)
+                    self._fetches[key] = Fetch(share, session.secret, now)
                 self._answer(identity, t.Opened(ask=ask, file=share.shared))
             case t.ListFiles(ask=ask, room=room):
                 self._listing(identity, session, ask, room)
@@ -248,16 +251,16 @@ class FileService:
                 f"{human_size(limits.max_file_size)} may be shared here",
             )
         row = self.store.upload_of(session.name, offer, room, to)
-        if row is not None:
-            held = self._uploads.get(row.token)
-            if held is not None and held.checking:
-                raise Answer("busy", f"{offer.name} is being checked; wait for the answer")
-            if held is not None:
-                self._forget_upload(held)  # the same upload, offered again: resumed
-        else:
-            self._take_room(offer.size, offer.sha256)
-        if (identity, offer.ask) in self._asks:
+        taken = self._asks.get((identity, offer.ask))  # offered again (stalled): the same
+        if taken is not None and (row is None or taken != row.token):
             raise Answer("bad-ask", f"transfer {offer.ask!r} is already in progress")
+        held = self._uploads.get(row.token) if row is not None else None
+        if held is not None and held.checking:
+            raise Answer("busy", f"{offer.name} is being checked; wait for the answer")
+        if row is None:
+            self._reserve(offer.size)
+        if held is not None:
+            self._forget_upload(held)  # the same upload, offered again: resumed
         self._take_slot(session)
         if row is None:
             row = UploadRow(
@@ -265,10 +268,13 @@ class FileService:
                 offer.name, room, to, self._clock(),
             )  # fmt: skip
             self.store.begin(row)
-        held_bytes = self._held(row)
+        held_bytes = held.received if held is not None else self._held(row)
         upload = Upload(row, identity, offer.ask, session.secret, held_bytes, held_bytes, now, 0.0)
         upload.sha256 = offer.sha256 or row.sha256
-        if held_bytes:  # resumed: what it holds is hashed first (the worker keeps order)
+        if held is not None:  # its chunks are hashed already, or on their way
+            upload.hashing, upload.pending = held.hashing, held.pending
+            upload.sha256 = upload.sha256 or held.sha256
+        elif held_bytes:  # resumed after a restart: what it holds is hashed first
             path = self.store.partial(row.token)
             upload.pending.append(self._worker.submit(upload.hashing.absorb_file, path, held_bytes))
         self._uploads[row.token] = upload
@@ -290,22 +296,30 @@ class FileService:
             raise Answer("no-such-user", f"no user named {offer.to!r} is here")
         return "", recipient.name
 
-    def _take_room(self, size: int, sha256: str) -> None:
-        """Make room under the quota for ``size`` more bytes: the oldest files expire."""
+    def _reserve(self, size: int) -> None:
+        """An offer of ``size`` bytes: refused if it could never fit under the quota, or
+        if the uploads in progress hold the room (no stored file expires for bytes that
+        have not come: an offer that never sends any must not wipe the files)."""
         quota = self.limits.quota
         if size > quota:
             raise Answer(
                 "quota",
                 f"this broker keeps {human_size(quota)} of files in all; this file is bigger",
             )
+        if self.store.reserved() + size > quota:
+            raise Answer(
+                "quota", "the broker's file storage is taken by uploads in progress; try later"
+            )
+
+    def _make_room(self, size: int, sha256: str) -> None:
+        """Room for ``size`` new bytes that have come and been checked: the oldest files
+        expire until they fit (nothing, if these bytes are kept already)."""
         if self.store.held(sha256):
-            return  # kept once: these bytes take no more room
-        while self.store.stored + self.store.reserved() + size > quota:
+            return
+        while self.store.stored + size > self.limits.quota:
             oldest = self.store.oldest()
             if oldest is None:
-                raise Answer(
-                    "quota", "the broker's file storage is taken by uploads in progress; try later"
-                )
+                raise Answer("quota", "the broker's file storage is full")
             self._expire(oldest)
 
     def _expire(self, share: StoredFile) -> None:
@@ -365,12 +379,19 @@ class FileService:
             )  # fmt: skip
             return
         if last and chunk.sha256:
+            if upload.sha256 and chunk.sha256 != upload.sha256:
+                self.counts.dropped["bad-chunk"] += 1
+                self._cancel(
+                    identity, chunk.ask, "bad-chunk",
+                    "the last chunk's SHA-256 is not the offer's: offer the file again",
+                )  # fmt: skip
+                return
             upload.sha256 = chunk.sha256
         path = self.store.partial(upload.row.token)
         try:
-            fd = os.open(path, os.O_WRONLY)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
             try:
-                os.pwrite(fd, chunk.data, chunk.offset)
+                write_all(fd, chunk.data, chunk.offset)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -420,7 +441,8 @@ class FileService:
             try:
                 self._share(upload, found, actions)
             except Answer as answer:  # its bytes go before its sender hears why
-                self._drop_upload(upload)
+                if self._uploads.get(found.token) is upload:
+                    self._drop_upload(upload)
                 self._refuse(upload.identity, upload.ask, answer.code, answer.text)
         return actions
 
@@ -432,7 +454,13 @@ class FileService:
         session = self.rules.presence.by_secret.get(upload.secret)
         if session is None:
             raise Answer("unknown-session", "your session ended before the file was stored")
-        fresh = self.store.keep(row.token, found.sha256)
+        try:
+            if self.store.partial(row.token).stat().st_size != row.size:
+                raise Answer("storage", "the broker's disk did not keep every byte: not stored")
+            self._make_room(row.size, found.sha256)  # on the bytes' own hash
+            fresh = self.store.keep(row.token, found.sha256, row.size)
+        except OSError as exc:
+            raise Answer("storage", f"the broker cannot store it: {exc.strerror or exc}") from None
         self.store.end(row.token, keep_bytes=True)
         self._forget_upload(upload)
         media = found.media
@@ -500,6 +528,9 @@ class FileService:
             self.counts.dropped["not-open"] += 1
             raise Answer("not-open", f"file {get.file} is not open here: send open first")
         share = self._fetchable(session, get.file)  # still a member, still kept
+        if get.offset < fetch.served:  # asked again: open it again to start over
+            self.counts.dropped["bad-range"] += 1
+            raise Answer("bad-range", f"bytes before {fetch.served} were sent: open it again")
         if get.size == 0 or get.offset + get.size > share.size:
             self.counts.dropped["bad-range"] += 1
             raise Answer(
@@ -507,7 +538,7 @@ class FileService:
                 f"file {share.id} has {share.size} bytes; asked {get.size} at {get.offset}",
             )
         try:
-            fd = os.open(self.store.content(share.sha256), os.O_RDONLY)
+            fd = os.open(self.store.content(share.sha256), os.O_RDONLY | os.O_NOFOLLOW)
             try:
                 data = os.pread(fd, get.size, get.offset)
             finally:
@@ -521,6 +552,7 @@ class FileService:
                 "storage", f"file {share.id} is shorter on the broker's disk than it should be"
             )
         fetch.touched = now
+        fetch.served = get.offset + get.size
         if get.offset + get.size == share.size:  # the last bytes: its slot is free
             self._close_fetch((identity, get.ask))
         if self._answer(identity, t.Data(ask=get.ask, file=share.id, offset=get.offset, data=data)):

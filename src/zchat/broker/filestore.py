@@ -160,11 +160,12 @@ class FileStore:
     def has_content(self, sha256: str) -> bool:
         return self.content(sha256).is_file()
 
-    def keep(self, token: str, sha256: str) -> bool:
+    def keep(self, token: str, sha256: str, size: int) -> bool:
         """Move a checked upload to its place; False if those bytes were there already
-        (the upload's copy is deleted)."""
+        (the upload's copy is deleted). A copy there of another size (a disk that
+        failed it) is replaced by the checked one."""
         target = self.content(sha256)
-        if target.is_file():
+        if target.is_file() and target.stat().st_size == size:
             self.partial(token).unlink(missing_ok=True)
             return False
         with private_umask():

@@ -316,6 +316,9 @@ class ConnectionGuard:
             return False
         if conn.peer is None:
             return True
+        if conn.acked < 0:  # the first answer: what the peer acknowledged before is not ours
+            acked = _bytes_acked(fd)
+            conn.acked = acked if acked is not None else -1
         conn.unread += size
         owner = conn.owner
         if owner is None or owner is NOBODY:

@@ -221,6 +221,7 @@ class Broker(Operator):
 
     def _serve_files(self, config: BrokerConfig) -> FileService:
         """What serves the file port (files.py)."""
+        self._file_fds: dict[bytes, int] = {}  # a file-port routing id -> its descriptor
         store = FileStore(self.store, config.files)
         return FileService(store, self.rules, config.file_limits, self._send_file, self._wake)
 
@@ -411,6 +412,9 @@ class Broker(Operator):
             self._auth.report(now)
         if self._cut_barred_at is not None and now >= self._cut_barred_at:
             self._cut_barred()
+        for identity, fd in list(self._file_fds.items()):
+            if self.guard.connection_of(fd) is None:
+                del self._file_fds[identity]
         cuts = sum(self.guard.cuts.values())
         if cuts != self._cuts_trimmed:
             self._cuts_trimmed = cuts
@@ -510,6 +514,9 @@ class Broker(Operator):
                 continue  # its connections are being cut; nothing it asks is served
             parts = [frame.buffer for frame in frames[1:]]
             identity = frames[0].bytes
+            fd = _descriptor(frames[-1])
+            if fd is not None:  # what is sent to it is counted until read (the guard)
+                self._file_fds[identity] = fd
             batch.extend(self._guarded(self.files.handle, identity, parts, user, now))
             if now > until:
                 break
@@ -527,6 +534,12 @@ class Broker(Operator):
             if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
                 raise
             return False
+        fd = self._file_fds.get(identity)
+        conn = self.guard.connection_of(fd) if fd is not None else None
+        # a chunk of a file: what its reader leaves unread counts as an inbox's (guard.py)
+        chunk = fd is not None and conn is not None and len(frames) > 1
+        if chunk and not self.guard.sent(fd, sum(len(f) for f in frames), conn):  # type: ignore[arg-type]
+            del self._file_fds[identity]
         return True
 
     def _user(self, frame: zmq.Frame) -> str | None:
@@ -547,7 +560,7 @@ class Broker(Operator):
         done = self._reload.take() if self._reload is not None else None
         if done is not None:
             self._answer_admin(done.asker, self._reloaded(done))
-        self._apply(self.files.checked())
+        self._apply(self._guarded(self.files.checked))
 
     def _guarded(self, handle: Callable[..., Actions], *args: Any) -> Actions:
         """A bug must cost one frame, never the service: count it, log it, go on."""

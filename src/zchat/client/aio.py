@@ -271,6 +271,8 @@ class AsyncClient:
             while not transfer.over:
                 if self.core.ended is not None:
                     raise TransferFailed("ended", "the session ended")
+                if self._pump is None or self._pump.done():
+                    raise TransferFailed("ended", "the client is closed")
                 await self._wait_change()
         except BaseException:
             self.cancel_transfer(transfer.ask)

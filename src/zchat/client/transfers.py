@@ -21,9 +21,11 @@ Each transfer is known by its ``ask`` (protocol/transfer.py).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from zchat import protocol as p
 from zchat.errors import BrokerUnreachable, InvalidInput, ProtocolError, TransferFailed
 from zchat.protocol import check_room
 from zchat.protocol import transfer as t
+from zchat.sharing.disk import write_all
 from zchat.sharing.naming import free_path, part_name, safe_name
 
 # Seconds without an answer before a transfer offers or opens again.
@@ -41,7 +44,7 @@ STALL_SECONDS = 5.0
 GIVE_UP_SECONDS = 120.0
 # The broker's refusals that mean "start again from what you hold" (a broker restart,
 # a new connection), not "this transfer is over".
-RESYNC = frozenset({"unknown-session", "not-yours", "not-open", "bad-chunk"})
+RESYNC = frozenset({"unknown-session", "not-yours", "not-open", "bad-chunk", "busy"})
 HASH_BLOCK = 1024 * 1024
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
@@ -69,11 +72,18 @@ class Transfer:
         self.done_bytes = done
         self.heard = self.moved = now
         if self.progress is not None:
-            self.progress(done, self.size)
+            try:
+                self.progress(done, self.size)
+            except Exception as exc:  # the caller's: it ends this transfer, not the client
+                raise ProgressFailed(exc) from exc
 
     def fail(self, code: str, text: str, room: str = "") -> None:
         if not self.over:
             self.error = TransferFailed(code, text, room)
+
+
+class ProgressFailed(Exception):
+    """A progress callback raised: the transfer ends with its error."""
 
 
 @dataclass
@@ -131,6 +141,7 @@ class Download(Transfer):
     chosen: Path | None = None  # a name asked for (``get_file(id, dest)``)
     info: p.SharedFile | None = None
     part: Path | None = None
+    _fd: int | None = None  # the part file, open from start to end (no path followed twice)
     path: Path | None = None  # where the file is, once done
     asked: int = 0  # bytes asked for (done_bytes <= asked <= size)
     chunk: int = t.CHUNK_BYTES
@@ -199,8 +210,8 @@ class Transfers:
             return False
         transfer.fail("cancelled", "cancelled")
         self._send(t.Cancel(secret=self._secret(), ask=ask))
-        if isinstance(transfer, Download) and transfer.part is not None and not keep:
-            transfer.part.unlink(missing_ok=True)  # a cancelled download leaves nothing
+        if isinstance(transfer, Download):
+            _close(transfer, delete=not keep)  # a cancelled download leaves nothing
         return True
 
     def listing(self, room: str) -> str:
@@ -243,14 +254,18 @@ class Transfers:
             else:
                 self._on_download(transfer, answer, now)
         except OSError as exc:
-            self._end(transfer, "local", f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "))
+            where = f"{exc.strerror or exc}: {exc.filename or ''}".strip(": ")
+            self._end(transfer, "local", where, tell=True)
+        except ProgressFailed as failed:
+            self._end(transfer, "progress", f"the progress callback failed: {failed}", tell=True)
         return None
 
     def tick(self, now: float) -> None:
         """Offer or open again what has stalled; give up on what has not moved."""
         for transfer in list(self.active.values()):
             if now - transfer.moved >= GIVE_UP_SECONDS:
-                self._end(transfer, "unreachable", "no progress for two minutes: stopped")
+                text = "no progress for two minutes: stopped"
+                self._end(transfer, "unreachable", text, tell=True)
             elif now - transfer.heard >= STALL_SECONDS:
                 transfer.heard = now
                 self._again(transfer)
@@ -270,7 +285,8 @@ class Transfers:
             case t.Want(upload=token, offset=offset, size=size) if token == up.token:
                 chunk = up.chunk(self._secret(), offset, size)
                 if chunk is None:
-                    self._end(up, "changed", f"{up.path} changed while it was being sent")
+                    text = f"{up.path} changed while it was being sent"
+                    self._end(up, "changed", text, tell=True)
                     return
                 self._send(chunk)
                 up._advance(offset + size, now)
@@ -291,13 +307,9 @@ class Transfers:
             case t.Opened(file=info, chunk=chunk):
                 self._opened(down, info, min(chunk, t.CHUNK_BYTES), now)
             case t.Data(file=number, offset=offset, data=data) if number == down.file:
-                if offset != down.done_bytes or down.part is None or down._digest is None:
+                if offset != down.done_bytes or down._fd is None or down._digest is None:
                     return  # a chunk asked for before a restart: asked again since
-                fd = os.open(down.part, os.O_WRONLY)
-                try:
-                    os.pwrite(fd, data, offset)
-                finally:
-                    os.close(fd)
+                write_all(down._fd, data, offset)
                 down._digest.update(data)
                 down._advance(offset + len(data), now)
                 self._ask_more(down)
@@ -313,9 +325,11 @@ class Transfers:
         down.info, down.size, down.chunk = info, info.size, chunk
         if down.part is None:
             down.part = self._part_of(down, info)
-            down.done_bytes, down._digest = _resume(down.part, info.size)
+            down._fd, down.done_bytes, down._digest = _resume(down.part, info.size)
         down.asked = down.done_bytes  # whatever was asked before is asked again
         down._advance(down.done_bytes, now)
+        if down.done_bytes == down.size and info.size:  # all held: no get frees the slot
+            self._send(t.Cancel(secret=self._secret(), ask=down.ask))
         self._ask_more(down)
 
     def _part_of(self, down: Download, info: p.SharedFile) -> Path:
@@ -337,16 +351,22 @@ class Transfers:
 
     def _finish(self, down: Download) -> None:
         assert down.info is not None and down.part is not None and down._digest is not None
-        if down._digest.hexdigest() != down.info.sha256:
-            down.part.unlink(missing_ok=True)
+        assert down._fd is not None
+        held = os.fstat(down._fd)
+        if down._digest.hexdigest() != down.info.sha256 or held.st_size != down.size:
             self._end(
                 down, "hash-mismatch",
                 f"file {down.file} arrived with the wrong SHA-256: deleted, nothing was saved",
             )  # fmt: skip
             return
+        now = os.lstat(down.part)
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            self._end(down, "local", f"{down.part} was replaced while it was written")
+            return
         folder = down.chosen.parent if down.chosen is not None else down.folder
         name = down.chosen.name if down.chosen is not None else safe_name(down.info.name)
         down.path = _claim(down.part, folder, name)
+        _close(down, delete=False)
         down.finished = True
         del self.active[down.ask]
 
@@ -358,12 +378,23 @@ class Transfers:
         else:
             self._send(t.Open(secret=self._secret(), ask=transfer.ask, file=transfer.file))
 
-    def _end(self, transfer: Upload | Download, code: str, text: str, room: str = "") -> None:
+    def _end(
+        self,
+        transfer: Upload | Download,
+        code: str,
+        text: str,
+        room: str = "",
+        *,
+        tell: bool = False,
+    ) -> None:
+        """End a transfer with an error; ``tell``: the broker does not know yet (a
+        failure here), so it is cancelled there too and frees what it held."""
         transfer.fail(code, text, room)
         self.active.pop(transfer.ask, None)
-        spoiled = code in ("hash-mismatch", "changed")
-        if isinstance(transfer, Download) and spoiled and transfer.part is not None:
-            transfer.part.unlink(missing_ok=True)
+        if tell:
+            self._send(t.Cancel(secret=self._secret(), ask=transfer.ask))
+        if isinstance(transfer, Download):
+            _close(transfer, delete=code in ("hash-mismatch", "changed"))
 
     def _send(self, request: t.Request) -> None:
         self._outbox.append(t.encode_request(request))
@@ -441,18 +472,34 @@ def _size_of(path: Path) -> int:
     return info.st_size
 
 
-def _resume(part: Path, size: int) -> tuple[int, hashlib._Hash]:
-    """What a part file holds already, and its hash; one that is not there is made
-    (empty), one longer than the file is emptied."""
+def _resume(part: Path, size: int) -> tuple[int, int, hashlib._Hash]:
+    """The part file, open; what it holds already, and its hash. One that is not there
+    is made (O_EXCL); one there must be this user's own regular file with one name (a
+    link planted in a shared folder must not make us write elsewhere), and one longer
+    than the file starts again. OSError says what is wrong."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(part, flags | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides
+    except FileExistsError:
+        fd = os.open(part, flags)  # ELOOP for a symbolic link
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_nlink != 1:
+            os.close(fd)
+            raise OSError(errno.EPERM, "not this user's own part file", str(part)) from None
+        if info.st_size > size:
+            os.ftruncate(fd, 0)
     digest = hashlib.sha256()
     held = 0
-    try:
-        with part.open("rb+") as stream:
-            if os.fstat(stream.fileno()).st_size > size:
-                stream.truncate(0)
-            while block := stream.read(HASH_BLOCK):
-                digest.update(block)
-                held += len(block)
-    except FileNotFoundError:
-        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask decides
-    return held, digest
+    while block := os.pread(fd, HASH_BLOCK, held):
+        digest.update(block)
+        held += len(block)
+    return fd, held, digest
+
+
+def _close(down: Download, delete: bool) -> None:
+    """Close a download's part file, and delete it if ``delete``."""
+    if down._fd is not None:
+        os.close(down._fd)
+        down._fd = None
+    if delete and down.part is not None:
+        down.part.unlink(missing_ok=True)
