@@ -37,6 +37,7 @@ import hashlib
 import logging
 import os
 import secrets
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -67,6 +68,8 @@ OPEN_IDLE_SECONDS = 60.0
 MAX_LISTED = 100
 # An upload's row is touched on disk at most this often (each chunk touches it in memory).
 TOUCH_SECONDS = 10.0
+# The hashing worker's nice value: below the poll loop's, which serves the chat.
+WORKER_NICENESS = 10
 # How much of a finished upload the worker reads at a time to hash it.
 HASH_BLOCK = 1024 * 1024
 
@@ -177,7 +180,9 @@ class FileService:
         self._asks: dict[tuple[bytes, str], str] = {}  # (identity, ask) -> upload token
         self._fetches: dict[tuple[bytes, str], Fetch] = {}  # (identity, ask) -> download
         self._busy: Counter[str] = Counter()  # session secret -> its transfers
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="zchat-files")
+        self._worker = ThreadPoolExecutor(
+            1, thread_name_prefix="zchat-files", initializer=_behind_the_chat
+        )
         self._checked: deque[Checked] = deque()
         for stray in store.strays():
             stray.unlink(missing_ok=True)
@@ -611,6 +616,13 @@ class FileService:
     def _refuse(self, identity: bytes, ask: str, code: str, text: str, room: str = "") -> None:
         self.counts.dropped[code] += 1
         self._answer(identity, t.Refusal(ask=ask, code=code, text=text, room=room))
+
+
+def _behind_the_chat() -> None:
+    """The worker thread yields the CPU to the poll loop (Linux: a thread has its own
+    nice value): hashing a file must not slow the chat's lines."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
 
 
 def _conclude(hashing: Hashing, token: str, sha256: str, size: int) -> Checked:
