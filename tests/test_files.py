@@ -700,3 +700,29 @@ def test_a_file_the_broker_cannot_store_is_refused_and_the_chat_goes_on(
     alice.send("still here")
     expect_message(bob, lambda m: m.text == "still here")
     assert alice.send_file(source).size == 50_000  # and once it can, it is
+
+
+def test_chunks_asked_for_and_never_read_cost_the_broker_a_bounded_queue(
+    make_client: MakeClient,
+    broker: RunningBroker,
+    raw: Callable[[Client], RawFiles],
+    tmp_path: Path,
+) -> None:
+    alice, bob = make_client("Alice"), make_client("Bob")
+    file = alice.send_file(make_file(tmp_path, "big.bin", 50 * MiB))
+    sock = raw(bob)
+    sock.sock.setsockopt(zmq.RCVHWM, 1)  # a reader that never reads
+    sock.send(t.Open(secret=bob.core.secret, ask="g", file=file.id))
+    for offset in range(0, file.size, t.CHUNK_BYTES):
+        sock.send(
+            t.Get(secret=bob.core.secret, ask="g", file=file.id, offset=offset, size=t.CHUNK_BYTES)
+        )
+    files, guard = broker.broker.files, broker.broker.guard
+    end = time.monotonic() + 30
+    # what its queue (32 messages) cannot take is dropped and counted, or it is cut
+    while not (files.counts.dropped["unread"] or guard.cuts["unread"]):
+        assert time.monotonic() < end, (files.counts, guard.cuts)
+        alice.receive(timeout=0.05)
+    assert files.counts.bytes_out < 40 * MiB  # not the whole file, queued for no one
+    alice.send("the chat goes on")
+    expect_message(bob, lambda m: m.text == "the chat goes on")

@@ -18,7 +18,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import zmq
 from zchat import admin
 from zchat import protocol as p
 from zchat.broker.descriptors import connection_budget, raise_open_files_limit
+from zchat.broker.fileport import FilePort
 from zchat.broker.files import FileService
 from zchat.broker.filestore import FileStore
 from zchat.broker.guard import HANDSHAKE_SECONDS, Connection, ConnectionGuard, ConnectionLimits
@@ -220,10 +221,11 @@ class Broker(Operator):
             raise
 
     def _serve_files(self, config: BrokerConfig) -> FileService:
-        """What serves the file port (files.py)."""
-        self._file_fds: dict[bytes, int] = {}  # a file-port routing id -> its descriptor
+        """What serves the file port (fileport.py, files.py)."""
+        self._fileport = FilePort(self._files, self.guard, self._user, _descriptor)
         store = FileStore(self.store, config.files)
-        return FileService(store, self.rules, config.file_limits, self._send_file, self._wake)
+        send = self._fileport.send
+        return FileService(store, self.rules, config.file_limits, send, self._wake)
 
     @property
     def in_endpoint(self) -> str:
@@ -412,9 +414,7 @@ class Broker(Operator):
             self._auth.report(now)
         if self._cut_barred_at is not None and now >= self._cut_barred_at:
             self._cut_barred()
-        for identity, fd in list(self._file_fds.items()):
-            if self.guard.connection_of(fd) is None:
-                del self._file_fds[identity]
+        self._fileport.forget_closed()
         cuts = sum(self.guard.cuts.values())
         if cuts != self._cuts_trimmed:
             self._cuts_trimmed = cuts
@@ -503,44 +503,9 @@ class Broker(Operator):
     def _drain_files(self) -> None:
         """File-port messages (files.py), a batch at a time as on the in-socket."""
         batch = Actions()
-        until = time.monotonic() + BATCH_SECONDS
-        for _ in range(BATCH):
-            try:
-                frames = self._files.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            now, user = time.monotonic(), self._user(frames[-1])
-            if user is not None and self._barred(user):
-                continue  # its connections are being cut; nothing it asks is served
-            parts = [frame.buffer for frame in frames[1:]]
-            identity = frames[0].bytes
-            fd = _descriptor(frames[-1])
-            if fd is not None:  # what is sent to it is counted until read (the guard)
-                self._file_fds[identity] = fd
+        for identity, parts, user, now in self._fileport.received(self._barred):
             batch.extend(self._guarded(self.files.handle, identity, parts, user, now))
-            if now > until:
-                break
         self._apply(batch)
-
-    def _send_file(self, identity: bytes, frames: Sequence[bytes | memoryview]) -> bool:
-        """One answer on the file port; False if its connection is gone or not reading
-        (its queue is full: a client that asks more than it reads loses the rest)."""
-        try:
-            self._files.send(identity, zmq.SNDMORE | zmq.NOBLOCK)
-            for frame in frames[:-1]:
-                self._files.send(frame, zmq.SNDMORE | zmq.NOBLOCK, copy=len(frame) < 65536)
-            self._files.send(frames[-1], zmq.NOBLOCK, copy=len(frames[-1]) < 65536)
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: gone; EAGAIN: full
-            if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
-                raise
-            return False
-        fd = self._file_fds.get(identity)
-        conn = self.guard.connection_of(fd) if fd is not None else None
-        # a chunk of a file: what its reader leaves unread counts as an inbox's (guard.py)
-        chunk = fd is not None and conn is not None and len(frames) > 1
-        if chunk and not self.guard.sent(fd, sum(len(f) for f in frames), conn):  # type: ignore[arg-type]
-            del self._file_fds[identity]
-        return True
 
     def _user(self, frame: zmq.Frame) -> str | None:
         """The name of the key a frame came with (secure mode), from the ZAP handler.
