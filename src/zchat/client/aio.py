@@ -27,8 +27,7 @@ from zchat.client.transfers import (
     Upload,
     destination,
     listed_room,
-    listing_of,
-    shareable,
+    share_place,
 )
 from zchat.client.transport import (
     DEFAULT_HOST,
@@ -39,12 +38,13 @@ from zchat.client.transport import (
     close_monitor,
     connect,
     connect_files,
+    drain_files,
     handshake_problem,
     reconnect,
     send_files,
 )
 from zchat.errors import ClientClosed, NotDelivered, TransferFailed
-from zchat.protocol import DEFAULT_HISTORY, SharedFile, check_name, check_room
+from zchat.protocol import DEFAULT_HISTORY, SharedFile, check_room
 from zchat.protocol import transfer as t
 
 
@@ -77,7 +77,6 @@ class AsyncClient:
         self._files = self._ctx.socket(zmq.DEALER)
         self._files_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._files.underlying)
         self.transfers = Transfers(lambda: self.core.secret)
-        self._listings: dict[str, t.Answer] = {}  # file-port answers for no transfer, by ask
         self._changed = asyncio.Event()  # set when events arrive or the state moves
         self._pump: asyncio.Task[None] | None = None
 
@@ -239,8 +238,7 @@ class AsyncClient:
         if self._push.closed:
             raise ClientClosed("this client is closed")
         source = Path(path).expanduser()
-        place = {"to": check_name(to)} if to else {"room": _room_or_first(room, self.core.rooms)}
-        shareable(source)  # InvalidInput before any reading
+        place = share_place(room, to, self.core.rooms)
         up = self.transfers.upload(source, progress=progress, name=name, **place)
         self._flush_files()
         return up
@@ -293,8 +291,8 @@ class AsyncClient:
         """The files shared in a room (see Client.list_files)."""
         ask = self.transfers.listing(listed_room(room, self.core.rooms))
         self._flush_files()
-        await self._wait(lambda: ask in self._listings, timeout)
-        return listing_of(self._listings.pop(ask, None))
+        await self._wait(lambda: ask in self.transfers.answered, timeout)
+        return self.transfers.take_listing(ask)
 
     def _flush_files(self) -> None:
         send_files(self._files_now, self.transfers)
@@ -408,15 +406,7 @@ class AsyncClient:
             await asyncio.sleep(0)
 
     def _drain_files(self) -> None:
-        for _ in range(4 * t.WINDOW):  # then the chat's sockets get their turn
-            try:
-                frames = self._files_now.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            other = self.transfers.on_answer(frames)
-            if other is not None:
-                self._listings[other.ask] = other
-            self._flush_files()
+        drain_files(self._files_now, self.transfers)
 
     async def _stop_pump(self) -> None:
         if self._pump is not None:
@@ -430,7 +420,3 @@ class AsyncClient:
         self._push.close()
         self._sub.close()
         self._files.close()
-
-
-def _room_or_first(room: str | None, rooms: list[str]) -> str:
-    return check_room(room) if room else (rooms or [""])[0]

@@ -24,8 +24,7 @@ from zchat.client.transfers import (
     Upload,
     destination,
     listed_room,
-    listing_of,
-    shareable,
+    share_place,
 )
 from zchat.client.transport import (
     DEFAULT_HOST,
@@ -36,12 +35,13 @@ from zchat.client.transport import (
     close_monitor,
     connect,
     connect_files,
+    drain_files,
     handshake_problem,
     reconnect,
     send_files,
 )
 from zchat.errors import ClientClosed, NotDelivered, TransferFailed
-from zchat.protocol import DEFAULT_HISTORY, SharedFile, check_name, check_room
+from zchat.protocol import DEFAULT_HISTORY, SharedFile, check_room
 from zchat.protocol import transfer as t
 
 
@@ -69,7 +69,6 @@ class Client:
         self._monitor: zmq.Socket[bytes] | None = None
         self._files: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
         self.transfers = Transfers(lambda: self.core.secret)
-        self._listings: dict[str, t.Answer] = {}  # file-port answers for no transfer, by ask
         self._poller = zmq.Poller()
         self._poller.register(self._sub, zmq.POLLIN)
         self._poller.register(self._files, zmq.POLLIN)
@@ -242,8 +241,7 @@ class Client:
         quota, a hash mismatch; ``code`` says which)."""
         self._check_open()
         source = Path(path).expanduser()
-        place = self._place(room, to)
-        shareable(source)  # InvalidInput before any reading
+        place = share_place(room, to, self.core.rooms)
         up = self.transfers.upload(source, progress=progress, name=name, **place)
         self._run_transfer(up)
         assert up.shared is not None
@@ -274,14 +272,8 @@ class Client:
         self._check_open()
         ask = self.transfers.listing(listed_room(room, self.core.rooms))
         self._flush_files()
-        self._wait(lambda: ask in self._listings, timeout)
-        return listing_of(self._listings.pop(ask, None))
-
-    def _place(self, room: str | None, to: str | None) -> dict[str, str]:
-        if to:
-            return {"to": check_name(to)}
-        canonical = check_room(room) if room else (self.core.rooms or [""])[0]
-        return {"room": canonical}
+        self._wait(lambda: ask in self.transfers.answered, timeout)
+        return self.transfers.take_listing(ask)
 
     def _run_transfer(self, transfer: Upload | Download) -> None:
         self._flush_files()
@@ -397,15 +389,7 @@ class Client:
             self.core.on_publish(frames, time.monotonic())
 
     def _drain_files(self) -> None:
-        for _ in range(4 * t.WINDOW):  # then the chat's sockets get their turn
-            try:
-                frames = self._files.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            other = self.transfers.on_answer(frames)
-            if other is not None:
-                self._listings[other.ask] = other
-            self._flush_files()
+        drain_files(self._files, self.transfers)
 
     def _check_open(self) -> None:
         if self._push.closed:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from zchat import protocol as p
 from zchat.errors import BrokerUnreachable, InvalidInput, ProtocolError, TransferFailed
-from zchat.protocol import check_room
+from zchat.protocol import check_name, check_room
 from zchat.protocol import transfer as t
 from zchat.sharing.disk import write_all
 from zchat.sharing.naming import free_path, part_name, safe_name
@@ -156,6 +156,7 @@ class Transfers:
         self._clock = clock
         self.active: dict[str, Upload | Download] = {}
         self.listings: set[str] = set()  # listings asked for and not answered
+        self.answered: dict[str, t.Answer] = {}  # listings answered and not taken, by ask
         self._outbox: list[list[bytes | memoryview]] = []
 
     # --- starting ---------------------------------------------------------------------
@@ -173,7 +174,7 @@ class Transfers:
         """Share the file at ``path`` in ``room`` or with ``to``. Its SHA-256 is made
         as its chunks are sent, and goes with the last one (or give it: ``sha256``).
         InvalidInput if it cannot be read or named."""
-        size = _size_of(path)
+        size = shareable(path)
         shown = name or path.name
         try:
             shown = t.check_file_name(shown)
@@ -216,7 +217,7 @@ class Transfers:
 
     def listing(self, room: str) -> str:
         """Ask for the files of ``room`` (``@`` for private ones); the answer comes to
-        ``on_answer`` as a Listing whose ask is returned."""
+        ``take_listing`` once answered: the ask to give it is returned."""
         ask = _ask()
         self._send(t.ListFiles(secret=self._secret(), ask=ask, room=room))
         self.listings.add(ask)
@@ -232,20 +233,27 @@ class Transfers:
     def has_outbox(self) -> bool:
         return bool(self._outbox)
 
-    def on_answer(self, frames: list[bytes]) -> t.Answer | None:
-        """One message from the file socket. Returns the answer to a listing (or its
-        refusal), for the caller to take; what concerns a transfer that is over (a
-        chunk still in flight when it was cancelled) is dropped."""
+    def take_listing(self, ask: str) -> tuple[t.Listed, ...]:
+        """The files of listing ``ask`` once answered; BrokerUnreachable if it was not,
+        TransferFailed if it was refused."""
+        self.listings.discard(ask)
+        return listing_of(self.answered.pop(ask, None))
+
+    def on_answer(self, frames: list[bytes]) -> None:
+        """One message from the file socket. The answer to a listing (or its refusal)
+        is kept for ``take_listing``; what concerns a transfer that is over (a chunk
+        still in flight when it was cancelled) is dropped."""
         try:
             answer = t.decode_answer(frames)
         except ProtocolError:
-            return None
+            return
         if answer.ask in self.listings:
             self.listings.discard(answer.ask)
-            return answer
+            self.answered[answer.ask] = answer
+            return
         transfer = self.active.get(answer.ask)
         if transfer is None:
-            return None
+            return
         now = self._clock()
         transfer.heard = now
         try:
@@ -258,7 +266,6 @@ class Transfers:
             self._end(transfer, "local", where, tell=True)
         except ProgressFailed as failed:
             self._end(transfer, "progress", f"the progress callback failed: {failed}", tell=True)
-        return None
 
     def tick(self, now: float) -> None:
         """Offer or open again what has stalled; give up on what has not moved."""
@@ -410,7 +417,16 @@ def destination(dest: str | Path | None) -> tuple[Path, Path | None]:
     return path.parent, path
 
 
+def share_place(room: str | None, to: str | None, rooms: list[str]) -> dict[str, str]:
+    """Where a file is shared: privately with ``to``, or in ``room`` (checked; default
+    the first of ``rooms``), as Transfers.upload takes it."""
+    if to:
+        return {"to": check_name(to)}
+    return {"room": listed_room(room, rooms)}
+
+
 def listed_room(room: str | None, rooms: list[str]) -> str:
+    """A room to list the files of (default the first of ``rooms``), or ``@``."""
     if room is not None and room.startswith("@"):
         return "@"
     return check_room(room) if room else (rooms or [""])[0]

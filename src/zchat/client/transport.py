@@ -144,6 +144,18 @@ def send_files(dealer: zmq.Socket, transfers: Transfers) -> None:  # type: ignor
             dealer.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
 
 
+def drain_files(dealer: zmq.Socket, transfers: Transfers) -> None:  # type: ignore[type-arg]
+    """Hand the transfers what the file socket holds, answering as they ask: a window's
+    worth at most, then the chat's sockets get their turn."""
+    for _ in range(4 * transfer.WINDOW):
+        try:
+            frames = dealer.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        transfers.on_answer(frames)
+        send_files(dealer, transfers)
+
+
 def reconnect(push: zmq.Socket, sub: zmq.Socket, endpoints: Endpoints) -> None:  # type: ignore[type-arg]
     """Make both connections again: libzmq does not retry a connection the broker
     refused at the handshake. The SUB socket subscribes again, in byte order."""
