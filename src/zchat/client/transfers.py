@@ -216,8 +216,8 @@ class Transfers:
         return True
 
     def listing(self, room: str) -> str:
-        """Ask for the files of ``room`` (``@`` for private ones); the answer comes to
-        ``take_listing`` once answered: the ask to give it is returned."""
+        """Ask for the files of ``room`` (``@`` for private ones); returns the ask that
+        ``take_listing`` gives the answer for, once ``answered`` holds it."""
         ask = _ask()
         self._send(t.ListFiles(secret=self._secret(), ask=ask, room=room))
         self.listings.add(ask)

@@ -34,7 +34,6 @@ Broker -> client::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -43,6 +42,7 @@ import msgspec
 from msgspec import Struct
 
 from zchat.errors import ProtocolError
+from zchat.protocol import decode
 from zchat.protocol.decode import decode_file
 from zchat.protocol.encode import file_body
 from zchat.protocol.records import SharedFile
@@ -253,29 +253,17 @@ def _listed_body(item: Listed) -> dict[str, Any]:
 # --- decoding --------------------------------------------------------------------------
 
 
-class _Fields:
-    """One decoded JSON object; every miss is a ProtocolError naming the field."""
+class _Fields(decode._Fields):
+    """decode.py's fields, with the file port's counts (up to a bound) and asks."""
 
-    def __init__(self, obj: dict[str, Any]) -> None:
-        self.obj = obj
-
-    def text(self, key: str, default: str | None = None) -> str:
-        value = self.obj.get(key, default)
-        if not isinstance(value, str):
-            raise ProtocolError("field", f"field {key!r} is missing or not a string")
-        return value
-
-    def count(self, key: str, most: int = MAX_FILE_BYTES) -> int:
+    def count(self, key: str, most: int = MAX_FILE_BYTES) -> int:  # type: ignore[override]
         value = self.obj.get(key)
         if type(value) is not int or not 0 <= value <= most:
             raise ProtocolError("field", f"field {key!r} is not a whole number from 0 to {most}")
         return value
 
     def secret(self) -> str:
-        value = self.text("secret")
-        if not TOKEN_RE.fullmatch(value):
-            raise ProtocolError("field", "field 'secret' is not 32 lower-case hex digits")
-        return value
+        return self.token("secret")
 
     def ask(self) -> str:
         value = self.text("ask")
@@ -285,23 +273,12 @@ class _Fields:
 
 
 def _load(frame: bytes | memoryview, most: int) -> tuple[str, _Fields]:
+    """decode.py's checks (UTF-8 JSON, an object, the version, a type), after the
+    file port's bound on a header's size."""
     if len(frame) > most:
         raise ProtocolError("size", f"a file-port header is at most {most} bytes")
-    try:
-        obj = json.loads(bytes(frame).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ProtocolError("json", "frame is not UTF-8 JSON") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError("json", "frame is not a JSON object")
-    version = obj.get("v")
-    if type(version) is not int or version != PROTOCOL_VERSION:
-        raise ProtocolError(
-            "version", f"protocol version {version!r} is not supported (this is {PROTOCOL_VERSION})"
-        )
-    kind = obj.get("type")
-    if not isinstance(kind, str):
-        raise ProtocolError("type", "field 'type' is missing")
-    return kind, _Fields(obj)
+    kind, fields = decode._load(bytes(frame))
+    return kind, _Fields(fields.obj)
 
 
 def check_file_name(name: str) -> str:
