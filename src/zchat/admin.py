@@ -8,7 +8,10 @@ on a REQ socket. Requests and replies are one JSON object each::
     <- {"ok": true, "text": "bob was kicked"}
     <- {"ok": false, "error": "no user named 'bob' is here"}
 
-``op`` is one of OPS. ``who``, ``bans`` and ``stats`` add a ``data`` field. A
+``op`` is one of OPS. ``who``, ``bans``, ``stats`` and ``users`` add a ``data`` field.
+``user-add`` (``name``, ``hash``, ``admin``), ``user-passwd`` (``name``, ``hash``) and
+``user-del`` (``name``) change an accounts broker's accounts: `zchat user` hashes the
+password on this machine, and only the hash is sent. A
 ``reload`` is answered once the keys folder is read (in a thread of the broker's), and
 other requests are answered meanwhile; a second ``reload`` meanwhile is refused.
 """
@@ -24,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from zchat.errors import ConfigError, ZchatError
+from zchat.passwords import is_hash
 
-OPS = ("kick", "ban", "unban", "who", "bans", "stats", "reload")
+OPS = ("kick", "ban", "unban", "who", "bans", "stats", "reload", "users", "user-add",
+       "user-passwd", "user-del")  # fmt: skip
 REPLY_SECONDS = 5.0
 MAX_REQUEST_BYTES = 4096
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH  # a folder others may put files in
@@ -125,7 +130,7 @@ def _probe(path: Path) -> None:
             raise AdminError(f"cannot open {path}: {exc.strerror or exc}") from None
 
 
-def parse(data: bytes) -> dict[str, str]:
+def parse(data: bytes) -> dict[str, Any]:
     """A request as the broker reads it; ValueError says what is wrong with it."""
     if len(data) > MAX_REQUEST_BYTES:
         raise ValueError(f"request longer than {MAX_REQUEST_BYTES} bytes")
@@ -135,7 +140,13 @@ def parse(data: bytes) -> dict[str, str]:
         raise ValueError("request is not JSON") from None
     if not isinstance(obj, dict) or obj.get("op") not in OPS:
         raise ValueError(f"request needs an op, one of: {', '.join(OPS)}")
-    for key in ("name", "reason"):
+    for key in ("name", "reason", "hash"):
         if not isinstance(obj.get(key, ""), str):
             raise ValueError(f"{key} must be a string")
-    return {"op": obj["op"], "name": obj.get("name", ""), "reason": obj.get("reason", "")}
+    if not isinstance(obj.get("admin", False), bool):
+        raise ValueError("admin must be true or false")
+    request = {"op": obj["op"], "name": obj.get("name", ""), "reason": obj.get("reason", "")}
+    request |= {"hash": obj.get("hash", ""), "admin": obj.get("admin", False)}
+    if request["op"] in ("user-add", "user-passwd") and not is_hash(request["hash"]):
+        raise ValueError("hash must be a password hash made by zchat (passwords.py)")
+    return request

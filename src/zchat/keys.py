@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,3 +269,35 @@ def _text(path: Path, data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def accounts_keyring(
+    keys_dir: str | None, db: str, load: Callable[[str], KeyRing] | None = None
+) -> KeyRing:
+    """An accounts broker's keys: the keys folder's if it has one (its listed keys log
+    in as in secure mode; ``load`` reads it, load_keyring by default), else the
+    broker's own pair alone, kept beside the history (``broker_pair``)."""
+    if keys_dir is not None:
+        return (load or load_keyring)(keys_dir)
+    public, secret = broker_pair(db)
+    return KeyRing(public, secret, {}, frozenset())
+
+
+def broker_pair(db: str) -> tuple[bytes, bytes]:
+    """The key pair of an accounts broker without a keys folder: DB-STEM-broker.key_secret
+    beside the history database, made at its first start (mode 0600), and the same at
+    every start after, so that clients that trusted it go on trusting it. With
+    ``:memory:`` (nothing kept) a new pair each start."""
+    if db == ":memory:":
+        import zmq
+
+        return zmq.curve_keypair()
+    history = Path(db)
+    name = f"{history.stem}-broker"
+    secret_file = history.with_name(f"{name}.key_secret")
+    if not secret_file.exists():
+        keygen(name, history.parent)
+        log.info("made the broker's key pair: %s", secret_file)
+    check_unchangeable(secret_file, "replace the broker's key")
+    check_secret(secret_file, "pose as this broker to its users")
+    return load_pair(secret_file)

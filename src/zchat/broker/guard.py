@@ -60,6 +60,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from zchat.broker.identity import keyed
 from zchat.broker.limits import Bucket, RateLimit
 from zchat.protocol.topics import INBOX_PREFIX
 
@@ -252,7 +253,7 @@ class ConnectionGuard:
         if owner is NOBODY:
             return ""
         limits, many = self.limits, len(owner.connections)
-        if owner.inboxes > (OWNER_INBOXES if conn.user is not None else limits.per_address):
+        if owner.inboxes > (OWNER_INBOXES if keyed(conn.user) else limits.per_address):
             return f"held {owner.inboxes} inbox subscriptions on {many} connections"
         if owner.topics > OWNER_FACTOR * limits.subscriptions:
             return f"held {owner.topics} subscriptions on {many} connections"
@@ -289,13 +290,9 @@ class ConnectionGuard:
 
     def cut_owner(self, user: str) -> int:
         """Cut every connection of the key ``user`` (banned, or withdrawn): how many."""
-        owner = self._owners.get(_key(user))
-        if owner is None:
-            return 0
         cut = 0
-        for fd in list(owner.connections):
-            conn = self._connections.get(fd)
-            if conn is not None and not conn.cut:
+        for fd, conn in list(self._connections.items()):
+            if conn.user == user and not conn.cut:
                 self._cut(fd, conn, "barred", f"came with the key of {user}, now barred", False)
                 cut += 1
         return cut
@@ -461,10 +458,10 @@ class ConnectionGuard:
         if conn.owner is not None:  # known by its address until its key showed
             self._disown(fd, conn)
         conn.user = user
-        if user is None and not self.limits.per_address:
+        if not keyed(user) and not self.limits.per_address:
             conn.owner = NOBODY  # addresses are not bounded: without a key, no owner
             return
-        name = _key(user) if user is not None else conn.peer[0] if conn.peer else "?"
+        name = _owner_name(user, conn.peer)
         owner = self._owners.get(name)
         if owner is None:
             owner = self._owners[name] = Owner(name)
@@ -475,7 +472,7 @@ class ConnectionGuard:
         owner.unread += conn.unread
         conn.owner = owner
         per_key = self.limits.per_key
-        if user is not None and per_key and len(owner.connections) > per_key and not conn.cut:
+        if keyed(user) and per_key and len(owner.connections) > per_key and not conn.cut:
             detail = f"was connection {len(owner.connections)} of {user}"
             self._cut(fd, conn, "connections", detail, False)
 
@@ -525,7 +522,7 @@ class ConnectionGuard:
         self._unaddress(fd, conn.peer[0])
         self.cuts[why] += 1
         now = self.clock()
-        who = _key(conn.user) if conn.user is not None else conn.peer[0]
+        who = _owner_name(conn.user, conn.peer)
         if penalise:
             if len(self._penalties) >= MAX_PENALTIES:
                 del self._penalties[next(iter(self._penalties))]
@@ -545,6 +542,14 @@ NOBODY = Owner("")  # the owner of connections that have none: its counts are no
 def _key(user: str) -> str:
     """The name of a key's owner record and penalty (apart from any address)."""
     return f"key {user}"
+
+
+def _owner_name(user: str | None, peer: tuple[str, int] | None) -> str:
+    """Whom a connection is charged to: a listed key, else its address (a login key's
+    too: anyone can make fresh ones, identity.py)."""
+    if keyed(user):
+        return _key(str(user))
+    return peer[0] if peer else "?"
 
 
 _REASONS = {

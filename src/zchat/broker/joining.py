@@ -9,7 +9,9 @@ import logging
 
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer, fails
+from zchat.broker.identity import is_login_key
 from zchat.broker.limits import Bucket
+from zchat.broker.login_rules import CHECKING, Login, Logins
 from zchat.broker.presence import Session
 from zchat.broker.state import (
     MAX_MARKERS,
@@ -17,14 +19,13 @@ from zchat.broker.state import (
     MAX_WAITING_ENTERS,
     SILENT_SECONDS,
     Pending,
-    RulesState,
     owner_of,
 )
 
 log = logging.getLogger("zchat.broker")
 
 
-class Joining(RulesState):
+class Joining(Logins):
     """Joining, entering, and the out-socket's subscriptions."""
 
     def _on_join(
@@ -47,6 +48,12 @@ class Joining(RulesState):
         if self._pending_secrets.get(msg.secret, msg.inbox) != msg.inbox:
             self._drop("field", "join reuses the secret of another waiting join", now)
             return
+        waiting = self._pending.get(msg.inbox)
+        if waiting is not None and waiting.login is not None and waiting.join.secret == msg.secret:
+            if waiting.login is not CHECKING:  # taken: say so again (the answer was slow)
+                login = waiting.login
+                self._to_inbox(msg.inbox, p.LoggedIn(login.name, login.failed, login.last), actions)
+            return  # a password being checked, or taken, is not checked again
         self._unpend(msg.inbox)  # a repeated JOIN waits anew, at the end of the line
         owner = owner_of(user, peer)
         if self._pending_by_peer[owner] >= self.limits.pending_joins_per_address:
@@ -86,6 +93,11 @@ class Joining(RulesState):
         marked = pending.join.mark and pending.join.mark in self._markers.get(inbox, {})
         if inbox not in self._subscribed and not marked:
             return
+        login = None
+        if self.policy.logins and is_login_key(pending.user):
+            if not self._login_done(inbox, pending, bool(marked), actions):
+                return
+            login = pending.login
         self._unpend(inbox)
         if not self.policy.same_key(self._owners.get(inbox), pending.user):
             self._drop("foreign-inbox", f"join by {pending.user!r} lost its inbox", self._now)
@@ -93,19 +105,17 @@ class Joining(RulesState):
         self._subscribed.add(inbox)  # a marker proves the inbox subscription is in place
         join = pending.join
         try:
-            name = fails("invalid-name", p.check_name, join.name)
-            rooms = list(dict.fromkeys(fails("invalid-room", p.check_room, r) for r in join.rooms))
-            name = self._may_join(name, pending.user)
-            if self.presence.holder(name) is None:
-                self._make_rooms(owner_of(pending.user, pending.peer), rooms, self._now)
+            name, rooms = self._join_of(pending, login)
         except Answer as answer:
             self._to_inbox(inbox, p.Refused(answer.code, answer.text), actions)
+            self._logged_out(pending.user)
             key = f" with {pending.user}'s key" if pending.user else ""
             log.info("refused %s from %s%s: %s", join.name, pending.peer, key, answer.code)
             return
         if self.presence.holder(name) is not None:
             refusal = p.Refused("name-taken", f"name {name.lower()!r} is taken")
             self._to_inbox(inbox, refusal, actions)
+            self._logged_out(pending.user)
             log.info("refused %s from %s: name taken", name, pending.peer)
             return
         # the name's session of an earlier broker: it goes on in the rooms this join
@@ -115,7 +125,7 @@ class Joining(RulesState):
         goes_on = self._settle_orphans(name, resumed, actions)
         bucket = Bucket.full(self.limit, pending.since)
         shared = self._shared_bucket(owner_of(pending.user, pending.peer), pending.since)
-        admin = self.policy.is_admin(name)
+        admin = login.admin if login is not None else self.policy.is_admin(name)
         session = Session(
             name, join.secret, inbox, [], pending.peer, pending.since, bucket, pending.user, admin,
             since=pending.since, quiet=join.quiet, shared=shared,
@@ -139,6 +149,17 @@ class Joining(RulesState):
         went_on = f", going on in {len(goes_on)} room(s)" if goes_on else ""
         quiet = " (quiet: posts only)" if join.quiet else ""
         log.info("%s joined from %s%s%s", name, session.peer, went_on, quiet)
+
+    def _join_of(self, pending: Pending, login: Login | None) -> tuple[str, list[str]]:
+        """The name a JOIN gets (a login's: its account's) and its rooms, made if new.
+        Raises Answer if it cannot join."""
+        join = pending.join
+        name = login.name if login is not None else fails("invalid-name", p.check_name, join.name)
+        rooms = list(dict.fromkeys(fails("invalid-room", p.check_room, r) for r in join.rooms))
+        name = self._may_join(name, pending.user)
+        if self.presence.holder(name) is None:
+            self._make_rooms(owner_of(pending.user, pending.peer), rooms, self._now)
+        return name, rooms
 
     def _may_join(self, name: str, user: str | None) -> str:
         """The name a JOIN gets (in secure mode, its key's). Raises Answer if banned."""
@@ -187,6 +208,13 @@ class Joining(RulesState):
             self._drop("misrouted", f"subscription to {topic[:40]!r} of an unknown connection", now)
             return actions
         change = actions.subscribe if subscribe else actions.unsubscribe
+        if subscribe and not self.logged_in(user) and not topic.startswith(p.INBOX_PREFIX):
+            # a login key not logged in: no room, whatever it asks (login_rules.py)
+            if topic in (b"", p.SYS_TOPIC):
+                change.append(p.SYS_TOPIC)
+            else:
+                self._drop("not-logged-in", f"subscription to {topic[:40]!r} before a login", now)
+            return actions
         if topic == b"":
             change.extend([p.ROOM_PREFIX, p.SYS_TOPIC])  # everything public, no inbox
         elif p.INBOX_PREFIX.startswith(topic) or topic.startswith(p.INBOX_PREFIX):

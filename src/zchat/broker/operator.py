@@ -18,7 +18,8 @@ from zchat import admin
 from zchat import protocol as p
 from zchat.broker.files import FileService
 from zchat.broker.guard import ConnectionGuard
-from zchat.broker.policy import SecurePolicy
+from zchat.broker.identity import is_login_key
+from zchat.broker.policy import AccountsPolicy, SecurePolicy
 from zchat.broker.reloading import KeyReload, Reloaded
 from zchat.broker.rules import Actions, Answer, BrokerRules
 from zchat.broker.security import KeyAuthenticator
@@ -56,10 +57,16 @@ class Operator:
 
     def _use_keys(self, keyring: KeyRing) -> None:
         allowed = frozenset(name.lower() for name in keyring.users.values())
-        self.rules.policy = SecurePolicy(keyring.admins, allowed)
+        if self.rules.policy.logins:
+            register = getattr(self.rules.policy, "register", False)
+            self.rules.policy = AccountsPolicy(keyring.admins, allowed, register)
+        else:
+            self.rules.policy = SecurePolicy(keyring.admins, allowed)
 
     def _barred(self, user: str) -> bool:
         """Is ``user``'s key banned or withdrawn (its connections are cut)?"""
+        if is_login_key(user):
+            return user in self.rules.ended_keys
         barred = self._bars.get(user)
         if barred is None:
             name = user.lower()
@@ -155,7 +162,7 @@ class Operator:
         log.info("operator: %s", text)
         return {"ok": True, "text": text}
 
-    def _admin_reply(self, request: dict[str, str]) -> dict[str, Any]:
+    def _admin_reply(self, request: dict[str, Any]) -> dict[str, Any]:
         op, name, reason = request["op"], request["name"], request["reason"]
         if op in ("kick", "ban", "unban"):
             text, actions = self.rules.moderate(op, name, reason)
@@ -172,7 +179,33 @@ class Operator:
             return {"ok": True, "data": bans}
         if op == "stats":
             return {"ok": True, "data": self.stats()}
+        if op.startswith("user"):
+            return self._accounts_reply(request)
         raise ValueError(f"unknown op {op!r}")
+
+    def _accounts_reply(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`zchat user`: the accounts of an accounts broker. The password is hashed by
+        `zchat user`, on this machine: only its hash comes here."""
+        if not self.rules.policy.logins:
+            raise ValueError("accounts are for a broker started with --accounts")
+        op, name = request["op"], request["name"]
+        if op == "users":
+            accounts = [
+                {"name": a.name, "admin": a.admin, "created": a.created, "last": a.last,
+                 "failed": a.failed}
+                for a in self.rules.accounts.all()
+            ]  # fmt: skip
+            return {"ok": True, "data": accounts}
+        actions = Actions()
+        if op == "user-add":
+            text = self.rules.add_account(name, request["hash"], request["admin"])
+        elif op == "user-passwd":
+            text, actions = self.rules.change_account(name, request["hash"])
+        else:  # user-del
+            text, actions = self.rules.delete_account(name)
+        self._apply(actions)
+        log.info("operator: %s", text)
+        return {"ok": True, "text": text}
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -186,6 +219,7 @@ class Operator:
             "connections": self.guard.connections,
             "penalised_addresses": self.guard.penalised,
             "secure": self.secure,
+            "logins": dict(self.rules.logins_counted),
             "files": {
                 "shared": self.files.counts.uploaded,
                 "bytes_in": self.files.counts.bytes_in,

@@ -138,6 +138,7 @@ class Policing(RulesState):
 
     def _kick(self, session: Session, by: str, reason: str, banned: bool, actions: Actions) -> None:
         self._to_inbox(session.inbox, p.Kicked(by, reason, banned), actions)
+        self._bar_key(session.user, actions)  # a login key's connections are cut
         verb = "banned" if banned else "kicked"
         self._end(session, f"{verb} by {by}: {reason}" if reason else f"{verb} by {by}", actions)
 
@@ -146,7 +147,7 @@ class Policing(RulesState):
         take admin rights as the admins list now says."""
         actions = Actions()
         for session in self.sessions:
-            if not self.policy.still_allowed(session.name):
+            if not self.policy.still_allowed(session.user or session.name):
                 self._kick(session, OPERATOR, "key withdrawn", False, actions)
             else:
                 session.admin = self.policy.is_admin(session.name)

@@ -133,6 +133,8 @@ class BrokerRules(Joining, Policing):
                 self._end(session, f"quit: {reason}" if reason else "quit", actions)
             case p.Enter():
                 self._on_enter(session, msg, actions)
+            case p.Passwd():
+                self._on_passwd(session, msg, actions)
             case p.Part(_, room, reason):
                 room = self._member_room(session, room)
                 self.presence.part(session, room)
@@ -248,7 +250,9 @@ class BrokerRules(Joining, Policing):
             if now - pending.since <= PENDING_JOIN_SECONDS:
                 break
             self._unpend(inbox, forget_owner=True)
+            self._logged_out(pending.user if pending.login is not None else None)
             log.debug("join of %r expired: its subscription never arrived", pending.join.name)
+        self.throttle.expire(now)
         self._forget_full_buckets(now)
         for code, count in list(self._suppressed.items()):
             if now - self._last_warning.get(code, 0.0) >= WARN_EVERY_SECONDS:

@@ -15,6 +15,11 @@ refusal is ZAP status 400 like an unknown key's, so a client cannot tell the two
 apart. A key or address the guard cut a moment ago is refused with status 500 (a 300
 would hang up in silence), which a client tells apart: it is let in again shortly.
 
+An accounts broker's handler lets in any key, and names one it does not list after
+the key itself (a login key, identity.py): its sessions' names come from passwords.
+A login key whose session someone ended (kicked, banned, its password changed) is
+refused for now, like a key cut a moment ago.
+
 Refused handshakes are logged at most once per REFUSAL_LOG_SECONDS, the first at once
 and the rest in sum (a peer making fresh keys must not flood the log).
 """
@@ -34,6 +39,7 @@ from zmq.auth.base import VERSION
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
+from zchat.broker.identity import login_key_user
 from zchat.keys import KeyRing
 
 log = logging.getLogger("zchat.broker")
@@ -82,8 +88,16 @@ class KeyAuthenticator:
         keyring: KeyRing,
         refused: Callable[[str], bool] = lambda address: False,
         key_refused: Callable[[str], bool] = lambda name: False,
+        *,
+        logins: bool = False,
+        login_barred: Callable[[str], bool] = lambda user: False,
     ) -> None:
+        """``logins``: an accounts broker, which lets in any key (identity.py);
+        ``login_barred``: is this login key's session ended by someone else (its
+        connections are refused)."""
         self.keyring = keyring
+        self.logins = logins
+        self.login_barred = login_barred
         self.banned: frozenset[str] = frozenset()  # lower-case names, replaced whole
         self.refused = 0
         self.key_refused = key_refused
@@ -108,7 +122,7 @@ class KeyAuthenticator:
 
     def callback(self, domain: str, key: bytes) -> bool:
         """zmq.auth's question, from its thread: may this Z85 public key connect?"""
-        if key in self.keyring.users:
+        if key in self.keyring.users or self.logins:
             return True
         self._refused("unknown", f"unknown key {key.decode('ascii')}")
         return False
@@ -155,11 +169,18 @@ class KeyAuthenticator:
 
     def for_now(self, key: bytes) -> bool:
         """From zmq.auth's thread: is this (binary) key refused for a while (cut)?"""
-        name = self.keyring.name_of(z85.encode(key))
-        return name is not None and self.key_refused(name)
+        z85_key = z85.encode(key)
+        name = self.keyring.name_of(z85_key)
+        if name is None:
+            return self.logins and self.login_barred(login_key_user(z85_key))
+        return self.key_refused(name)
 
     def name_of(self, key: bytes) -> str:
-        return self.keyring.name_of(z85.encode(key)) or "?"
+        z85_key = z85.encode(key)
+        name = self.keyring.name_of(z85_key)
+        if name is None:
+            return login_key_user(z85_key) if self.logins else "?"
+        return name
 
     def stop(self) -> None:
         self._thread.stop()

@@ -40,14 +40,16 @@ from zchat.broker.limits import (
     RateLimit,
     RuleLimits,
 )
+from zchat.broker.logins import Hasher
 from zchat.broker.operator import Operator
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS
+from zchat.broker.policy import AccountsPolicy
 from zchat.broker.reloading import KeyReload, LoadKeys
 from zchat.broker.rules import Actions, BrokerRules
 from zchat.broker.security import CONNECTION_PROPERTY, KeyAuthenticator, OpenGate
 from zchat.broker.store import DEFAULT_RETENTION, HistoryStore, StorageFull
 from zchat.errors import ConfigError
-from zchat.keys import load_keyring
+from zchat.keys import KeyRing, accounts_keyring, load_keyring
 from zchat.protocol import transfer
 
 log = logging.getLogger("zchat.broker")
@@ -97,6 +99,8 @@ class BrokerConfig:
     rate: float = DEFAULT_RATE  # requests a second per session (0: no limit)
     burst: int = DEFAULT_BURST  # requests at once per session
     keys: str | None = None  # secure mode: the keys folder (keys.py)
+    accounts: bool = False  # CURVE for all, and passwords for login keys (login_rules.py)
+    allow_register: bool = False  # an accounts broker: people may make their own accounts
     admin_socket: str = ""  # the operator's socket file; "" for admin.default_path(port)
     # seconds the sessions of the previous broker are waited for (orphans.py)
     rejoin_grace: float = REJOIN_GRACE_SECONDS
@@ -127,7 +131,7 @@ class BrokerConfig:
 
 def warn_if_exposed(config: BrokerConfig) -> str | None:
     """What an open-mode broker on a non-loopback address exposes, or None."""
-    if config.keys is not None or _loopback(config.host):
+    if config.keys is not None or config.accounts or _loopback(config.host):
         return None
     return (
         f"open mode on {config.host}: anyone who can reach ports {config.port or 'N'} to "
@@ -135,6 +139,32 @@ def warn_if_exposed(config: BrokerConfig) -> str | None:
         "free name, speak and share files, and nothing is encrypted. Use --secure --keys DIR "
         "(see SECURITY.md)"
     )
+
+
+def _rules(
+    config: BrokerConfig, epoch: str, store: HistoryStore, secure: bool, flood: RateLimit
+) -> BrokerRules:
+    return BrokerRules(
+        epoch,
+        store,
+        secure=secure,
+        policy=AccountsPolicy(register=config.allow_register) if config.accounts else None,
+        limit=flood,
+        grace=config.rejoin_grace,
+        limits=RuleLimits(quiet_joins=config.quiet_joins),
+    )
+
+
+_MODES = {
+    "open": "open mode",
+    "secure": "secure mode (CURVE)",
+    "accounts": "accounts mode (CURVE, passwords)",
+}
+
+
+def _mode(config: BrokerConfig) -> str:
+    """The broker's mode, as its history file keeps it: open, secure or accounts."""
+    return "accounts" if config.accounts else "secure" if config.keys is not None else "open"
 
 
 def _loopback(host: str) -> bool:
@@ -156,17 +186,13 @@ class Broker(Operator):
         config.check()
         self.config = config
         self.epoch = secrets.token_hex(8)
-        keyring = load_keys(config.keys) if config.keys is not None else None
-        self.store = HistoryStore(config.db, config.retention, "secure" if config.keys else "open")
+        if config.accounts:
+            keyring: KeyRing | None = accounts_keyring(config.keys, config.db, load_keys)
+        else:
+            keyring = load_keys(config.keys) if config.keys is not None else None
+        self.store = HistoryStore(config.db, config.retention, _mode(config))
         flood = RateLimit(config.rate, config.burst)
-        self.rules = BrokerRules(
-            self.epoch,
-            self.store,
-            secure=keyring is not None,
-            limit=flood,
-            grace=config.rejoin_grace,
-            limits=RuleLimits(quiet_joins=config.quiet_joins),
-        )
+        self.rules = _rules(config, self.epoch, self.store, keyring is not None, flood)
         self.open_files = raise_open_files_limit()
         budget = connection_budget(self.open_files)
         self.guard = ConnectionGuard(config.connection, flood, max_connections=budget)
@@ -186,6 +212,7 @@ class Broker(Operator):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._reload: KeyReload | None = None
+        self.hasher = self._hasher(config)
         if config.keys is not None:
             self._reload = KeyReload(config.keys, self._wake, load_keys)
         self._stopping = False
@@ -200,14 +227,7 @@ class Broker(Operator):
         self.admin_path = Path()
         try:
             self.files = self._serve_files(config)
-            if keyring is not None:
-                self._auth = KeyAuthenticator(
-                    self._ctx, keyring, self.guard.refused, self.guard.key_refused
-                )
-                self._auth.banned = self._banned()
-                self._use_keys(keyring)
-            else:
-                self._gate = OpenGate(self._ctx, self.guard.refused)
+            self._guard_handshakes(keyring)
             self._configure()
             self._monitors = [
                 sock.get_monitor_socket(MONITOR_EVENTS)
@@ -219,6 +239,26 @@ class Broker(Operator):
         except BaseException:
             self.close()
             raise
+
+    def _guard_handshakes(self, keyring: KeyRing | None) -> None:
+        """The ZAP handler: the keys' (secure and accounts modes), or open mode's."""
+        if keyring is None:
+            self._gate = OpenGate(self._ctx, self.guard.refused)
+            return
+        self._auth = KeyAuthenticator(
+            self._ctx, keyring, self.guard.refused, self.guard.key_refused,
+            logins=self.config.accounts, login_barred=self.rules.ended_keys.__contains__,
+        )  # fmt: skip
+        self._auth.banned = self._banned()
+        self._use_keys(keyring)
+
+    def _hasher(self, config: BrokerConfig) -> Hasher | None:
+        """An accounts broker's thread that checks passwords (logins.py)."""
+        if not config.accounts:
+            return None
+        hasher = Hasher(self._wake)
+        self.rules.submit_login = hasher.submit
+        return hasher
 
     def _serve_files(self, config: BrokerConfig) -> FileService:
         """What serves the file port (fileport.py, files.py)."""
@@ -344,7 +384,7 @@ class Broker(Operator):
             self.files_endpoint,
             self.config.db,
             self.files.store.folder,
-            "secure mode (CURVE)" if self.secure else "open mode",
+            _MODES[_mode(self.config)],
             self.admin_path,
         )
         log.info(
@@ -525,6 +565,8 @@ class Broker(Operator):
         done = self._reload.take() if self._reload is not None else None
         if done is not None:
             self._answer_admin(done.asker, self._reloaded(done))
+        for verdict in self.hasher.take() if self.hasher is not None else ():
+            self._apply(self._guarded(self.rules.on_verdict, verdict, time.monotonic()))
         self._apply(self._guarded(self.files.checked))
 
     def _guarded(self, handle: Callable[..., Actions], *args: Any) -> Actions:
@@ -585,6 +627,8 @@ class Broker(Operator):
             self._auth.stop()
         if self._gate is not None:
             self._gate.stop()
+        if getattr(self, "hasher", None) is not None:
+            self.hasher.stop()  # type: ignore[union-attr]
         self._ctx.term()
         self._wake_r.close()
         self._wake_w.close()

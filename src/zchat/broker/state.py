@@ -8,11 +8,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer, fails
+from zchat.broker.identity import keyed
 from zchat.broker.limits import OWNER_FACTOR, Bucket, RateLimit, RuleLimits
 from zchat.broker.orphans import REJOIN_GRACE_SECONDS, RESTART_REASON, Orphans
 from zchat.broker.policy import OpenPolicy, Policy, SecurePolicy
@@ -47,8 +49,9 @@ SUSPECT_SECONDS = 3.0
 
 def owner_of(user: str | None, peer: str) -> str:
     """Who the limits beyond one session's are charged to: the key in secure mode (a
-    key may connect from anywhere), the peer address in open mode."""
-    return f"key {user}" if user is not None else peer
+    key may connect from anywhere), the peer address in open mode and for a login key
+    (identity.py: anyone can make fresh ones)."""
+    return f"key {user}" if keyed(user) else peer
 
 
 @dataclass
@@ -59,6 +62,9 @@ class Pending:
     join: p.Join
     peer: str
     user: str | None
+    # an accounts broker, a login key's JOIN: its password being checked, or taken
+    # (login_rules.Login); None: not yet looked at
+    login: Any = None
 
 
 class RulesState:
@@ -102,7 +108,7 @@ class RulesState:
         self._pending_by_peer: Counter[str] = Counter()  # owner -> waiting JOINs
         self._new_rooms: dict[str, Bucket] = {}  # owner -> its new-room budget
         self._shared: dict[str, Bucket] = {}  # owner -> its flood bucket (limits.py)
-        factor = 1 if self.policy.secure else OWNER_FACTOR
+        factor = OWNER_FACTOR if self.policy.by_address else 1
         self.shared_limit = RateLimit(self.limit.rate * factor, self.limit.burst * factor)
 
     # --- queries ----------------------------------------------------------------------
@@ -118,6 +124,7 @@ class RulesState:
     # --- internals -------------------------------------------------------------------------
 
     def _end(self, session: Session, reason: str, actions: Actions) -> None:
+        self._logged_out(session.user)
         self.presence.remove(session)
         self._flooding.discard(session.secret)
         ts = self.clock()
@@ -126,6 +133,20 @@ class RulesState:
             self._announce(session, p.Left(room, 0, ts, session.name, reason), actions)
             self.presence.forget_if_empty(room)
         log.info("%s left (%s)", session.name, reason)
+
+    def _logged_out(self, user: str | None) -> None:
+        """A session of ``user``'s ended: a login key logs in again to have rooms
+        (login_rules.py)."""
+
+    def _bar_key(self, user: str | None, actions: Actions) -> None:
+        """A session of ``user``'s was ended by someone else: a login key is barred, and
+        its connections cut (login_rules.py)."""
+
+    def _unpend(self, inbox: str, forget_owner: bool = False) -> Pending | None:
+        raise NotImplementedError  # joining.py's
+
+    def _kick(self, session: Session, by: str, reason: str, banned: bool, actions: Actions) -> None:
+        raise NotImplementedError  # policing.py's
 
     def _settle_orphans(self, name: str, resumed: list[str], actions: Actions) -> set[str]:
         """``name`` is about to be taken: close its orphans (orphans.py), except in the

@@ -108,6 +108,15 @@ CREATE TABLE IF NOT EXISTS uploads (
     recipient TEXT NOT NULL DEFAULT '',
     touched   REAL NOT NULL  -- wall clock: an upload outlives the broker
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accounts (
+    name    TEXT PRIMARY KEY,  -- lower case
+    shown   TEXT NOT NULL,
+    hash    TEXT NOT NULL,     -- passwords.py: scrypt, salted; never the password
+    admin   INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL,
+    failed  INTEGER NOT NULL DEFAULT 0,  -- logins refused since the last one
+    last    TEXT NOT NULL DEFAULT ''     -- when the last login was
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bans (
     name   TEXT PRIMARY KEY,  -- lower case
     shown  TEXT NOT NULL,
@@ -146,11 +155,13 @@ def default_folder() -> Path:
     return data_folder()
 
 
-def default_path(secure: bool = False, port: int = DEFAULT_PORT) -> Path:
+def default_path(secure: bool | str = False, port: int = DEFAULT_PORT) -> Path:
     """history.db in default_folder() for the broker on the default port, history-PORT.db
     for one on another port; a secure broker's is secure-history.db (secure-history-PORT.db)
-    beside it (the two modes never share a history)."""
-    name = "secure-history" if secure else "history"
+    beside it, an accounts broker's accounts-history.db (the modes never share a
+    history). ``secure``: True for "secure", or the mode's name."""
+    mode = ("secure" if secure else "open") if isinstance(secure, bool) else secure
+    name = "history" if mode == "open" else f"{mode}-history"
     return default_folder() / (f"{name}.db" if port == DEFAULT_PORT else f"{name}-{port}.db")
 
 

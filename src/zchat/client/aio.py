@@ -35,6 +35,7 @@ from zchat.client.transport import (
     Endpoints,
     Keys,
     apply_subscriptions,
+    check_login,
     close_monitor,
     connect,
     connect_files,
@@ -60,10 +61,16 @@ class AsyncClient:
         context: zmq.asyncio.Context | None = None,
         keys: Keys | None = None,
         quiet: bool = False,
+        password: str | None = None,
+        register: bool = False,
     ) -> None:
-        """``keys`` (transport.Keys) for a broker in secure mode. ``quiet``: only post
-        (see Client)."""
-        self.core = ClientCore(name, rooms, history=history, secure=keys is not None, quiet=quiet)
+        """``keys`` (transport.Keys) for a broker in secure mode. ``quiet``: only post;
+        ``password`` and ``register``: an accounts broker's login (see Client)."""
+        check_login(password, keys)
+        self.core = ClientCore(
+            name, rooms, history=history, secure=keys is not None, quiet=quiet,
+            password=password, register=register,
+        )  # fmt: skip
         self.endpoints = Endpoints(host, port)
         self.keys = keys
         self._monitor: zmq.asyncio.Socket | None = None

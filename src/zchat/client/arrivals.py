@@ -60,6 +60,8 @@ class Arrivals(CoreState):
                 self.events.append(from_private(msg))
             case p.Refused(code, text):
                 self._on_refused(code, text, now)
+            case p.LoggedIn():
+                self._on_logged_in(msg)
             case p.Kicked(by, reason, banned):
                 verb = "banned" if banned else "kicked out"
                 self._end(f"you were {verb} by {by}" + (f": {reason}" if reason else ""))
@@ -186,6 +188,11 @@ class Arrivals(CoreState):
             self._note(f"joined again as {self.name} ({count if missed else 'nothing missed'})")
         self._joined_once = True
         self._gone_told = self._retry_told = self._back_unsaid = False
+        login, self.logged_in = self.logged_in, None
+        if login is not None and login.failed:
+            when = f" (your last login: {login.last:%Y-%m-%d %H:%M} UTC)" if login.last else ""
+            plural = "s" * (login.failed != 1)
+            self._note(f"{login.failed} failed login{plural} since your last visit{when}")
 
     def _describe(self, room: str, state: p.RoomState) -> None:
         """Who is in a room just joined, and its topic: said after its history (which

@@ -27,7 +27,9 @@ REFUSED_RETRY_SECONDS = 2.0
 LEAVE_WAIT_SECONDS = 1.0
 ENTER_ERRORS = frozenset({"too-many-rooms", "bad-room", "busy"})
 # Refusals of a rejoin that waiting will not change: the client stops.
-FINAL_REFUSALS = frozenset({"banned", "key-withdrawn", "not-your-name", "invalid-name"})
+FINAL_REFUSALS = frozenset(
+    {"banned", "key-withdrawn", "not-your-name", "invalid-name", "login-failed", "login-needed"}
+)
 
 
 class State(Enum):
@@ -72,8 +74,18 @@ class CoreState:
         history: int = p.DEFAULT_HISTORY,
         secure: bool = False,
         quiet: bool = False,
+        password: str | None = None,
+        register: bool = False,
     ) -> None:
         self.name = p.check_name(name)
+        # an accounts broker: the password, kept to log in again after a restart; and
+        # whether to make the account first (the first join only)
+        self.password = password
+        self.register = register
+        self.logged_in: p.LoggedIn | None = None  # the broker's last "login" answer
+        # the marker the JOIN names, subscribed once logged in; whether the SUB socket
+        # has subscribed to self.rooms
+        self._login_mark, self._rooms_subscribed = "", False
         self.secure = secure  # CURVE keys are in use
         self.quiet = quiet  # only posts: the broker announces neither its join nor its leave
         self.rooms = list(dict.fromkeys(p.check_room(r) for r in rooms)) or [p.DEFAULT_ROOM]
@@ -128,7 +140,11 @@ class CoreState:
     # --- what the adapters ask -----------------------------------------------------------
 
     def subscriptions(self) -> list[bytes]:
-        """Topics to subscribe before connecting, in this order (inbox last)."""
+        """Topics to subscribe before connecting, in this order (inbox last). A login
+        subscribes to its rooms once the password is taken (on_logged_in)."""
+        if self.password is not None:
+            return [p.SYS_TOPIC, p.inbox_topic(self.inbox)]
+        self._rooms_subscribed = True
         return [*(p.room_topic(r) for r in self.rooms), p.SYS_TOPIC, p.inbox_topic(self.inbox)]
 
     def take_subscriptions(self) -> list[tuple[bool, bytes]]:
@@ -172,6 +188,9 @@ class CoreState:
         self._join_sent = now
         since = {room: view.shown for room, view in self.views.items() if room in self.rooms}
         mark = ""
+        if self.password is not None:
+            self._send_login(since)
+            return
         if not first:  # the broker may have lost track of our inbox: a marker proves it
             self._marks += 1
             mark = f"j{self._marks}"
@@ -182,6 +201,38 @@ class CoreState:
             self.name, self.secret, self.inbox, rooms, self.history, since, mark, self.quiet
         )
         self._outbox.append(p.encode_client(join))
+
+    def _send_login(self, since: dict[str, int]) -> None:
+        """A JOIN with the password, naming a marker that is subscribed only once the
+        password is taken (on_logged_in). Sent again unanswered, it names the same."""
+        if not self._login_mark:
+            self._marks += 1
+            self._login_mark = f"l{self._marks}"
+        join = p.Join(
+            self.name, self.secret, self.inbox, tuple(self.rooms), self.history, since,
+            self._login_mark, self.quiet, self.password or "", self.register,
+        )  # fmt: skip
+        self._outbox.append(p.encode_client(join))
+
+    def _on_logged_in(self, login: p.LoggedIn) -> None:
+        """The password was taken: subscribe to the rooms (again: a key not logged in
+        had none applied), then to the JOIN's marker, which completes the join."""
+        if self.state is not State.JOINING or self.password is None or not self._login_mark:
+            return
+        self.logged_in = login
+        self.register = False  # the account exists now
+        for room in self.rooms:
+            topic = p.room_topic(room)
+            if self._rooms_subscribed:
+                self._subscriptions.append((False, topic))
+            self._subscriptions.append((True, topic))
+        self._rooms_subscribed = True
+        marker = p.marker_topic(self.inbox, self._login_mark)
+        if marker in self._join_markers:  # said again: the broker needs it anew
+            self._subscriptions.append((False, marker))
+        else:
+            self._join_markers.append(marker)
+        self._subscriptions.append((True, marker))
 
     def _rejoin(self, now: float, why: str) -> None:
         if not self._gone_told:  # one line when the broker goes, one when it is back
@@ -195,6 +246,7 @@ class CoreState:
             self.undelivered.append(pending.text)
             self._note(f"not delivered (the broker lost the session): {pending.text}")
         self._pending.clear()
+        self._login_mark = ""  # a new JOIN: a new marker
         self._send_join(now)
 
     def _end(self, why: str) -> None:

@@ -32,6 +32,7 @@ from zchat.client.transport import (
     Endpoints,
     Keys,
     apply_subscriptions,
+    check_login,
     close_monitor,
     connect,
     connect_files,
@@ -57,10 +58,19 @@ class Client:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         keys: Keys | None = None,
         quiet: bool = False,
+        password: str | None = None,
+        register: bool = False,
     ) -> None:
         """``keys`` (transport.Keys) for a broker in secure mode. ``quiet``: only post
-        (the broker announces neither the join nor the leave, and lists no member)."""
-        self.core = ClientCore(name, rooms, history=history, secure=keys is not None, quiet=quiet)
+        (the broker announces neither the join nor the leave, and lists no member).
+        ``password``: an accounts broker's login, with ``keys=Keys.for_login(KEY)``
+        (never sent without keys); ``register``: make the account first, if the
+        broker lets people do so."""
+        check_login(password, keys)
+        self.core = ClientCore(
+            name, rooms, history=history, secure=keys is not None, quiet=quiet,
+            password=password, register=register,
+        )  # fmt: skip
         self.endpoints = Endpoints(host, port)
         self.keys = keys
         self._ctx = context or zmq.Context.instance()

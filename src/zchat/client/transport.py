@@ -11,6 +11,7 @@ import zmq
 
 from zchat.client.core import ClientCore
 from zchat.client.transfers import Transfers
+from zchat.errors import ConfigError
 from zchat.keys import load_pair, load_public
 from zchat.protocol import transfer
 
@@ -59,10 +60,27 @@ class Keys:
         """From the broker's ``broker.key`` and this user's ``NAME.key_secret``."""
         return cls(load_public(server_key), *load_pair(key))
 
+    @classmethod
+    def for_login(cls, server: bytes) -> Keys:
+        """An accounts broker: its public key (Z85), and a key pair made for this
+        client alone, which proves nothing but that its connections are one client's:
+        the password says who it is (docs/protocol.md, "Logging in")."""
+        public, secret = zmq.curve_keypair()
+        return cls(server, public, secret)
+
     def apply(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         sock.curve_serverkey = self.server
         sock.curve_publickey = self.public
         sock.curve_secretkey = self.secret
+
+
+def check_login(password: str | None, keys: Keys | None) -> None:
+    """A password is sent over CURVE only: ConfigError if there are no keys."""
+    if password is not None and keys is None:
+        raise ConfigError(
+            "refusing to send a password without encryption: give the broker's public key "
+            "(keys=Keys.for_login(KEY), or zchat join --server-key KEY)"
+        )
 
 
 # The ZAP status of a handshake refused for a while (the broker's security.py).

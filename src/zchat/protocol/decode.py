@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from zchat.errors import InvalidInput, ProtocolError
+from zchat.passwords import MAX_PASSWORD_BYTES
 from zchat.protocol import fast
 from zchat.protocol.fast import MAX_COUNT
 from zchat.protocol.records import (
@@ -29,6 +30,7 @@ from zchat.protocol.records import (
     Leave,
     Left,
     ListRooms,
+    LoggedIn,
     Members,
     Moderate,
     Msg,
@@ -36,6 +38,7 @@ from zchat.protocol.records import (
     NickChanged,
     Part,
     Parted,
+    Passwd,
     Ping,
     Private,
     Refused,
@@ -162,8 +165,18 @@ class _Fields:
         """A message's text: cleaned, its line breaks kept."""
         return clean_lines(self.text(key))
 
-    def ts(self) -> datetime:
-        return parse_ts(self.text("ts"))
+    def ts(self, key: str = "ts") -> datetime:
+        return parse_ts(self.text(key))
+
+    def password(self, key: str, optional: bool = False) -> str:
+        """A password: a string of at most MAX_PASSWORD_BYTES. Its value is never
+        quoted in an error (errors are logged)."""
+        value = self.text(key, "" if optional else None)
+        if len(value) > MAX_PASSWORD_BYTES // 4 and len(value.encode("utf-8", "replace")) > (
+            MAX_PASSWORD_BYTES
+        ):
+            raise ProtocolError("field", f"field {key!r} is longer than {MAX_PASSWORD_BYTES} bytes")
+        return value
 
 
 def _checked(check: Callable[[str], str], value: str) -> str:
@@ -221,6 +234,7 @@ CLIENT_TYPES = frozenset(
         "who",
         "rooms",
         "history",
+        "passwd",
         *MODERATE_OPS,
     }
 )
@@ -244,7 +258,8 @@ def checked_client(frame: bytes) -> ClientMessage:
         history = f.count("history", DEFAULT_HISTORY)
         name, secret, inbox = f.text("name"), f.token("secret"), f.token("inbox")
         mark, quiet = f.mark(optional=True), f.flag("quiet")
-        return Join(name, secret, inbox, rooms, history, _since(f), mark, quiet)
+        login = f.password("password", optional=True), f.flag("register")
+        return Join(name, secret, inbox, rooms, history, _since(f), mark, quiet, *login)
     if kind not in CLIENT_TYPES:
         raise ProtocolError("type", f"unknown message type {kind!r}")
     secret = f.token("secret")
@@ -278,6 +293,8 @@ def checked_client(frame: bytes) -> ClientMessage:
         case "kick" | "ban" | "unban":
             reason = clean_text(f.text("reason", "")[:MAX_REASON_CHARS])
             return Moderate(secret, kind, f.text("name"), reason, f.id())
+        case "passwd":
+            return Passwd(secret, f.password("old"), f.password("new"), f.id())
         case _:
             raise ProtocolError("type", f"unknown message type {kind!r}")
 
@@ -418,4 +435,7 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
             return Kicked(f.clean("by"), f.clean("reason", ""), f.flag("banned"))
         case "done":
             return Done(f.clean("text"), f.id())
+        case "login":
+            last = f.ts("last") if f.obj.get("last") is not None else None
+            return LoggedIn(f.name("name"), f.count("failed", 0), last)
     raise ProtocolError("type", f"unknown message type {kind!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from zchat.protocol.records import (
     Leave,
     Left,
     ListRooms,
+    LoggedIn,
     Members,
     Moderate,
     Msg,
@@ -30,6 +32,7 @@ from zchat.protocol.records import (
     NickChanged,
     Part,
     Parted,
+    Passwd,
     Ping,
     Private,
     Refused,
@@ -62,11 +65,15 @@ def _dump(obj: dict[str, Any]) -> bytes:
 def encode_client(msg: ClientMessage) -> list[bytes]:
     body: dict[str, Any]
     match msg:
-        case Join(name, secret, inbox, rooms, history, since, mark, quiet):
+        case Join(name, secret, inbox, rooms, history, since, mark, quiet, password, register):
             body = {"type": "join", "name": name, "secret": secret, "inbox": inbox}
             body |= {"rooms": list(rooms), "history": history, "since": dict(since), "mark": mark}
             if quiet:
                 body["quiet"] = True
+            if password:
+                body["password"] = password
+            if register:
+                body["register"] = True
         case Say(secret, room, text, id_, action):
             body = {"type": "say", "secret": secret, "room": room, "text": text, "id": id_}
             if action:
@@ -97,6 +104,8 @@ def encode_client(msg: ClientMessage) -> list[bytes]:
             body |= {"after": after, "before": before, "limit": limit, "id": id_}
         case Moderate(secret, op, name, reason, id_):
             body = {"type": op, "secret": secret, "name": name, "reason": reason, "id": id_}
+        case Passwd(secret, old, new, id_):
+            body = {"type": "passwd", "secret": secret, "old": old, "new": new, "id": id_}
     return [_dump(body)]
 
 
@@ -137,6 +146,10 @@ def _state_body(state: RoomState) -> dict[str, Any]:
     if state.count:
         body["count"] = state.count
     return body
+
+
+def _ts_or_none(ts: datetime | None) -> str | None:
+    return format_ts(ts) if ts is not None else None
 
 
 def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
@@ -184,6 +197,8 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
             body = {"type": "kicked", "by": by, "reason": reason, "banned": banned}
         case Done(text, id_):
             body = {"type": "done", "text": text, "id": id_}
+        case LoggedIn(name, failed, last):
+            body = {"type": "login", "name": name, "failed": failed, "last": _ts_or_none(last)}
         case Heartbeat(epoch, ts):
             body = {"type": "heartbeat", "epoch": epoch, "ts": format_ts(ts)}
         case Shutdown(epoch, ts, text):

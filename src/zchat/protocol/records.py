@@ -25,6 +25,13 @@ class Join(Struct, frozen=True):
     # a session that only posts: no join, leave or nick notices, not listed as a member
     # (an optional field: a broker that does not know it ignores it)
     quiet: bool = False
+    # an accounts broker (docs/protocol.md, "Logging in"): the account's password, sent
+    # over CURVE only; ``register``: make the account first (if the broker allows it)
+    password: str = ""
+    register: bool = False
+
+    def __repr__(self) -> str:  # a password is never logged, even by mistake
+        return f"Join(name={self.name!r}, rooms={self.rooms!r}, register={self.register})"
 
 
 class Say(Struct, frozen=True):
@@ -117,9 +124,22 @@ class Moderate(Struct, frozen=True):
 
 MODERATE_OPS = ("kick", "ban", "unban")
 
+
+class Passwd(Struct, frozen=True):
+    """Change one's own password (an accounts broker): the old one, and the new."""
+
+    secret: str
+    old: str
+    new: str
+    id: str = ""  # echoed in the Done or Error answer
+
+    def __repr__(self) -> str:  # passwords are never logged, even by mistake
+        return f"Passwd(id={self.id!r})"
+
+
 ClientMessage: TypeAlias = (
     Join | Say | Ping | Leave | Enter | Part | Msg | Nick | SetTopic | Who | ListRooms | GetHistory
-    | Moderate
+    | Moderate | Passwd
 )  # fmt: skip
 
 
@@ -297,6 +317,17 @@ class Done(Struct, frozen=True):
     id: str = ""
 
 
+class LoggedIn(Struct, frozen=True):
+    """An accounts broker took the password of a JOIN: the client now subscribes to its
+    rooms, then to the JOIN's marker, which completes the join (docs/protocol.md).
+    ``failed``: logins refused for the account since its last one; ``last``: when that
+    was (None: never, or a new account)."""
+
+    name: str
+    failed: int = 0
+    last: datetime | None = None
+
+
 class Heartbeat(Struct, frozen=True):
     epoch: str
     ts: datetime
@@ -310,6 +341,6 @@ class Shutdown(Struct, frozen=True):
 
 InboxMessage: TypeAlias = (
     Welcome | Refused | Error | Entered | Parted | History | Private | Members | RoomList
-    | NickChanged | Kicked | Done
+    | NickChanged | Kicked | Done | LoggedIn
 )  # fmt: skip
 ServerMessage: TypeAlias = RoomEvent | Tail | Crowd | InboxMessage | Heartbeat | Shutdown
