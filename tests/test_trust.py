@@ -1,16 +1,22 @@
 """Trusting an accounts broker's key: fingerprints, the key port's codec (tables of
-bytes), known_hosts on disk, the --server and --server-key values."""
+bytes), known_hosts on disk, the --server and --server-key values, and the key port
+served and asked on real loopback sockets."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import shlex
+import socket
 import stat
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +24,12 @@ import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
 
 from zchat.addresses import parse_server
-from zchat.errors import ConfigError, ProtocolError
+from zchat.broker.keyport import KeyPort
+from zchat.client.hello import fetch_hello
+from zchat.errors import BrokerUnreachable, ConfigError, ProtocolError
 from zchat.keys import keygen
 from zchat.protocol.hello import (
     HELLO_REQUEST,
@@ -351,3 +360,120 @@ def test_invite() -> None:
     assert invite("chat.example.org", 6000, KEY).startswith(
         "zchat join --server tcp://chat.example.org:6000 --server-key '"
     )
+
+
+# --- the key port on real sockets ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def key_port(ctx: Ctx, reply: bytes) -> Iterator[tuple[int, KeyPort]]:
+    """A KeyPort served in a thread, as the broker's loop would: the ROUTER's port."""
+    sock = ctx.socket(zmq.ROUTER)
+    served = KeyPort(sock, reply)
+    served.configure()
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if sock.poll(50):
+                served.drain()
+
+    thread = threading.Thread(target=serve, name="key-port", daemon=True)
+    thread.start()
+    try:
+        yield port, served
+    finally:
+        stop.set()
+        thread.join(WAIT)
+        sock.close(linger=0)
+    assert not thread.is_alive()
+
+
+def test_fetch_hello(ctx: Ctx) -> None:
+    with key_port(ctx, encode_broker_hello(KEY, False)) as (port, _):
+        hello = fetch_hello("127.0.0.1", port - 3, WAIT, context=ctx)
+    assert hello == BrokerHello("accounts", KEY, fingerprint(KEY), False)
+
+
+def test_fetch_hello_from_no_broker(ctx: Ctx) -> None:
+    with (
+        key_port(ctx, b'{"v": 1, "type": "broker"}') as (port, _),
+        pytest.raises(ProtocolError) as err,
+    ):
+        fetch_hello("127.0.0.1", port - 3, WAIT, context=ctx)
+    assert str(err.value) == (
+        f"the key port at 127.0.0.1:{port} is not a zchat broker's: field 'mode' is missing "
+        "or not a str"
+    )
+
+
+def test_fetch_hello_unanswered(ctx: Ctx) -> None:
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(BrokerUnreachable) as err:
+            fetch_hello("127.0.0.1", port - 3, 0.3, context=ctx)
+    assert time.monotonic() - started < WAIT
+    assert str(err.value) == (
+        f"no answer from the broker's key port at 127.0.0.1:{port} within 0.3 s: is "
+        f"127.0.0.1:{port - 3} a zchat broker with --accounts? (it tells its key on port {port})"
+    )
+
+
+def _dealer(ctx: Ctx, port: int) -> zmq.Socket[bytes]:
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    return dealer
+
+
+def _drain_until_answered(served: KeyPort) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if served.sock.poll(100) and served.drain():
+            return
+    raise AssertionError("no hello answered")
+
+
+@pytest.fixture
+def router(ctx: Ctx) -> Iterator[tuple[int, KeyPort]]:
+    """A KeyPort drained by the test itself, not a thread."""
+    sock = ctx.socket(zmq.ROUTER)
+    served = KeyPort(sock, b"the reply")
+    served.configure()
+    yield sock.bind_to_random_port("tcp://127.0.0.1"), served
+    sock.close(linger=0)
+
+
+def test_key_port_ignores_what_is_no_hello(ctx: Ctx, router: tuple[int, KeyPort]) -> None:
+    port, served = router
+    dealer = _dealer(ctx, port)
+    dealer.send(b"nonsense")
+    dealer.send(b'{"v": 1, "type": "join"}')
+    dealer.send_multipart([HELLO_REQUEST, b"more"])
+    dealer.send(HELLO_REQUEST)  # after the others, on the same connection
+    _drain_until_answered(served)
+    assert served.ignored == 3
+    assert dealer.poll(WAIT * 1000) and dealer.recv_multipart() == [b"the reply"]
+    assert not dealer.poll(0)
+    dealer.close()
+
+
+def test_key_port_survives_a_long_request(ctx: Ctx, router: tuple[int, KeyPort]) -> None:
+    port, served = router
+    big = _dealer(ctx, port)
+    cut = big.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    big.send(b" " * (MAX_HELLO_BYTES + 1) + HELLO_REQUEST)
+    assert cut.poll(WAIT * 1000), "libzmq did not cut the connection"
+    assert recv_monitor_message(cut)["event"] == zmq.EVENT_DISCONNECTED
+    big.disable_monitor()
+    cut.close()
+    big.close()
+    dealer = _dealer(ctx, port)
+    dealer.send(HELLO_REQUEST)
+    _drain_until_answered(served)
+    assert dealer.poll(WAIT * 1000) and dealer.recv_multipart() == [b"the reply"]
+    assert served.ignored == 0  # the long one never reached it
+    dealer.close()
