@@ -89,6 +89,9 @@ CLIENT_RECORDS: dict[type, st.SearchStrategy[Any]] = {
         COUNTS,
         st.dictionaries(TEXTS, COUNTS, max_size=3),
         st.just("") | MARKS,
+        st.booleans(),
+        TEXTS,  # a password
+        st.booleans(),
     ),
     p.Say: st.builds(p.Say, TOKENS, TEXTS, TEXTS, IDS, st.booleans()),
     p.Ping: st.builds(p.Ping, TOKENS, TOKENS),
@@ -102,6 +105,7 @@ CLIENT_RECORDS: dict[type, st.SearchStrategy[Any]] = {
     p.ListRooms: st.builds(p.ListRooms, TOKENS, IDS),
     p.GetHistory: st.builds(p.GetHistory, TOKENS, TEXTS, COUNTS, COUNTS, COUNTS, IDS),
     p.Moderate: st.builds(p.Moderate, TOKENS, st.sampled_from(p.MODERATE_OPS), TEXTS, REASONS, IDS),
+    p.Passwd: st.builds(p.Passwd, TOKENS, TEXTS, TEXTS, IDS),
 }
 
 # Server records: names valid, rooms canonical, texts clean (the decoder checks the first
@@ -132,6 +136,7 @@ SERVER_RECORDS: dict[type, st.SearchStrategy[Any]] = {
     p.NickChanged: st.builds(p.NickChanged, NAMES),
     p.Kicked: st.builds(p.Kicked, CLEAN, CLEAN, st.booleans()),  # by: a name, or the operator
     p.Done: st.builds(p.Done, CLEAN, IDS),
+    p.LoggedIn: st.builds(p.LoggedIn, NAMES, COUNTS, st.none() | STAMPS),
     p.Heartbeat: st.builds(p.Heartbeat, TEXTS, STAMPS),
     p.Shutdown: st.builds(p.Shutdown, TEXTS, STAMPS, CLEAN),
 }

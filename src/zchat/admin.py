@@ -87,7 +87,7 @@ def private_folder(path: Path) -> None:
 
 
 def request(
-    path: Path, op: str, args: dict[str, str] | None = None, timeout: float = REPLY_SECONDS
+    path: Path, op: str, args: dict[str, Any] | None = None, timeout: float = REPLY_SECONDS
 ) -> dict[str, Any]:
     """Send one request to the broker at ``path``; its reply (``ok`` true), or AdminError."""
     import zmq

@@ -32,6 +32,7 @@ from zchat.broker.fileport import FilePort
 from zchat.broker.files import FileService
 from zchat.broker.filestore import FileStore
 from zchat.broker.guard import HANDSHAKE_SECONDS, Connection, ConnectionGuard, ConnectionLimits
+from zchat.broker.keyport import KeyPort
 from zchat.broker.limits import (
     DEFAULT_BURST,
     DEFAULT_RATE,
@@ -51,6 +52,8 @@ from zchat.broker.store import DEFAULT_RETENTION, HistoryStore, StorageFull
 from zchat.errors import ConfigError
 from zchat.keys import KeyRing, accounts_keyring, load_keyring
 from zchat.protocol import transfer
+from zchat.protocol.hello import encode_broker_hello, fingerprint
+from zchat.trust import invite
 
 log = logging.getLogger("zchat.broker")
 
@@ -167,6 +170,11 @@ def _mode(config: BrokerConfig) -> str:
     return "accounts" if config.accounts else "secure" if config.keys is not None else "open"
 
 
+def public_host(host: str) -> str:
+    """The host clients reach a broker at: its own, unless it listens on all of them."""
+    return socket.getfqdn() if host in ("0.0.0.0", "::", "*", "") else host
+
+
 def _loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
@@ -224,14 +232,14 @@ class Broker(Operator):
         # and other requests meanwhile (a REP socket would take none before that answer)
         self._admin: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
         self._files: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)  # files.py
+        self._keyport: KeyPort | None = None  # accounts mode: port + 3 (keyport.py)
         self.admin_path = Path()
         try:
             self.files = self._serve_files(config)
             self._guard_handshakes(keyring)
             self._configure()
             self._monitors = [
-                sock.get_monitor_socket(MONITOR_EVENTS)
-                for sock in (self._in, self._out, self._files)
+                sock.get_monitor_socket(MONITOR_EVENTS) for sock in self._served_sockets()
             ]
             self.port = self._bind()
             self.store.serving(self.port)  # for another broker refused the history file
@@ -251,9 +259,19 @@ class Broker(Operator):
         )  # fmt: skip
         self._auth.banned = self._banned()
         self._use_keys(keyring)
+        if self.config.accounts:
+            hello = encode_broker_hello(keyring.public, self.config.allow_register)
+            self._keyport = KeyPort(self._ctx.socket(zmq.ROUTER), hello)
+            self._keyport.configure()
+
+    def _served_sockets(self) -> list[zmq.Socket[bytes]]:
+        """The sockets clients connect to, in the order of their ports."""
+        ports = [self._in, self._out, self._files]
+        return [*ports, self._keyport.sock] if self._keyport is not None else ports
 
     def _hasher(self, config: BrokerConfig) -> Hasher | None:
-        """An accounts broker's thread that checks passwords (logins.py)."""
+        """An accounts broker's thread that checks passwords (logins.py), and the
+        port that tells its key to anyone who asks (keyport.py)."""
         if not config.accounts:
             return None
         hasher = Hasher(self._wake)
@@ -321,16 +339,16 @@ class Broker(Operator):
 
     def _bind(self) -> int:
         url = self._host_for_url()
+        served = self._served_sockets()
         if self.config.port:
-            self._bind_one(self._in, url, self.config.port)
-            self._bind_one(self._out, url, self.config.port + 1)
-            self._bind_one(self._files, url, self.config.port + 2)
+            for offset, sock in enumerate(served):
+                self._bind_one(sock, url, self.config.port + offset)
             return self.config.port
         for _ in range(PORT_PAIR_TRIES):
-            port = self._in.bind_to_random_port(f"tcp://{url}", max_port=65533)
+            port = self._in.bind_to_random_port(f"tcp://{url}", max_port=65536 - len(served))
             bound = [self._in]
             try:
-                for offset, sock in ((1, self._out), (2, self._files)):
+                for offset, sock in enumerate(served[1:], 1):
                     sock.bind(f"tcp://{url}:{port + offset}")
                     bound.append(sock)
             except zmq.ZMQError as exc:
@@ -340,7 +358,7 @@ class Broker(Operator):
                     sock.unbind(f"tcp://{url}:{port + offset}")
                 continue
             return port
-        raise ConfigError(f"found no three adjacent free ports on {self.config.host}")
+        raise ConfigError(f"found no {len(served)} adjacent free ports on {self.config.host}")
 
     def _bind_one(self, sock: zmq.Socket[bytes], url: str, port: int) -> None:
         try:
@@ -349,7 +367,8 @@ class Broker(Operator):
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
                     f"port {port} on {self.config.host} is already in use (another zchat "
-                    f"broker?): stop it, or pick free ports with --port N (uses N, N+1, N+2)"
+                    f"broker?): stop it, or pick free ports with --port N (it uses N to "
+                    f"N+{len(self._served_sockets()) - 1})"
                 ) from None
             raise ConfigError(f"cannot listen on {self.config.host}:{port}: {exc}") from None
 
@@ -387,6 +406,14 @@ class Broker(Operator):
             _MODES[_mode(self.config)],
             self.admin_path,
         )
+        if self._keyport is not None and self._auth is not None:
+            key = self._auth.keyring.public
+            log.info(
+                "the broker's public key is %s, fingerprint %s (port %d tells it to anyone "
+                "who asks). Hand out this line to join with it: %s",
+                key.decode(), fingerprint(key), self.port + 3,
+                invite(public_host(self.config.host), self.port, key),
+            )  # fmt: skip
         log.info(
             "open files: at most %d, so at most %d connections",
             self.open_files,
@@ -398,6 +425,8 @@ class Broker(Operator):
         poller.register(self._admin, zmq.POLLIN)
         poller.register(self._files, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        if self._keyport is not None:
+            poller.register(self._keyport.sock, zmq.POLLIN)
         for monitor in self._monitors:
             poller.register(monitor, zmq.POLLIN)
         interval = self.config.heartbeat_interval
@@ -424,6 +453,8 @@ class Broker(Operator):
                     self._serve_admin()
                 if self._files in ready:
                     self._drain_files()
+                if self._keyport is not None and self._keyport.sock in ready:
+                    self._keyport.drain()
                 if self._wake_r.fileno() in ready:  # a socket.socket is told by its number
                     self._woken()
             self._apply(self.rules.shutdown())
@@ -612,7 +643,7 @@ class Broker(Operator):
                         del held[fd]  # closed, or cut
 
     def close(self) -> None:
-        for sock in (self._in, self._out, self._admin, self._files):
+        for sock in (self._admin, *self._served_sockets()):
             if not sock.closed:
                 if sock is not self._admin:
                     with contextlib.suppress(zmq.ZMQError):

@@ -5,6 +5,8 @@ library. Heavy imports (zmq, prompt_toolkit) happen inside the commands, so that
     chat.py     join, listen, send
     files.py    send-file, get-file
     operate.py  broker, keygen, admin
+    users.py    user (accounts)
+    login.py    logging in: the broker's key, the password
     measure.py  bench
     options.py  what they share: options, key loading, the one-line failure
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import click
 
 from zchat import __version__
-from zchat.cli import chat, files, measure, operate
+from zchat.cli import chat, files, measure, operate, users
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,6 +29,7 @@ for command in (
     operate.broker,
     operate.keygen,
     operate.admin,
+    users.user,
     chat.join,
     chat.listen,
     chat.send,

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
+from zchat.cli.login import (
+    Login,
+    ask_password,
+    changed_key,
+    login_options,
+    plan_login,
+    server_address,
+    wants_login,
+)
 from zchat.cli.options import (
     Failure,
     check_host,
@@ -86,16 +96,27 @@ def _downloads_folder(downloads: str) -> Path:
     return folder
 
 
-def _reach(host: str, port: int, timeout: float) -> None:
-    """Wait to hear from the broker, or fail as joining would."""
+def _reach(host: str, port: int, timeout: float, interactive: bool) -> Login | None:
+    """Wait to hear from the broker, or fail as joining would. An accounts broker
+    (refused as the wrong mode, and its key port answers): how to log in to it."""
+    from zchat.client.hello import fetch_hello
     from zchat.client.listen import Listener
-    from zchat.errors import BrokerUnreachable, JoinRefused
+    from zchat.errors import BrokerUnreachable, JoinRefused, ProtocolError
 
     try:
         with Listener(host, port, connect_timeout=timeout) as ears:
             ears.wait_heard()
-    except (BrokerUnreachable, JoinRefused) as exc:
+    except JoinRefused as exc:
+        if exc.code != "wrong-mode":
+            raise Failure(str(exc)) from None
+        try:
+            fetch_hello(host, port, min(timeout, 2.0))
+        except (BrokerUnreachable, ProtocolError):
+            raise Failure(str(exc)) from None
+        return plan_login("", None, False, host, port, timeout, interactive)
+    except BrokerUnreachable as exc:
         raise Failure(str(exc)) from None
+    return None
 
 
 @click.command()
@@ -128,6 +149,7 @@ def _reach(host: str, port: int, timeout: float) -> None:
 )
 @connect_timeout_option("Seconds to wait for the broker before giving up.", 0.1)
 @secure_options
+@login_options
 def join(
     name: str | None,
     host: str,
@@ -142,6 +164,9 @@ def join(
     secure: bool,
     server_key: str,
     key: str | None,
+    server: str | None,
+    password_file: str | None,
+    register: bool,
 ) -> None:
     """Join the chat. Type to talk; /help lists the commands.
 
@@ -152,6 +177,7 @@ def join(
     from zchat.protocol import DEFAULT_HISTORY, check_name, check_room
 
     interactive = sys.stdin.isatty()
+    host, port = server_address(server, host, port)
     check_host(host)
     folder = _downloads_folder(downloads)
     if history is None:  # a script wants what is said from now on, not the backlog
@@ -162,22 +188,63 @@ def join(
         raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
     if interactive:  # a person waits: say for what
         click.echo(f"connecting to the broker at {host}:{port}…", err=True)
+    login = None
+    if wants_login(secure, password_file, register, host, port):
+        login = plan_login(
+            server_key, password_file, register, host, port, connect_timeout, interactive
+        )
+    elif name is None and not secure:  # (in secure mode the name finds the key to use)
+        login = _reach(host, port, connect_timeout, interactive)  # before asking a name
     if name is None:
-        if not secure:  # (in secure mode the name finds the key to connect with)
-            _reach(host, port, connect_timeout)  # before asking a name, not after
         name = _ask_name()
     try:
         name = check_name(name)
         checked = tuple(check_room(r) for r in rooms)
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
-    keys = load_keys(secure, server_key, key, name)
+    keys = load_keys(secure, server_key, key, name) if login is None else login.keys()
     config = TerminalConfig(
         name, host, port, checked, history, time_format, connect_timeout, keys,
         ask_name=_ask_name if asked else None,
         color=_colors(color), bell=not no_bell, downloads=folder,
     )  # fmt: skip
+    if login is not None:
+        config = _logging_in(config, login, interactive)
+    elif not secure:  # an open join that meets a broker that wants a login
+        config = replace(config, rethink=lambda refusal: _rethink(config, refusal, interactive))
     sys.exit(run(config, interactive))
+
+
+def _logging_in(config: Any, login: Login, interactive: bool) -> Any:
+    """The terminal's config for ``login``: its password (or a person asked for it),
+    and a failed handshake looked into (has the broker's key changed?)."""
+    ask = ask_password if login.password is None and interactive else None
+
+    def rethink(refusal: Any) -> None:
+        changed = changed_key(config.host, config.port, config.connect_timeout)
+        if changed is not None:
+            raise Failure(changed)
+
+    return replace(
+        config, keys=login.keys(), password=login.password, register=login.register,
+        ask_password=ask, rethink=rethink,
+    )  # fmt: skip
+
+
+def _rethink(config: Any, refusal: Any, interactive: bool) -> Any:
+    """An open join refused as the wrong mode: an accounts broker? Then log in."""
+    if refusal.code != "wrong-mode":
+        return None
+    from zchat.client.hello import fetch_hello
+    from zchat.errors import BrokerUnreachable, ProtocolError
+
+    try:
+        fetch_hello(config.host, config.port, min(config.connect_timeout, 2.0))
+    except (BrokerUnreachable, ProtocolError):
+        return None  # not an accounts broker: a secure one, as the refusal says
+    login = plan_login("", None, False, config.host, config.port, config.connect_timeout,
+                       interactive)  # fmt: skip
+    return _logging_in(replace(config, rethink=None), login, interactive)
 
 
 @click.command()

@@ -37,8 +37,8 @@ from zchat.cli.options import (
 @click.command()
 @host_option("Address to listen on (env ZCHAT_HOST).")
 @port_option(
-    "Clients send to PORT, listen on PORT+1 and move files on PORT+2; 0 picks free ones "
-    "(env ZCHAT_PORT).",
+    "Clients send to PORT, listen on PORT+1 and move files on PORT+2 (accounts mode: and "
+    "ask the broker's key on PORT+3); 0 picks free ones (env ZCHAT_PORT).",
     0,
 )
 @click.option(
@@ -47,7 +47,8 @@ from zchat.cli.options import (
     help="History database file (env ZCHAT_DB); ':memory:' keeps none; its folder must "
     "exist. Default: $XDG_DATA_HOME/zchat/history.db (~/.local/share/zchat/history.db) "
     "on port 5005, history-PORT.db on another port; in secure mode secure-history.db "
-    "(secure-history-PORT.db) beside it. A file keeps one mode's history, for one broker.",
+    "(secure-history-PORT.db) beside it, and accounts-history.db for --accounts. A file "
+    "keeps one mode's history, for one broker.",
 )
 @click.option(
     "--retention",
@@ -74,6 +75,22 @@ from zchat.cli.options import (
     default="keys",
     show_default=True,
     help="Secure mode: folder with broker.key_secret, users/NAME.key and an optional admins file.",
+)
+@click.option(
+    "--accounts",
+    is_flag=True,
+    help="Accounts mode: CURVE encryption for every connection, and people log in with a "
+    "password (`zchat user add NAME`). With --secure too, the keys in --keys log in as well.",
+)
+@click.option(
+    "--allow-register",
+    is_flag=True,
+    help="Accounts mode: people may make their own account (zchat join --register).",
+)
+@click.option(
+    "--print-invite",
+    is_flag=True,
+    help="Accounts mode: print the line people join with (the broker's key in it) and exit.",
 )
 @click.option(
     "--rate",
@@ -207,6 +224,9 @@ def broker(
     log_level: str,
     secure: bool,
     keys_dir: str,
+    accounts: bool,
+    allow_register: bool,
+    print_invite: bool,
     rate: float,
     burst: int,
     send_queue: int,
@@ -244,7 +264,7 @@ def broker(
         config = BrokerConfig(
             host=host,
             port=port,
-            db=db or str(default_path(secure, port)),
+            db=db or str(default_path("accounts" if accounts else secure, port)),
             retention=retention,
             rate=rate,
             burst=burst,
@@ -254,6 +274,8 @@ def broker(
             quiet_joins=quiet_joins,
             handshake_timeout=handshake_timeout,
             keys=keys_dir if secure else None,
+            accounts=accounts,
+            allow_register=allow_register,
             admin_socket=admin_socket or "",
             connection=ConnectionLimits(
                 subscriptions=max_subscriptions,
@@ -268,6 +290,11 @@ def broker(
             ),
             **file_config(**files),
         )
+        if (allow_register or print_invite) and not accounts:
+            raise ConfigError("--allow-register and --print-invite are for --accounts")
+        if print_invite:
+            _print_invite(config)
+            return
         warning = warn_if_exposed(config)
         if warning:
             logging.getLogger("zchat.broker").warning(warning)
@@ -277,6 +304,20 @@ def broker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
     server.run()
+
+
+def _print_invite(config: Any) -> None:
+    """--print-invite: the broker's key (made if new) in the line people join with."""
+    from zchat.broker.server import public_host
+    from zchat.keys import accounts_keyring
+    from zchat.protocol.hello import fingerprint
+    from zchat.trust import invite
+
+    if config.db == ":memory:":
+        raise Failure("--print-invite needs a --db file: with ':memory:' the key is new each start")
+    key = accounts_keyring(config.keys, config.db).public
+    click.echo(invite(public_host(config.host), config.port, key))
+    click.echo(f"(the broker's key fingerprint: {fingerprint(key)})", err=True)
 
 
 @click.command()
@@ -341,7 +382,7 @@ def admin(ctx: click.Context, port: int, admin_socket: str | None) -> None:
 
 
 def _admin(
-    ctx: click.Context, port: int | None, admin_socket: str | None, op: str, **args: str
+    ctx: click.Context, port: int | None, admin_socket: str | None, op: str, **args: Any
 ) -> dict[str, Any]:
     from zchat.admin import AdminError, request
 

@@ -181,6 +181,10 @@ class AsyncClient:
         as a Message."""
         await self._submit(self.core.moderate(op, name, reason))
 
+    async def change_password(self, old: str, new: str) -> None:
+        """An accounts broker: change your password (see Client.change_password)."""
+        await self._submit(self.core.change_password(old, new))
+
     async def set_topic(self, text: str, room: str | None = None) -> None:
         await self._submit(self.core.set_topic(room, text))
 

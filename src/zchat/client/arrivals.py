@@ -190,9 +190,10 @@ class Arrivals(CoreState):
         self._gone_told = self._retry_told = self._back_unsaid = False
         login, self.logged_in = self.logged_in, None
         if login is not None and login.failed:
+            since = "your last visit" if login.last else "your account was made"
             when = f" (your last login: {login.last:%Y-%m-%d %H:%M} UTC)" if login.last else ""
             plural = "s" * (login.failed != 1)
-            self._note(f"{login.failed} failed login{plural} since your last visit{when}")
+            self._note(f"{login.failed} failed login{plural} since {since}{when}")
 
     def _describe(self, room: str, state: p.RoomState) -> None:
         """Who is in a room just joined, and its topic: said after its history (which
@@ -255,7 +256,9 @@ class Arrivals(CoreState):
             case p.NickChanged(name):
                 self.name = name
                 self._note(f"you are now known as {name}")
-            case p.Done(text):
+            case p.Done(text, id_):
+                if id_ in self._new_passwords:  # logging in again after a restart needs it
+                    self.password = self._new_passwords.pop(id_)
                 self._note(text)
 
     def _on_refused(self, code: str, text: str, now: float) -> None:
@@ -275,6 +278,7 @@ class Arrivals(CoreState):
         self.failure = JoinRefused(code, text)
 
     def _on_error(self, code: str, text: str, id_: str, now: float) -> None:
+        self._new_passwords.pop(id_, None)
         if code in ENTER_ERRORS:  # an enter refused: its marker is of no more use
             self._subscriptions.extend((False, m) for m in self._enter_markers.values())
             self._enter_markers.clear()

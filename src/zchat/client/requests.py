@@ -39,6 +39,16 @@ class Requests(CoreState):
         name, reason = p.check_name(name), p.check_reason(reason)
         return self._request(p.Moderate(self.secret, op, name, reason, self._next_id("a")))
 
+    def change_password(self, old: str, new: str) -> list[bytes]:
+        """An accounts broker: change this account's password (the answer comes as a
+        note). Once the broker says it is done, the new one logs in again after a
+        restart."""
+        if self.password is None:
+            raise InvalidInput("/passwd is for an accounts broker (you joined without a password)")
+        id_ = self._next_id("w")
+        self._new_passwords[id_] = new
+        return self._request(p.Passwd(self.secret, old, new, id_))
+
     def forget(self, id_: str) -> None:
         self._pending.pop(id_, None)
 

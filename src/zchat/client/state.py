@@ -80,12 +80,12 @@ class CoreState:
         self.name = p.check_name(name)
         # an accounts broker: the password, kept to log in again after a restart; and
         # whether to make the account first (the first join only)
-        self.password = password
-        self.register = register
+        self.password, self.register = password, register
         self.logged_in: p.LoggedIn | None = None  # the broker's last "login" answer
         # the marker the JOIN names, subscribed once logged in; whether the SUB socket
         # has subscribed to self.rooms
         self._login_mark, self._rooms_subscribed = "", False
+        self._new_passwords: dict[str, str] = {}  # /passwd asked, by id: the new one
         self.secure = secure  # CURVE keys are in use
         self.quiet = quiet  # only posts: the broker announces neither its join nor its leave
         self.rooms = list(dict.fromkeys(p.check_room(r) for r in rooms)) or [p.DEFAULT_ROOM]

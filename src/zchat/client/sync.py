@@ -195,6 +195,12 @@ class Client:
     def unban(self, name: str) -> None:
         self._submit(self.core.moderate("unban", name))
 
+    def change_password(self, old: str, new: str) -> None:
+        """An accounts broker: change your password. The answer comes as a message
+        ("password changed", or why not); once changed, a rejoin after a broker
+        restart logs in with the new one."""
+        self._submit(self.core.change_password(old, new))
+
     def set_topic(self, text: str, room: str | None = None) -> None:
         self._submit(self.core.set_topic(room, text))
 

@@ -43,9 +43,10 @@ COMMANDS = (
     ("/topic [text]", "show the current room's topic, or set it"),
     ("/history [#room] [N]", "a room's last N lines (default: this room, 20)"),
     *FILE_COMMANDS,
-    ("/kick NAME [why]", "admins (secure mode): end NAME's session"),
-    ("/ban NAME [why]", "admins (secure mode): kick NAME and keep them out"),
-    ("/unban NAME", "admins (secure mode): let NAME back in"),
+    ("/passwd", "change your password (a broker with accounts)"),
+    ("/kick NAME [why]", "admins (secure or accounts mode): end NAME's session"),
+    ("/ban NAME [why]", "admins (secure or accounts mode): kick NAME and keep them out"),
+    ("/unban NAME", "admins (secure or accounts mode): let NAME back in"),
     ("/help", "show this list"),
     ("/quit [reason]", "leave the chat (Ctrl-D or Ctrl-C also leave)"),
     ("//text", 'send a line that starts with "/"'),
@@ -88,21 +89,54 @@ class TerminalConfig:
     color: bool = False  # colours and formatting (a terminal only)
     bell: bool = True  # ring the terminal's bell when a line names you
     downloads: Path = Path(".")  # where /get saves files
+    password: str | None = None  # an accounts broker's login (with keys)
+    register: bool = False  # make the account first
+    ask_password: Callable[[], str] | None = None  # a person: asked again if refused
+    # a refused join (wrong mode, a failed handshake) looked into: the config to try
+    # instead, or None to report the refusal as it is
+    rethink: Callable[[JoinRefused], TerminalConfig | None] | None = None
 
 
 def run(config: TerminalConfig, interactive: bool) -> int:
     """Join, chat until the user leaves, return the exit code. A name asked for and
     taken is asked for again, outside the event loop: inside it, asyncio's own handler
-    would take the first Ctrl-C at the prompt and leave it waiting for input."""
+    would take the first Ctrl-C at the prompt and leave it waiting for input. So is a
+    password (up to LOGIN_TRIES times), and a refusal ``rethink`` can answer."""
+    tries = 1
     while True:
-        code = asyncio.run(_main(config, interactive))
-        if code is not None or config.ask_name is None:
-            return 1 if code is None else code
-        config = replace(config, name=config.ask_name())
+        if config.password is None and config.ask_password is not None:
+            config = replace(config, password=config.ask_password())
+        outcome = asyncio.run(_main(config, interactive))
+        if isinstance(outcome, int):
+            return outcome
+        retry = _retry(config, outcome, tries)
+        if retry is None:
+            print(f"zchat: {outcome}", file=sys.stderr)
+            return 1
+        tries += retry.password != config.password
+        config = retry
 
 
-async def _main(config: TerminalConfig, interactive: bool) -> int | None:
-    """The exit code; None if the name was taken and may be asked for again."""
+LOGIN_TRIES = 3  # passwords asked for at most, as sudo and ssh do
+
+
+def _retry(config: TerminalConfig, refusal: Exception, tries: int) -> TerminalConfig | None:
+    """The config to join with after ``refusal``, or None to give up."""
+    if not isinstance(refusal, JoinRefused):
+        return None
+    if refusal.code == "name-taken" and config.ask_name is not None:
+        print(f"zchat: {refusal}", file=sys.stderr)
+        return replace(config, name=config.ask_name())
+    if refusal.code == "login-failed" and config.ask_password and tries < LOGIN_TRIES:
+        print(f"zchat: {refusal}", file=sys.stderr)
+        return replace(config, password=config.ask_password())
+    if config.rethink is not None and refusal.code in ("wrong-mode", "handshake-failed"):
+        return config.rethink(refusal)
+    return None
+
+
+async def _main(config: TerminalConfig, interactive: bool) -> int | Exception:
+    """The exit code; or why the join was refused, for ``run`` to decide."""
     client = AsyncClient(
         config.name,
         config.host,
@@ -110,13 +144,13 @@ async def _main(config: TerminalConfig, interactive: bool) -> int | None:
         config.rooms,
         history=config.history,
         keys=config.keys,
+        password=config.password,
+        register=config.register,
     )
     try:
         await client.join(timeout=config.connect_timeout)
     except (JoinRefused, BrokerUnreachable) as exc:
-        print(f"zchat: {exc}", file=sys.stderr)
-        taken = isinstance(exc, JoinRefused) and exc.code == "name-taken"
-        return None if taken and config.ask_name else 1
+        return exc
     chat = _Chat(client, config)
     try:
         if interactive:
@@ -206,6 +240,9 @@ class _Chat:
             if command.lower() in FILE_USAGE:  # /send, /get, /files, /cancel
                 await self.files.command(command.lower(), rest.strip(), self.room)
                 return True
+            if command.lower() == "passwd":  # asks for the passwords itself, hidden
+                await self._change_password()
+                return True
             return await self.command(command.lower(), rest.strip())
         if line.strip():
             await self._attempt(self.client.send(line.removeprefix("/"), self.room), line)
@@ -267,6 +304,27 @@ class _Chat:
             case _:
                 self.note(f"unknown command /{command}, try /help")
         return True
+
+    async def _change_password(self) -> None:
+        """/passwd: the old password and the new one twice, typed without echo, in a
+        prompt of their own (the chat's keeps what is typed, for Up)."""
+        if not self.is_terminal or self.client.core.password is None:
+            self.note("/passwd is for an accounts broker, in a terminal (zchat user passwd)")
+            return
+        from prompt_toolkit import PromptSession
+
+        asked: PromptSession[str] = PromptSession()
+        typed = []
+        for prompt in ("Old password: ", "New password: ", "New password again: "):
+            line = await _ask_hidden(asked, prompt)
+            if not line:
+                self.note("password not changed")
+                return
+            typed.append(line)
+        if typed[1] != typed[2]:
+            self.note("password not changed: the two new ones differ")
+            return
+        await self._attempt(self.client.change_password(typed[0], typed[1]))
 
     async def _attempt(self, request: Awaitable[object], text: str = "") -> bool:
         """Run one request; say so if it could not be sent. True if it went out.
@@ -421,6 +479,15 @@ async def _ask(session: Any, prompt: Callable[[], str], typed: str = "") -> str 
     here: a task must not let KeyboardInterrupt out)."""
     try:
         line: str = await session.prompt_async(prompt, default=typed)
+    except (EOFError, KeyboardInterrupt):
+        return None
+    return line
+
+
+async def _ask_hidden(session: Any, prompt: str) -> str | None:
+    """A password typed without echo; None for Ctrl-D or Ctrl-C."""
+    try:
+        line: str = await session.prompt_async(prompt, is_password=True)
     except (EOFError, KeyboardInterrupt):
         return None
     return line
