@@ -166,7 +166,7 @@ def test_port_in_use_exits_2_without_traceback(broker_proc: tuple[Proc, int]) ->
     lines = result.stderr.strip().splitlines()
     assert lines == [
         f"zchat: port {port} on 127.0.0.1 is already in use (another zchat broker?): stop it, "
-        "or pick free ports with --port N (uses N, N+1, N+2)"
+        "or pick free ports with --port N (it uses N to N+2)"
     ]
 
 

@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,14 +270,8 @@ def _text(path: Path, data: bytes) -> str:
         raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def accounts_keyring(
-    keys_dir: str | None, db: str, load: Callable[[str], KeyRing] | None = None
-) -> KeyRing:
-    """An accounts broker's keys: the keys folder's if it has one (its listed keys log
-    in as in secure mode; ``load`` reads it, load_keyring by default), else the
-    broker's own pair alone, kept beside the history (``broker_pair``)."""
-    if keys_dir is not None:
-        return (load or load_keyring)(keys_dir)
+def own_keyring(db: str) -> KeyRing:
+    """An accounts broker without a keys folder: its own pair alone (``broker_pair``)."""
     public, secret = broker_pair(db)
     return KeyRing(public, secret, {}, frozenset())
 

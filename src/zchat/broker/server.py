@@ -50,7 +50,7 @@ from zchat.broker.rules import Actions, BrokerRules
 from zchat.broker.security import CONNECTION_PROPERTY, KeyAuthenticator, OpenGate
 from zchat.broker.store import DEFAULT_RETENTION, HistoryStore, StorageFull
 from zchat.errors import ConfigError
-from zchat.keys import KeyRing, accounts_keyring, load_keyring
+from zchat.keys import KeyRing, load_keyring, own_keyring
 from zchat.protocol import transfer
 from zchat.protocol.hello import encode_broker_hello, fingerprint
 from zchat.trust import invite
@@ -194,11 +194,10 @@ class Broker(Operator):
         config.check()
         self.config = config
         self.epoch = secrets.token_hex(8)
-        if config.accounts:
-            keyring: KeyRing | None = accounts_keyring(config.keys, config.db, load_keys)
-        else:
-            keyring = load_keys(config.keys) if config.keys is not None else None
+        keyring = load_keys(config.keys) if config.keys is not None else None
         self.store = HistoryStore(config.db, config.retention, _mode(config))
+        if config.accounts and keyring is None:  # its own pair, beside the history
+            keyring = own_keyring(config.db)
         flood = RateLimit(config.rate, config.burst)
         self.rules = _rules(config, self.epoch, self.store, keyring is not None, flood)
         self.open_files = raise_open_files_limit()

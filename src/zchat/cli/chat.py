@@ -337,6 +337,7 @@ def listen(
     "excerpt: at most 60 lines and 4096 bytes), not a message per line.",
 )
 @secure_options
+@login_options
 def send(
     text: str | None,
     name: str | None,
@@ -349,6 +350,9 @@ def send(
     secure: bool,
     server_key: str,
     key: str | None,
+    server: str | None,
+    password_file: str | None,
+    register: bool,
 ) -> None:
     """Say TEXT (or each line of stdin) in a room, and exit once the broker confirms.
 
@@ -363,7 +367,11 @@ def send(
     name = name_from_key(name, secure, key)
     if name is None:
         raise Failure("no name given: use --name NAME or set ZCHAT_NAME")
-    keys = load_keys(secure, server_key, key, name)
+    host, port = server_address(server, host, port)
+    login = None
+    if wants_login(secure, password_file, register, host, port):
+        login = plan_login(server_key, password_file, register, host, port, timeout, False)
+    keys = load_keys(secure, server_key, key, name) if login is None else login.keys()
     if text is not None:
         lines = [text]
     elif whole:
@@ -381,7 +389,10 @@ def send(
             raise Failure(f"nothing sent: {where}{exc}") from None
     check_host(host)
     try:
-        client = Client(name, host, port, rooms=[room], history=0, keys=keys, quiet=not announce)
+        client = Client(
+            name, host, port, rooms=[room], history=0, keys=keys, quiet=not announce,
+            password=login.password if login else None, register=bool(login and login.register),
+        )  # fmt: skip
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
     client.core.verb = "send"  # "the broker … is in secure mode: send with --secure …"

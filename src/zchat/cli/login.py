@@ -139,11 +139,12 @@ def trusted_key(host: str, port: int, timeout: float, interactive: bool) -> byte
     known = _trusted(hosts, host, port)
     if known is not None:
         return known
+    where = f"{host}:{port}"
+    _key_port_listens(host, port, timeout)
     try:
         hello = fetch_hello(host, port, timeout)
     except (BrokerUnreachable, ProtocolError) as exc:
         raise Failure(str(exc)) from None
-    where = f"{host}:{port}"
     if not interactive:
         raise Failure(
             f"the broker at {where} is not known here yet (its key's fingerprint is "
@@ -164,6 +165,25 @@ def trusted_key(host: str, port: int, timeout: float, interactive: bool) -> byte
         raise Failure(str(exc)) from None
     click.echo(f"remembered in {known_hosts_path()}", err=True)
     return hello.key
+
+
+def _key_port_listens(host: str, port: int, timeout: float) -> None:
+    """Fail at once, before any password is asked or sent, if nothing listens on the
+    key port (ZeroMQ would retry in silence till the timeout): an open or secure broker,
+    or none."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port + 3), timeout=min(timeout, 3.0)):
+            return
+    except ConnectionRefusedError:
+        raise Failure(
+            f"the broker at {host}:{port} has no accounts (nothing listens on port {port + 3}, "
+            "where an accounts broker tells its key): an open broker takes no password, "
+            "and none was sent; join without one"
+        ) from None
+    except OSError:
+        return  # unreachable, or slow: fetch_hello says so, after its timeout
 
 
 def changed_key(host: str, port: int, timeout: float) -> str | None:

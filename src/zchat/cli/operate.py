@@ -309,13 +309,13 @@ def broker(
 def _print_invite(config: Any) -> None:
     """--print-invite: the broker's key (made if new) in the line people join with."""
     from zchat.broker.server import public_host
-    from zchat.keys import accounts_keyring
+    from zchat.keys import load_keyring, own_keyring
     from zchat.protocol.hello import fingerprint
     from zchat.trust import invite
 
     if config.db == ":memory:":
         raise Failure("--print-invite needs a --db file: with ':memory:' the key is new each start")
-    key = accounts_keyring(config.keys, config.db).public
+    key = (load_keyring(config.keys) if config.keys else own_keyring(config.db)).public
     click.echo(invite(public_host(config.host), config.port, key))
     click.echo(f"(the broker's key fingerprint: {fingerprint(key)})", err=True)
 

@@ -127,7 +127,8 @@ class ClientCore(Requests, Arrivals):
             # before its reason arrives)
             refused = problem in ("key-refused", "refused-for-now")
             problem = "refused-for-now" if refused else "wrong-mode"
-        text = handshake_text(problem, self._where or "the broker", self.secure, self.verb)
+        where = self._where or "the broker"
+        text = handshake_text(problem, where, self.secure, self.verb, self.password is not None)
         if problem == "refused-for-now":  # libzmq does not try again: the client will
             self._reconnect_at = self._last_tick + REFUSED_RETRY_SECONDS
         if self.state is State.JOINING and not self._joined_once and problem != "refused-for-now":
@@ -200,9 +201,22 @@ def unreachable(where: str, timeout: float) -> BrokerUnreachable:
     )
 
 
-def handshake_text(problem: str, where: str, secure: bool, verb: str = "join") -> str:
+def handshake_text(
+    problem: str, where: str, secure: bool, verb: str = "join", login: bool = False
+) -> str:
     """What to tell a person whose handshake with the broker failed (on_handshake);
-    ``verb``: what they tried to do."""
+    ``verb``: what they tried to do; ``login``: with a password (an accounts broker)."""
+    if login and problem == "wrong-mode":
+        return (
+            f"the broker at {where} is in open mode, without encryption: your password was "
+            f"not sent. {verb.capitalize()} without one (no ZCHAT_PASSWORD, --password-file "
+            "or --server-key)"
+        )
+    if login and problem == "handshake-failed":
+        return (
+            f"no secure handshake with the broker at {where}: is its key the one given "
+            "(--server-key, or the one trusted before), and does it run with --accounts?"
+        )
     if problem == "key-refused":
         return (
             f"the broker at {where} refused your key (unknown to it, or banned): ask its "

@@ -313,7 +313,7 @@ class _Chat:
             return
         from prompt_toolkit import PromptSession
 
-        asked: PromptSession[str] = PromptSession()
+        asked: PromptSession[str] = PromptSession(erase_when_done=True)
         typed = []
         for prompt in ("Old password: ", "New password: ", "New password again: "):
             line = await _ask_hidden(asked, prompt)
