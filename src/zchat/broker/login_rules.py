@@ -238,13 +238,16 @@ class Logins(RulesState):
     def _on_passwd(self, session: Session, msg: p.Passwd, actions: Actions) -> None:
         if not is_login_key(session.user) or self.accounts.get(session.name) is None:
             raise Answer("no-account", "your name has no password here (it is a key's, or open)")
-        wait = self.throttle.wait([f"account {session.name.lower()}"], self._now)
-        if wait > 0:
-            raise Answer("login-throttled", f"try again in {seconds_text(wait)}")
         try:
             check_new_password(session.name, msg.new)
         except InvalidInput as exc:
             raise Answer("weak-password", f"password not changed: {exc}") from None
+        wait = self.throttle.wait([f"account {session.name.lower()}"], self._now)
+        if wait > 0:
+            text = (
+                f"password not changed: too many wrong passwords; try again in {seconds_text(wait)}"
+            )
+            raise Answer("login-throttled", text)
         account = self.accounts.get(session.name)
         serial = next(self._serials)
         stored = account.hash if account else None
