@@ -376,8 +376,10 @@ def test_a_password_meets_an_open_broker_unsent(
     client = Client("alice", port=broker.port, context=ctx, keys=keys, password="pw 12345678")
     with pytest.raises(JoinRefused) as caught:
         client.join(timeout=10)
-    assert caught.value.code == "wrong-mode"
-    assert "your password was not sent" in str(caught.value)
+    # libzmq tells a mechanism mismatch either way, depending on who speaks first
+    assert caught.value.code in ("wrong-mode", "handshake-failed")
+    if caught.value.code == "wrong-mode":
+        assert "your password was not sent" in str(caught.value)
     assert not broker.broker.rules.sessions and not broker.broker.rules.dropped
 
 
