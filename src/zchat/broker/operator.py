@@ -47,6 +47,7 @@ class Operator:
     _bars: dict[str, bool]  # key name -> banned or withdrawn (see _barred)
     _cut_barred_at: float | None  # when to cut their connections
     _replaced: set[str]  # users whose key was replaced, till then
+    turns: Any  # server.Turns: how long the loop's turns take
 
     @property
     def secure(self) -> bool:
@@ -220,6 +221,7 @@ class Operator:
             "penalised_addresses": self.guard.penalised,
             "secure": self.secure,
             "logins": dict(self.rules.logins_counted),
+            "loop": self.turns.taken(),
             "files": {
                 "shared": self.files.counts.uploaded,
                 "bytes_in": self.files.counts.bytes_in,

@@ -144,6 +144,29 @@ def warn_if_exposed(config: BrokerConfig) -> str | None:
     )
 
 
+@dataclass
+class Turns:
+    """How long the poll loop was busy at a time: the chat waits that long at worst."""
+
+    longest: float = 0.0  # since the start
+    recent: float = 0.0  # since the operator last asked (``taken``)
+    over_50ms: int = 0
+
+    def note(self, seconds: float) -> None:
+        if seconds > self.recent:
+            self.recent = seconds
+            self.longest = max(self.longest, seconds)
+        self.over_50ms += seconds > 0.05
+
+    def taken(self) -> dict[str, float]:
+        recent, self.recent = self.recent, 0.0
+        return {
+            "longest_ms": round(self.longest * 1000, 1),
+            "longest_ms_since_last_asked": round(recent * 1000, 1),
+            "over_50ms": self.over_50ms,
+        }
+
+
 def _rules(
     config: BrokerConfig, epoch: str, store: HistoryStore, secure: bool, flood: RateLimit
 ) -> BrokerRules:
@@ -223,6 +246,7 @@ class Broker(Operator):
         if config.keys is not None:
             self._reload = KeyReload(config.keys, self._wake, load_keys)
         self._stopping = False
+        self.turns = Turns()  # how long the loop's turns take (stats)
         self._misaligned = False  # see _drain_subscriptions
         self._last_failure = -FAILURE_LOG_SECONDS
         self._in: zmq.Socket[bytes] = self._ctx.socket(zmq.PULL)
@@ -393,7 +417,7 @@ class Broker(Operator):
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
-    def run(self) -> None:
+    def _log_start(self) -> None:
         log.info(
             "zchat broker listening: in %s (clients PUSH here), out %s (clients SUB here), "
             "files %s; history in %s; shared files in %s; %s; admin socket %s",
@@ -418,6 +442,9 @@ class Broker(Operator):
             self.open_files,
             self.guard.max_connections,
         )
+
+    def run(self) -> None:
+        self._log_start()
         poller = zmq.Poller()
         poller.register(self._in, zmq.POLLIN)
         poller.register(self._out, zmq.POLLIN)
@@ -431,17 +458,21 @@ class Broker(Operator):
         interval = self.config.heartbeat_interval
         next_beat = time.monotonic()
         self.rules.start(next_beat)
+        woke = time.monotonic()
         try:
             while not self._stopping:
                 now = time.monotonic()
+                self.turns.note(now - woke)  # what the last wake-up's work took
                 if now >= next_beat:
                     self._apply(self.rules.heartbeat(now))
                     self._apply(self.rules.expire(now))
                     self.files.expire(now)
                     self._police(now)
                     next_beat = now + interval
+                    self.turns.note(time.monotonic() - now)
                 timeout_ms = max(0, int((next_beat - now) * 1000) + 1)
                 ready = dict(poller.poll(timeout_ms))
+                woke = time.monotonic()
                 if any(monitor in ready for monitor in self._monitors):
                     self._watch_connections()
                 if self._out in ready:
