@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal
@@ -125,3 +126,46 @@ def test_the_raw_file_bot_from_the_protocol_doc(
     assert run.stdout.split("\n")[1] == "fetched 768000 bytes, SHA-256 checked"
     saved = alice.get_file(number, tmp_path / "back.txt")
     assert saved.read_bytes() == notes.read_bytes()
+
+
+def test_the_raw_login_bot_from_the_protocol_doc(tmp_path: Path) -> None:
+    """Section 14.7's bot logs in to an accounts broker, says a line and leaves."""
+    import zmq
+
+    from zchat.admin import request
+    from zchat.client.transport import Keys
+    from zchat.passwords import hash_password
+
+    script = tmp_path / "loginbot.py"
+    script.write_text(example("### 14.7"), encoding="utf-8")
+    running = RunningBroker(
+        zmq.Context.instance(), accounts=True, admin_socket=str(tmp_path / "run" / "a.sock")
+    )
+    try:
+        for name, password in (("robot", "robot's password"), ("alice", "alice's password")):
+            request(running.broker.admin_path, "user-add", {"name": name, "hash":
+                    hash_password(password), "admin": False})  # fmt: skip
+        auth = running.broker._auth
+        assert auth is not None
+        keys = Keys.for_login(auth.keyring.public)
+        with Client("alice", port=running.port, keys=keys, password="alice's password") as alice:
+            run = subprocess.run(
+                [sys.executable, str(script), str(running.port), "robot", "beep boop"],
+                capture_output=True, text=True, timeout=60, check=False,
+                env={**os.environ, "ZCHAT_PASSWORD": "robot's password"},
+            )  # fmt: skip
+            assert run.returncode == 0, run.stderr
+            assert run.stdout == "said: beep boop\n"
+            heard = alice.receive(timeout=10)
+            while heard is not None and not (heard.kind == "message" and heard.sender == "robot"):
+                heard = alice.receive(timeout=10)
+            assert heard is not None and heard.text == "beep boop"
+        wrong = subprocess.run(
+            [sys.executable, str(script), str(running.port), "robot", "x"],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "ZCHAT_PASSWORD": "not it"},
+        )  # fmt: skip
+        assert wrong.returncode == 1
+        assert wrong.stderr.strip() == "refused: login refused: wrong name or password"
+    finally:
+        running.stop()
