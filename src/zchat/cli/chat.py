@@ -12,6 +12,7 @@ import click
 
 from zchat.cli.login import (
     Login,
+    ask_new_password,
     ask_password,
     changed_key,
     login_options,
@@ -218,7 +219,9 @@ def join(
 def _logging_in(config: Any, login: Login, interactive: bool) -> Any:
     """The terminal's config for ``login``: its password (or a person asked for it),
     and a failed handshake looked into (has the broker's key changed?)."""
-    ask = ask_password if login.password is None and interactive else None
+    ask = None
+    if login.password is None and interactive:
+        ask = ask_new_password if login.register else ask_password
 
     def rethink(refusal: Any) -> None:
         changed = changed_key(config.host, config.port, config.connect_timeout)

@@ -240,3 +240,12 @@ def ask_password(prompt: str = "Password: ") -> str:
     if not password:
         raise Failure("no password given")
     return password
+
+
+def ask_new_password() -> str:
+    """A new account's password, typed twice (a typo would lock its owner out)."""
+    while True:
+        password = ask_password("New password: ")
+        if ask_password("New password again: ") == password:
+            return password
+        click.echo("zchat: the two passwords differ; again", err=True)
