@@ -406,3 +406,46 @@ def test_passwords_appear_in_no_log_history_output_or_file(
     assert "failed login for bob from 127.0.0.1" in caplog.text
     hashes = accounts_broker.broker.store.rows("SELECT hash FROM accounts")
     assert all(row[0].startswith("$scrypt$ln=14,r=8,p=5$") for row in hashes)
+
+
+def test_a_password_sent_to_an_open_broker_is_refused_not_taken(
+    broker: RunningBroker, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """A raw client that sends a password in the clear is told so, and not joined."""
+    sub, push = ctx.socket(zmq.SUB), ctx.socket(zmq.PUSH)
+    inbox = "b" * 32
+    sub.subscribe(p.inbox_topic(inbox))
+    sub.connect(f"tcp://127.0.0.1:{broker.port + 1}")
+    push.connect(f"tcp://127.0.0.1:{broker.port}")
+    join = p.Join("alice", "a" * 32, inbox, ("general",), password="in the clear 1")
+    answer = None
+    deadline = time.monotonic() + 10
+    while answer is None and time.monotonic() < deadline:
+        push.send_multipart(p.encode_client(join))
+        if sub.poll(1000):
+            answer = p.decode_server(sub.recv_multipart())[1]
+    assert isinstance(answer, p.Refused) and answer.code == "no-accounts"
+    assert "takes no passwords, and yours travelled unencrypted" in answer.text
+    assert not broker.broker.rules.sessions
+    for sock in (sub, push):
+        sock.close(linger=0)
+
+
+def test_a_login_key_that_quit_is_cut_and_refused(
+    login: MakeLogin, accounts_broker: RunningBroker, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """Quitting ends what the key may read: a connection it kept is cut, and a new one
+    with it fails the handshake (a client makes a fresh key for its next login)."""
+    alice = login("alice")
+    keys = alice.keys
+    assert keys is not None
+    alice.close()
+    assert f"~{keys.public.decode()}" in accounts_broker.broker.rules.ended_keys
+    sub = ctx.socket(zmq.SUB)
+    keys.apply(sub)
+    monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    sub.connect(f"tcp://127.0.0.1:{accounts_broker.port + 1}")
+    assert monitor.poll(10_000), "the key's handshake was not refused"
+    sub.disable_monitor()
+    monitor.close(linger=0)
+    sub.close(linger=0)

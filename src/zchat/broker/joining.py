@@ -25,6 +25,14 @@ from zchat.broker.state import (
 log = logging.getLogger("zchat.broker")
 
 
+# A password sent to a broker without accounts: refused, never taken.
+_NO_ACCOUNTS = {
+    False: "this broker is in open mode: it takes no passwords, and yours travelled "
+    "unencrypted; if you use it anywhere, change it",
+    True: "this broker logs in with key files, not passwords (docs/protocol.md, section 12)",
+}
+
+
 class Joining(Logins):
     """Joining, entering, and the out-socket's subscriptions."""
 
@@ -94,6 +102,12 @@ class Joining(Logins):
         if inbox not in self._subscribed and not marked:
             return
         login = None
+        if (pending.join.password or pending.join.register) and not self.policy.logins:
+            self._unpend(inbox)
+            self._to_inbox(
+                inbox, p.Refused("no-accounts", _NO_ACCOUNTS[self.policy.secure]), actions
+            )
+            return
         if self.policy.logins and is_login_key(pending.user):
             if not self._login_done(inbox, pending, bool(marked), actions):
                 return

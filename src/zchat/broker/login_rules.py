@@ -248,6 +248,8 @@ class Logins(RulesState):
                 f"password not changed: too many wrong passwords; try again in {seconds_text(wait)}"
             )
             raise Answer("login-throttled", text)
+        if any(t.secret == session.secret for t in self._tickets.values()):
+            raise Answer("busy", "password not changed: a change is under way already")
         account = self.accounts.get(session.name)
         serial = next(self._serials)
         stored = account.hash if account else None
@@ -291,7 +293,9 @@ class Logins(RulesState):
         return ended
 
     def _bar_key(self, user: str | None, actions: Actions) -> None:
-        """A login key's session was ended by someone else: its connections are cut."""
+        """A login key's session ended (kicked, banned, its password changed, or it
+        quit): its connections are cut, with what they subscribed to, and the key is
+        refused from then on (a client makes a new one for its next login)."""
         if not is_login_key(user):
             return
         self._logins.pop(user or "", None)

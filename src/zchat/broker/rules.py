@@ -131,6 +131,7 @@ class BrokerRules(Joining, Policing):
                 self._private(session, to, checked_text(text), id_, actions)
             case p.Leave(_, reason):
                 self._end(session, f"quit: {reason}" if reason else "quit", actions)
+                self._bar_key(session.user, actions)  # a login key reads no more rooms
             case p.Enter():
                 self._on_enter(session, msg, actions)
             case p.Passwd():
