@@ -2,16 +2,17 @@
 
 Everything the broker decides is in rules.py; this module only moves frames between
 the sockets and the rules, keeps the heartbeat clock, answers the operator on the
-admin socket (operator.py), and stops cleanly. In secure mode a ZAP handler (security.py) runs in
-a thread of its own and hands each frame's key name to the rules, and a reload of the
-keys folder is read in another (reloading.py).
+admin socket (operator.py), and stops cleanly. The sockets are set up and bound in
+binding.py, the configuration is config.py's. In secure and accounts modes a ZAP
+handler (security.py) runs in a thread of its own and hands each frame's key name to
+the rules; a reload of the keys folder is read in another (reloading.py), and an
+accounts broker checks passwords in a third (logins.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import functools
 import logging
 import secrets
@@ -19,41 +20,36 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from zchat import admin
 from zchat import protocol as p
+from zchat.broker.binding import Binding
+from zchat.broker.config import MODES, BrokerConfig, Turns, mode_of, public_host, warn_if_exposed
 from zchat.broker.descriptors import connection_budget, raise_open_files_limit
 from zchat.broker.fileport import FilePort
 from zchat.broker.files import FileService
 from zchat.broker.filestore import FileStore
-from zchat.broker.guard import HANDSHAKE_SECONDS, Connection, ConnectionGuard, ConnectionLimits
+from zchat.broker.guard import Connection, ConnectionGuard
 from zchat.broker.keyport import KeyPort
 from zchat.broker.limits import (
-    DEFAULT_BURST,
-    DEFAULT_RATE,
-    QUIET_JOINS,
-    FileLimits,
     RateLimit,
     RuleLimits,
 )
 from zchat.broker.logins import Hasher
 from zchat.broker.operator import Operator
-from zchat.broker.orphans import REJOIN_GRACE_SECONDS
 from zchat.broker.policy import AccountsPolicy
 from zchat.broker.reloading import KeyReload, LoadKeys
 from zchat.broker.rules import Actions, BrokerRules
 from zchat.broker.security import CONNECTION_PROPERTY, KeyAuthenticator, OpenGate
-from zchat.broker.store import DEFAULT_RETENTION, HistoryStore, StorageFull
-from zchat.errors import ConfigError
+from zchat.broker.store import HistoryStore, StorageFull
 from zchat.keys import KeyRing, load_keyring, own_keyring
-from zchat.protocol import transfer
 from zchat.protocol.hello import encode_broker_hello, fingerprint
 from zchat.trust import invite
+
+__all__ = ["Broker", "BrokerConfig", "public_host", "warn_if_exposed"]
 
 log = logging.getLogger("zchat.broker")
 
@@ -62,109 +58,11 @@ log = logging.getLogger("zchat.broker")
 # ones that are dropped) must not hold back the lines of others for long.
 BATCH = 256
 BATCH_SECONDS = 0.0005
-# The longest message a client may send on the out-socket: a marker topic is 55 bytes,
-# a CURVE handshake command about 300. Past this libzmq drops the connection (XPUB
-# keeps every topic it is sent, at a cost of memory for each byte).
-MAX_SUBSCRIPTION_BYTES = 512
-# In open mode the handshake is a NULL READY of some 40 bytes, so the bound can be the
-# longest topic a client may hold (guard.MAX_TOPIC_BYTES) and a little: a longer one
-# then ends its connection in libzmq's reader, before it costs any memory.
-MAX_OPEN_SUBSCRIPTION_BYTES = 192
-# Subscriptions libzmq takes in from one connection ahead of the broker's reading
-# (RCVHWM on the out-socket): libzmq keeps each one it takes in, so a connection that
-# floods them is cut by the guard before it has cost much.
-SUBSCRIPTION_QUEUE = 64
 # At most one traceback in this long for frames the broker failed to handle (counted).
 FAILURE_LOG_SECONDS = 10.0
-# Tries at finding three adjacent free ports when asked for port 0.
-PORT_PAIR_TRIES = 50
 # What the connection guard hears of on the monitor sockets: a descriptor that is
 # opened or closed is a new connection (or none), whatever it was before.
 MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
-# File-port messages libzmq takes in from one connection ahead of the broker's reading:
-# a client has at most transfer.WINDOW chunks in flight per transfer.
-FILE_QUEUE = 4 * transfer.WINDOW
-
-
-@dataclass(frozen=True)
-class BrokerConfig:
-    host: str = "127.0.0.1"
-    port: int = 5005  # in-socket; the out-socket is port + 1, files port + 2; 0 picks free ones
-    heartbeat_interval: float = 1.0  # seconds between the broker's sys/ heartbeats
-    zmtp_heartbeat_ivl: float = 1.0  # ZMTP PING interval on both sockets
-    zmtp_heartbeat_timeout: float = 5.0  # a peer silent this long is disconnected
-    linger: float = 1.0  # seconds to flush the shutdown notice on close
-    handshake_timeout: float = HANDSHAKE_SECONDS  # an unfinished handshake is closed then
-    sndhwm: int = 10_000  # per-subscriber queue on the out-socket
-    sndbuf: int = 0  # the kernel's send buffer per out-connection, bytes; 0: the system's
-    db: str = ":memory:"  # the history database; ":memory:" keeps nothing
-    retention: int = DEFAULT_RETENTION  # events kept per room
-    rate: float = DEFAULT_RATE  # requests a second per session (0: no limit)
-    burst: int = DEFAULT_BURST  # requests at once per session
-    keys: str | None = None  # secure mode: the keys folder (keys.py)
-    accounts: bool = False  # CURVE for all, and passwords for login keys (login_rules.py)
-    allow_register: bool = False  # an accounts broker: people may make their own accounts
-    admin_socket: str = ""  # the operator's socket file; "" for admin.default_path(port)
-    # seconds the sessions of the previous broker are waited for (orphans.py)
-    rejoin_grace: float = REJOIN_GRACE_SECONDS
-    # above this many members a room's joins and leaves are told in sum; 0: each one
-    quiet_joins: int = QUIET_JOINS
-    connection: ConnectionLimits = field(default_factory=ConnectionLimits)  # per connection
-    files: str | None = None  # the shared files' folder; None: beside db (files.py)
-    file_limits: FileLimits = field(default_factory=FileLimits)
-
-    def check(self) -> None:
-        if self.sndhwm < 1:
-            raise ConfigError("the send queue must hold at least 1 message (it is never unlimited)")
-        if self.rate < 0 or self.burst < 1:
-            raise ConfigError("the rate must be 0 (no limit) or more, and the burst at least 1")
-        if self.rejoin_grace < 0:
-            raise ConfigError("the rejoin grace period must be 0 seconds or more")
-        if self.quiet_joins < 0:
-            raise ConfigError("the quiet-joins size must be 0 (never quiet) or more")
-        files = self.file_limits
-        if files.max_file_size < 0 or files.quota < 0 or files.upload_timeout <= 0:
-            raise ConfigError(
-                "file limits: the largest file and the quota must be 0 bytes or more, "
-                "and the upload timeout more than 0 seconds"
-            )
-        if files.transfers < 1:
-            raise ConfigError("at least 1 transfer at a time must be allowed a session")
-
-
-def warn_if_exposed(config: BrokerConfig) -> str | None:
-    """What an open-mode broker on a non-loopback address exposes, or None."""
-    if config.keys is not None or config.accounts or _loopback(config.host):
-        return None
-    return (
-        f"open mode on {config.host}: anyone who can reach ports {config.port or 'N'} to "
-        f"{config.port + 2 if config.port else 'N+2'} can read every room, join under any "
-        "free name, speak and share files, and nothing is encrypted. Use --secure --keys DIR "
-        "(see SECURITY.md)"
-    )
-
-
-@dataclass
-class Turns:
-    """How long the poll loop was busy at a time: the chat waits that long at worst."""
-
-    longest: float = 0.0  # since the start
-    recent: float = 0.0  # since the operator last asked (``taken``)
-    over_50ms: int = 0
-
-    def note(self, seconds: float) -> None:
-        if seconds > self.recent:
-            self.recent = seconds
-            self.longest = max(self.longest, seconds)
-        self.over_50ms += seconds > 0.05
-
-    def taken(self) -> dict[str, float]:
-        recent, self.recent = self.recent, 0.0
-        return {
-            "longest_ms": round(self.longest * 1000, 1),
-            "longest_ms_since_last_asked": round(recent * 1000, 1),
-            "over_50ms": self.over_50ms,
-        }
 
 
 def _rules(
@@ -181,28 +79,7 @@ def _rules(
     )
 
 
-_MODES = {
-    "open": "open mode",
-    "secure": "secure mode (CURVE)",
-    "accounts": "accounts mode (CURVE, passwords)",
-}
-
-
-def _mode(config: BrokerConfig) -> str:
-    """The broker's mode, as its history file keeps it: open, secure or accounts."""
-    return "accounts" if config.accounts else "secure" if config.keys is not None else "open"
-
-
-def public_host(host: str) -> str:
-    """The host clients reach a broker at: its own, unless it listens on all of them."""
-    return socket.getfqdn() if host in ("0.0.0.0", "::", "*", "") else host
-
-
-def _loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-class Broker(Operator):
+class Broker(Binding, Operator):
     """Bind with ``Broker(config)``; ``run()`` serves until ``stop()`` (any thread).
     What it does for the operator is in operator.py."""
 
@@ -218,7 +95,7 @@ class Broker(Operator):
         self.config = config
         self.epoch = secrets.token_hex(8)
         keyring = load_keys(config.keys) if config.keys is not None else None
-        self.store = HistoryStore(config.db, config.retention, _mode(config))
+        self.store = HistoryStore(config.db, config.retention, mode_of(config))
         if config.accounts and keyring is None:  # its own pair, beside the history
             keyring = own_keyring(config.db)
         flood = RateLimit(config.rate, config.burst)
@@ -287,11 +164,6 @@ class Broker(Operator):
             self._keyport = KeyPort(self._ctx.socket(zmq.ROUTER), hello)
             self._keyport.configure()
 
-    def _served_sockets(self) -> list[zmq.Socket[bytes]]:
-        """The sockets clients connect to, in the order of their ports."""
-        ports = [self._in, self._out, self._files]
-        return [*ports, self._keyport.sock] if self._keyport is not None else ports
-
     def _hasher(self, config: BrokerConfig) -> Hasher | None:
         """An accounts broker's thread that checks passwords (logins.py), and the
         port that tells its key to anyone who asks (keyport.py)."""
@@ -307,104 +179,6 @@ class Broker(Operator):
         store = FileStore(self.store, config.files)
         send = self._fileport.send
         return FileService(store, self.rules, config.file_limits, send, self._wake)
-
-    @property
-    def in_endpoint(self) -> str:
-        return f"tcp://{self._host_for_url()}:{self.port}"
-
-    @property
-    def out_endpoint(self) -> str:
-        return f"tcp://{self._host_for_url()}:{self.port + 1}"
-
-    @property
-    def files_endpoint(self) -> str:
-        return f"tcp://{self._host_for_url()}:{self.port + 2}"
-
-    def _host_for_url(self) -> str:
-        host = self.config.host
-        return f"[{host}]" if ":" in host else host
-
-    def _configure(self) -> None:
-        ivl = int(self.config.zmtp_heartbeat_ivl * 1000)
-        timeout = int(self.config.zmtp_heartbeat_timeout * 1000)
-        self._admin.setsockopt(zmq.LINGER, 0)
-        self._admin.setsockopt(zmq.MAXMSGSIZE, admin.MAX_REQUEST_BYTES)
-        for sock in (self._in, self._out, self._files):
-            if self._auth is not None:
-                self._auth.secure(sock)
-            elif self._gate is not None:
-                self._gate.secure(sock)
-            sock.setsockopt(zmq.LINGER, int(self.config.linger * 1000))
-            sock.setsockopt(zmq.HANDSHAKE_IVL, int(self.config.handshake_timeout * 1000))
-            if ":" in self.config.host:
-                sock.setsockopt(zmq.IPV6, 1)
-        # Heartbeats on the out-socket only: they find silent peers, whose subscriptions
-        # then go. On the in-socket a busy broker stops reading a full queue, a heartbeat
-        # would then time out, and libzmq 4.3.5 can abort on the reconnect (issue 3937).
-        self._out.setsockopt(zmq.HEARTBEAT_IVL, ivl)
-        self._out.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
-        self._in.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME_BYTES)
-        self._out.setsockopt(zmq.XPUB_MANUAL, 1)
-        longest = MAX_SUBSCRIPTION_BYTES if self._auth else MAX_OPEN_SUBSCRIPTION_BYTES
-        self._out.setsockopt(zmq.MAXMSGSIZE, longest)
-        self._out.setsockopt(zmq.SNDHWM, self.config.sndhwm)
-        if self.config.sndbuf:
-            self._out.setsockopt(zmq.SNDBUF, self.config.sndbuf)
-        self._out.setsockopt(zmq.RCVHWM, SUBSCRIPTION_QUEUE)
-        # files: a message past a chunk ends its connection in libzmq; a send to a
-        # connection that is gone, or whose queue is full, fails instead of waiting
-        self._files.setsockopt(zmq.MAXMSGSIZE, transfer.MAX_MESSAGE_BYTES)
-        self._files.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._files.setsockopt(zmq.RCVHWM, FILE_QUEUE)
-        self._files.setsockopt(zmq.SNDHWM, FILE_QUEUE)
-        self._files.setsockopt(zmq.HEARTBEAT_IVL, ivl)
-        self._files.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
-
-    def _bind(self) -> int:
-        url = self._host_for_url()
-        served = self._served_sockets()
-        if self.config.port:
-            for offset, sock in enumerate(served):
-                self._bind_one(sock, url, self.config.port + offset)
-            return self.config.port
-        for _ in range(PORT_PAIR_TRIES):
-            port = self._in.bind_to_random_port(f"tcp://{url}", max_port=65536 - len(served))
-            bound = [self._in]
-            try:
-                for offset, sock in enumerate(served[1:], 1):
-                    sock.bind(f"tcp://{url}:{port + offset}")
-                    bound.append(sock)
-            except zmq.ZMQError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                for offset, sock in enumerate(bound):
-                    sock.unbind(f"tcp://{url}:{port + offset}")
-                continue
-            return port
-        raise ConfigError(f"found no {len(served)} adjacent free ports on {self.config.host}")
-
-    def _bind_one(self, sock: zmq.Socket[bytes], url: str, port: int) -> None:
-        try:
-            sock.bind(f"tcp://{url}:{port}")
-        except zmq.ZMQError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"port {port} on {self.config.host} is already in use (another zchat "
-                    f"broker?): stop it, or pick free ports with --port N (it uses N to "
-                    f"N+{len(self._served_sockets()) - 1})"
-                ) from None
-            raise ConfigError(f"cannot listen on {self.config.host}:{port}: {exc}") from None
-
-    def _bind_admin(self) -> Path:
-        path = Path(self.config.admin_socket) if self.config.admin_socket else None
-        path = path or admin.default_path(self.port)
-        try:
-            admin.private_folder(path)
-            self._admin.bind(f"ipc://{path}")
-            path.chmod(0o600)
-        except (OSError, zmq.ZMQError) as exc:
-            raise ConfigError(f"cannot make the admin socket {path}: {exc}") from None
-        return path
 
     def stop(self) -> None:
         """Ask ``run()`` to finish; safe from another thread or a signal handler."""
@@ -426,7 +200,7 @@ class Broker(Operator):
             self.files_endpoint,
             self.config.db,
             self.files.store.folder,
-            _MODES[_mode(self.config)],
+            MODES[mode_of(self.config)],
             self.admin_path,
         )
         if self._keyport is not None and self._auth is not None:
