@@ -106,8 +106,25 @@ def mode_of(config: BrokerConfig) -> str:
 
 
 def public_host(host: str) -> str:
-    """The host clients reach a broker at: its own, unless it listens on all of them."""
-    return socket.getfqdn() if host in ("0.0.0.0", "::", "*", "") else host
+    """The host clients reach a broker at: its own, unless it listens on all of them;
+    then the machine's name, if it names more than the loopback, else the address of
+    its way out (a UDP socket's, connected to a documentation address: no packet is
+    sent), else HOST for the operator to fill in."""
+    if host not in ("0.0.0.0", "::", "*", ""):
+        return host
+    name = socket.getfqdn()
+    try:
+        if not _loopback(socket.gethostbyname(name)):
+            return name
+    except OSError:
+        pass
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            address = str(probe.getsockname()[0])
+    except OSError:
+        return "HOST"
+    return address if not _loopback(address) else "HOST"
 
 
 def _loopback(host: str) -> bool:

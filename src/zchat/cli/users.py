@@ -36,20 +36,25 @@ def _new_password(name: str, generate: bool, password_file: str | None) -> tuple
     if generate:
         return generate_password(), True
     password = read_password(password_file)
-    if password is None:
-        import sys
+    if password is not None:
+        try:
+            return check_new_password(name, password), False
+        except InvalidInput as exc:
+            raise Failure(str(exc)) from None
+    import sys
 
-        if not sys.stdin.isatty():
-            raise Failure(
-                f"no password: give --password-file FILE, set {PASSWORD_ENV}, or --generate one"
-            )
+    if not sys.stdin.isatty():
+        raise Failure(
+            f"no password: give --password-file FILE, set {PASSWORD_ENV}, or --generate one"
+        )
+    while True:  # a person is asked again, told why
         password = click.prompt(
             f"New password for {name}", hide_input=True, confirmation_prompt=True, err=True
         )
-    try:
-        return check_new_password(name, password), False
-    except InvalidInput as exc:
-        raise Failure(str(exc)) from None
+        try:
+            return check_new_password(name, password), False
+        except InvalidInput as exc:
+            click.echo(f"zchat: {exc}; again", err=True)
 
 
 def _hashed(password: str) -> str:
