@@ -364,7 +364,7 @@ def send(
     confirmed, 1 otherwise, with the reason on stderr."""
     from zchat.client.pacing import Pacer
     from zchat.client.sync import Client
-    from zchat.errors import InvalidInput, ZchatError
+    from zchat.errors import InvalidInput, JoinRefused, ZchatError
     from zchat.protocol import check_text
 
     name = name_from_key(name, secure, key)
@@ -408,10 +408,29 @@ def send(
             if problem is not None:
                 where = f"line {number} of {len(lines)}: " if len(lines) > 1 else ""
                 raise Failure(f"{where}{problem} (the lines before it were delivered)")
+    except JoinRefused as exc:
+        _send_refused(exc, login is None and not secure, host, port, timeout)
     except ZchatError as exc:
         raise Failure(str(exc)) from None
     finally:
         client.close()
+
+
+def _send_refused(refusal: Any, open_send: bool, host: str, port: int, timeout: float) -> None:
+    """Failure for a refused send. An open send refused as the wrong mode by a broker
+    with accounts (its key port answers): what a script must give to log in, as `zchat
+    join` says it, not the refusal's "send with --secure" (for a secure broker)."""
+    from zchat.client.hello import fetch_hello
+    from zchat.errors import BrokerUnreachable, ProtocolError
+
+    if open_send and refusal.code == "wrong-mode":
+        try:
+            fetch_hello(host, port, min(timeout, 2.0))
+        except (BrokerUnreachable, ProtocolError):
+            pass  # a secure broker, as the refusal says
+        else:
+            plan_login("", None, False, host, port, timeout, False)  # no key or no password
+    raise Failure(str(refusal)) from None
 
 
 def _say_paced(client: Any, pacer: Any, line: str, room: str, timeout: float) -> str | None:

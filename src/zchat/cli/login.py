@@ -105,6 +105,8 @@ def plan_login(
             f"no password: set {PASSWORD_ENV} or give --password-file FILE (a script "
             "cannot be asked for one)"
         )
+    if password is None and not given:
+        still_trusted(host, port, timeout)  # before a person types a password, as ssh
     return Login(key, password, register)
 
 
@@ -184,6 +186,22 @@ def _key_port_listens(host: str, port: int, timeout: float) -> None:
         ) from None
     except OSError:
         return  # unreachable, or slow: fetch_hello says so, after its timeout
+
+
+def still_trusted(host: str, port: int, timeout: float) -> None:
+    """Failure if the broker's key port tells another key than the one trusted
+    (KeyChanged's loud paragraph), or does not answer. A person is asked for a password
+    only after this: the handshake with a changed key would fail before the password
+    is sent, but only once it had been typed."""
+    from zchat.client.hello import fetch_hello
+    from zchat.errors import BrokerUnreachable, ConfigError, ProtocolError
+    from zchat.trust import KnownHosts, known_hosts_path
+
+    try:
+        hello = fetch_hello(host, port, timeout)
+        KnownHosts(known_hosts_path()).check(host, port, hello.key)
+    except (BrokerUnreachable, ProtocolError, ConfigError) as exc:
+        raise Failure(str(exc)) from None
 
 
 def changed_key(host: str, port: int, timeout: float) -> str | None:
