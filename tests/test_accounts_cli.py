@@ -344,11 +344,6 @@ def test_the_printed_invite_works_as_it_is(accounts: AccountsBroker) -> None:
     assert "alice: from the invite" in joined.stdout.splitlines()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operate.py: --print-invite --port 0 prints tcp://127.0.0.1:0, a line no one "
-    "can join with; it should refuse, as it refuses --db :memory:",
-)
 def test_an_invite_for_port_0_is_refused(tmp_path: Path) -> None:
     printed = run(
         "broker", "--accounts", "--print-invite", "--port", "0", "--db", str(tmp_path / "h.db")
@@ -512,12 +507,6 @@ def test_three_wrong_passwords_end_the_join_and_are_never_logged(
     wait_chatting(back)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="terminal.py run(): a try counts only if its password differs from the one "
-    "before (tries += retry.password != config.password), so the same wrong password "
-    "typed again is asked for without end",
-)
 def test_the_same_wrong_password_three_times_ends_the_join(
     accounts: AccountsBroker, start_accounts: StartAccounts, join_in_pty: Join
 ) -> None:
@@ -532,11 +521,6 @@ def test_the_same_wrong_password_three_times_ends_the_join(
     assert term.wait_exit(WAIT) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="terminal.py _retry(): a try refused by the throttle (login-throttled) ends "
-    "the join at once, so a person typing quickly gets 2 tries, not 3",
-)
 def test_a_throttled_try_is_one_of_the_three(accounts: AccountsBroker, join_in_pty: Join) -> None:
     term = join_in_pty(accounts, "alice", "--server-key", accounts.key)
     for n in range(1, 4):  # each typed at once: the 2nd within the 1 s the broker waits

@@ -151,7 +151,8 @@ class Logins(RulesState):
             self.logins_counted["throttled"] += 1
             if account is not None:
                 self.accounts.failed(ticket.name)
-            self._drop("login-throttled", f"login for {ticket.name} from {pending.peer}", self._now)
+            what = "refused a login too soon after failed ones (more are counted)"
+            self._drop("login-throttled", f"{ticket.name} from {pending.peer}", self._now, what)
             raise Answer(
                 "login-throttled",
                 f"login refused: too many failed logins; try again in {seconds_text(wait)}",

@@ -315,6 +315,8 @@ def _print_invite(config: Any) -> None:
 
     if config.db == ":memory:":
         raise Failure("--print-invite needs a --db file: with ':memory:' the key is new each start")
+    if not config.port:
+        raise Failure("--print-invite needs the port people will join on: give --port N, not 0")
     key = (load_keyring(config.keys) if config.keys else own_keyring(config.db)).public
     click.echo(invite(public_host(config.host), config.port, key))
     click.echo(f"(the broker's key fingerprint: {fingerprint(key)})", err=True)

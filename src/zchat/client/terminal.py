@@ -113,11 +113,13 @@ def run(config: TerminalConfig, interactive: bool) -> int:
         if retry is None:
             print(f"zchat: {outcome}", file=sys.stderr)
             return 1
-        tries += retry.password != config.password
+        tries += isinstance(outcome, JoinRefused) and outcome.code in LOGIN_REFUSALS
         config = retry
 
 
 LOGIN_TRIES = 3  # passwords asked for at most, as sudo and ssh do
+# a login refused for its password, or for coming too soon after one: each is a try
+LOGIN_REFUSALS = ("login-failed", "login-throttled")
 
 
 def _retry(config: TerminalConfig, refusal: Exception, tries: int) -> TerminalConfig | None:
@@ -127,7 +129,7 @@ def _retry(config: TerminalConfig, refusal: Exception, tries: int) -> TerminalCo
     if refusal.code == "name-taken" and config.ask_name is not None:
         print(f"zchat: {refusal}", file=sys.stderr)
         return replace(config, name=config.ask_name())
-    if refusal.code == "login-failed" and config.ask_password and tries < LOGIN_TRIES:
+    if refusal.code in LOGIN_REFUSALS and config.ask_password and tries < LOGIN_TRIES:
         print(f"zchat: {refusal}", file=sys.stderr)
         return replace(config, password=config.ask_password())
     if config.rethink is not None and refusal.code in ("wrong-mode", "handshake-failed"):
