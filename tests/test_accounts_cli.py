@@ -620,3 +620,16 @@ def test_a_password_for_an_open_broker_is_never_sent(procs: list[Proc], command:
     assert joined.returncode == 0, joined.stderr
     broker.expect(r"INFO bob joined from", stream="stderr", timeout=WAIT)
     assert not any("alice" in line for line in broker.lines["stderr"]), broker.lines
+
+
+def test_listen_is_told_an_accounts_broker_shows_rooms_to_logins_only(
+    accounts: AccountsBroker,
+) -> None:
+    heard = run("listen", "--port", str(accounts.port), "--connect-timeout", "10")
+    assert heard.returncode == 1
+    assert heard.stderr.splitlines()[-1] == (
+        f"zchat: the broker at 127.0.0.1:{accounts.port} has accounts: it shows its rooms to "
+        "people logged in only, so there is nothing to listen to without a login; join "
+        "instead (zchat join --name NAME), or a bot: zchat send, or the Python Client with "
+        "a password"
+    )

@@ -311,7 +311,26 @@ def listen(
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a normal way to stop
         pass
     except (JoinRefused, BrokerUnreachable) as exc:  # a refused key; no broker at all
+        if isinstance(exc, JoinRefused) and exc.code == "wrong-mode" and not secure:
+            _accounts_cannot_listen(host, port)
         raise Failure(str(exc)) from None
+
+
+def _accounts_cannot_listen(host: str, port: int) -> None:
+    """A listener met a broker that wants CURVE: if it is an accounts broker (its key
+    port answers), say that it shows its rooms to accounts only."""
+    from zchat.client.hello import fetch_hello
+    from zchat.errors import BrokerUnreachable, ProtocolError
+
+    try:
+        fetch_hello(host, port, 2.0)
+    except (BrokerUnreachable, ProtocolError):
+        return
+    raise Failure(
+        f"the broker at {host}:{port} has accounts: it shows its rooms to people logged in "
+        "only, so there is nothing to listen to without a login; join instead (zchat join "
+        "--name NAME), or a bot: zchat send, or the Python Client with a password"
+    )
 
 
 @click.command()
