@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -181,6 +182,7 @@ def guess(broker: Broker, sources: tuple[str, ...], until: float) -> Counter[str
     ctx.max_sockets = 4 * int(GUESS_RATE * REPLY_SECONDS) + 64
     waiting: dict[Sock, tuple[Sock, float]] = {}  # oldest first
     poller = zmq.Poller()
+    pace = threading.Event()  # never set: its wait is the pacing
 
     def close(sub: Sock) -> None:
         push, _ = waiting.pop(sub)
@@ -205,8 +207,11 @@ def guess(broker: Broker, sources: tuple[str, ...], until: float) -> Counter[str
             while waiting and now - waiting[oldest := next(iter(waiting))][1] > REPLY_SECONDS:
                 counts["none"] += 1
                 close(oldest)
-            wake = next_try if now < until else end
-            for sub, _ in poller.poll(max(0, int((wake - time.monotonic()) * 1000))):
+            wait = max(0.0, (next_try if now < until else end) - time.monotonic())
+            if not waiting:  # a Poller with no socket returns at once, whatever its timeout
+                pace.wait(wait)
+                continue
+            for sub, _ in poller.poll(math.ceil(wait * 1000)):
                 try:
                     _, msg = p.decode_server(sub.recv_multipart())
                     counts[msg.code if isinstance(msg, p.Refused) else type(msg).__name__] += 1
@@ -238,8 +243,10 @@ def attack(broker: Broker, run: str, seconds: float) -> dict[str, Any]:
         for thread in threads:
             thread.start()
         answers = guess(broker, sources, until)
-        for thread in threads:
-            thread.join(JOIN_SECONDS + 10)
+        for thread in threads:  # alice's is done by ``until``, carol's a login later
+            thread.join(max(0.0, until - time.monotonic()) + 2 * JOIN_SECONDS)
+            if thread.is_alive():
+                raise SystemExit(f"{thread.name} did not end: {broker.log}")
         after = broker.stats()
         cpu = (cpu_seconds(broker.popen.pid) - cpu) / (time.monotonic() - started)
     counted = Counter(after["logins"]) - Counter(before["logins"])
