@@ -274,3 +274,32 @@ def test_bench_files_runs_on_a_broker_of_its_own() -> None:
         assert row in result.stdout, row
     assert "| 2 MiB over loopback |" in result.stdout
     assert "making 2 MiB of random bytes" in result.stderr
+
+
+def test_the_login_benchmark_prints_its_tables_and_accounts_for_every_attempt(
+    tmp_path: Path,
+) -> None:
+    """A smoke run: 5 logins in a row, then each attack for 2 s. Every table and target
+    row is printed, and every attempt the guesser sent got an answer it counted."""
+    out = tmp_path / "login.json"
+    stdout = run_script("login.py", "--seconds", "2", "--logins", "5", "--json", str(out))
+    for row in (
+        "| logins in a row | p50 | p90 | p99 | max | refused |",
+        "| one-address (1 address) |",
+        "| many-addresses (50 addresses) |",
+        "| attack | chat p50 quiet → attack (lines) |",
+        "| idle: login p99 ≤ 300 ms |",
+        "| one-address: no loop turn over 50 ms |",
+        "| many-addresses: carol logs in each time |",
+    ):
+        assert row in stdout, row
+    idle, *attacks = json.loads(out.read_text())["rows"]
+    assert idle["logins"]["tried"] == 5
+    assert [attack["run"] for attack in attacks] == ["one-address", "many-addresses"]
+    for attack in attacks:
+        answers = attack["answers"]
+        assert answers["sent"] > 0
+        # each attempt counted once more, by its answer's code ("none": unanswered)
+        assert sum(answers.values()) == 2 * answers["sent"]
+        assert attack["quiet"]["lines"] > 0
+        assert attack["attack"]["lines"] > 0
