@@ -5,6 +5,7 @@ deleting passwords, bans, the key port, and where passwords never appear."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,6 +86,9 @@ def refusal(make: MakeLogin, name: str, **kwargs: Any) -> JoinRefused:
     return caught.value
 
 
+_IDLE = threading.Event()  # never set: its wait() is a pause between looks
+
+
 def unthrottled(running: RunningBroker, name: str) -> None:
     """Wait for the throttle to let ``name``'s next login be checked."""
     throttle = running.broker.rules.throttle
@@ -95,7 +99,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     end = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < end, "condition not met in time"
-        zmq.select([], [], [], 0.02)  # a short wait on nothing: no busy loop
+        _IDLE.wait(0.02)  # between two looks at the condition: no busy loop
 
 
 # --- logging in --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -172,12 +173,16 @@ def p50_latency(client: Client, lines: int = 15) -> float:
     return statistics.median(times)
 
 
+_IDLE = threading.Event()  # never set: its wait() is a pause between looks
+
+
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return
-        zmq.select([], [], [], 0.05)  # a short wait on nothing: no busy loop
+        _IDLE.wait(0.05)  # between two looks at the condition (zmq.select of nothing
+        # returns at once): no busy loop
     raise AssertionError(f"{what}: not within {seconds:g} s")
 
 
