@@ -62,13 +62,13 @@ def login(
     """login("alice") -> a Client logged in with alice's password (or ``password=``)."""
     made: list[Client] = []
 
-    def make(name: str, join: bool = True, **kwargs: Any) -> Client:
+    def make(name: str, join: bool = True, timeout: float = 10.0, **kwargs: Any) -> Client:
         kwargs.setdefault("password", PASSWORDS.get(name.lower(), "no such password"))
         kwargs.setdefault("keys", Keys.for_login(server_key(accounts_broker)))
         client = Client(name, port=accounts_broker.port, context=ctx, **kwargs)
         made.append(client)
         if join:
-            client.join(timeout=10)
+            client.join(timeout=timeout)
         return client
 
     yield make
@@ -137,16 +137,19 @@ def test_failed_logins_back_off_and_are_told_to_the_owner(
     login: MakeLogin, accounts_broker: RunningBroker
 ) -> None:
     assert refusal(login, "carol", password="guess one").code == "login-failed"
-    throttled = refusal(login, "carol", password="guess two")  # at once: no check made
+    # at once, and no time to wait: refused unchecked, saying how long to wait
+    throttled = refusal(login, "carol", password="guess two", timeout=0.5)
     assert throttled.code == "login-throttled"
     assert "too many failed logins; try again in 1 second" in str(throttled)
     rules = accounts_broker.broker.rules
     assert rules.logins_counted["refused"] == 1 and rules.logins_counted["throttled"] == 1
     accounts = {a["name"]: a for a in admin(accounts_broker, "users")["data"]}
     assert accounts["carol"]["failed"] == 2
-    unthrottled(accounts_broker, "carol")
-    carol = login("carol")
-    expect_message(carol, lambda m: m.text == "2 failed logins since your account was made")
+    # with time to wait, the client waits as told, and its JOIN is checked then
+    assert refusal(login, "carol", password="guess three").code == "login-failed"
+    assert rules.logins_counted["refused"] == 2 and rules.logins_counted["throttled"] >= 2
+    carol = login("carol")  # waits for the 2 s the last refusal costs, by itself
+    expect_message(carol, lambda m: m.text.endswith("failed logins since your account was made"))
     carol.close()
     accounts = {a["name"]: a for a in admin(accounts_broker, "users")["data"]}
     assert accounts["carol"]["failed"] == 0 and accounts["carol"]["last"]

@@ -123,7 +123,7 @@ SERVER_RECORDS: dict[type, st.SearchStrategy[Any]] = {
     p.Tail: st.builds(p.Tail, ROOMS, COUNTS),
     p.Crowd: st.builds(p.Crowd, ROOMS, COUNTS, COUNTS, COUNTS),
     p.Welcome: st.builds(p.Welcome, NAMES, TEXTS, st.dictionaries(ROOMS, STATES, max_size=3)),
-    p.Refused: st.builds(p.Refused, TEXTS, CLEAN),
+    p.Refused: st.builds(p.Refused, TEXTS, CLEAN, st.none() | SECONDS),
     p.Error: st.builds(
         p.Error, TEXTS, CLEAN, IDS, st.none() | SECONDS, st.none() | SECONDS, st.none() | COUNTS
     ),

@@ -16,7 +16,7 @@ from typing import Any
 from zchat import protocol as p
 from zchat.broker.store import HistoryStore
 
-_COLUMNS = "shown, hash, admin, created, failed, last"
+_COLUMNS = "shown, hash, admin, created, failed, last, seen_from"
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Account:
     created: str  # protocol timestamps (UTC)
     failed: int  # logins refused since the last one
     last: str  # the last login; "" if none yet
+    seen_from: str = ""  # the address of the last login
 
 
 class AccountStore:
@@ -91,21 +92,21 @@ class AccountStore:
             )
         )
 
-    def logged_in(self, name: str, when: datetime) -> tuple[int, datetime | None]:
-        """A login to the account: the logins refused since the one before, and when
-        that was (None: the first); both start afresh."""
+    def logged_in(self, name: str, when: datetime, address: str) -> tuple[int, datetime | None]:
+        """A login to the account, from ``address``: the logins refused since the one
+        before, and when that was (None: the first); both start afresh."""
         account = self.get(name)
         if account is None:
             return 0, None
         self.history.write(
             lambda db: db.execute(
-                "UPDATE accounts SET failed = 0, last = ? WHERE name = ?",
-                (p.format_ts(when), name.lower()),
+                "UPDATE accounts SET failed = 0, last = ?, seen_from = ? WHERE name = ?",
+                (p.format_ts(when), address, name.lower()),
             )
         )
         return account.failed, p.parse_ts(account.last) if account.last else None
 
 
 def _account(row: tuple[Any, ...]) -> Account:
-    shown, hashed, admin, created, failed, last = row
-    return Account(shown, hashed, bool(admin), created, int(failed), last)
+    shown, hashed, admin, created, failed, last, seen_from = row
+    return Account(shown, hashed, bool(admin), created, int(failed), last, seen_from)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +36,15 @@ from zchat import protocol as p
 from zchat.broker.accounts import AccountStore
 from zchat.broker.actions import Actions, Answer, fails
 from zchat.broker.identity import is_login_key
-from zchat.broker.logins import Job, Throttle, Verdict, seconds_text
+from zchat.broker.logins import (
+    BUSY_RETRY_SECONDS,
+    IN_FLIGHT_RETRY_SECONDS,
+    MAX_CHECKS_PER_ADDRESS,
+    Job,
+    Throttle,
+    Verdict,
+    seconds_text,
+)
 from zchat.broker.presence import Session
 from zchat.broker.state import Pending, RulesState
 from zchat.errors import InvalidInput
@@ -80,7 +89,8 @@ class Logins(RulesState):
 
     accounts: AccountStore
     throttle: Throttle
-    submit_login: Callable[[Job], bool]  # to the hashing thread (the Broker sets it)
+    # to the hashing thread (the Broker sets it): the job, and whether it is urgent
+    submit_login: Callable[[Job, bool], bool]
     _logins: dict[str, str]  # logged-in login key -> its account (lower case)
     _tickets: dict[int, _Ticket]
     ended_keys: dict[str, None]  # login keys barred (kicked, banned, password changed)
@@ -94,9 +104,10 @@ class Logins(RulesState):
         self._tickets = {}
         self._serials = itertools.count(1)
         self.ended_keys = {}
+        self._in_flight: Counter[str] = Counter()  # throttle key -> checks waiting
         self.logins_counted = {"taken": 0, "refused": 0, "throttled": 0, "busy": 0}
 
-    def _queue_job(self, job: Job) -> bool:
+    def _queue_job(self, job: Job, urgent: bool = False) -> bool:
         self.login_jobs.append(job)
         return True
 
@@ -130,39 +141,64 @@ class Logins(RulesState):
             name = fails("invalid-name", p.check_name, join.name)
             kind = "register" if join.register else "login"
             ticket = _Ticket(kind, name, inbox, join, pending.peer)
-            job = self._register(ticket) if join.register else self._check(ticket, pending)
+            self._not_in_flight(ticket)
+            job, urgent = self._register(ticket) if join.register else self._check(ticket)
         except Answer as answer:
-            self._refuse_login(inbox, pending, answer.code, answer.text, actions)
+            wait = answer.retry_after if isinstance(answer, Wait) else None
+            self._refuse_login(inbox, pending, answer.code, answer.text, actions, wait)
             return
         serial = next(self._serials)
-        if not self.submit_login(Job(serial, *job)):
+        if not self.submit_login(Job(serial, *job), urgent):
             self.logins_counted["busy"] += 1
             text = "the broker is checking many logins at once: try again in a moment"
-            self._refuse_login(inbox, pending, "busy", text, actions)
+            self._refuse_login(inbox, pending, "busy", text, actions, BUSY_RETRY_SECONDS)
             return
         self._tickets[serial] = ticket
+        self._in_flight.update(_throttled(ticket.name, ticket.peer))
         pending.login = CHECKING
 
-    def _check(self, ticket: _Ticket, pending: Pending) -> tuple[str, str, str | None]:
-        """The job that checks a login's password; Answer if throttled."""
+    def _not_in_flight(self, ticket: _Ticket) -> None:
+        """Wait (raised) if the account has a check waiting, or the address many."""
+        account, address = _throttled(ticket.name, ticket.peer)
+        if self._in_flight[account] or self._in_flight[address] >= MAX_CHECKS_PER_ADDRESS:
+            self.logins_counted["throttled"] += 1
+            raise Wait(
+                "login-throttled",
+                "login refused for now: another login for this name, or many from this "
+                "address, are being checked; try again in a moment",
+                IN_FLIGHT_RETRY_SECONDS,
+            )
+
+    def _landed(self, ticket: _Ticket) -> None:
+        """A check of ``ticket`` came back: it waits no more."""
+        for key in _throttled(ticket.name, ticket.peer):
+            self._in_flight[key] -= 1
+            if self._in_flight[key] <= 0:
+                del self._in_flight[key]
+
+    def _check(self, ticket: _Ticket) -> tuple[tuple[str, str, str | None], bool]:
+        """The job that checks a login's password, and whether it is urgent (from the
+        address the account last logged in from); Wait if throttled."""
         account = self.accounts.get(ticket.name)
-        wait = self.throttle.wait(_throttled(ticket.name, pending.peer), self._now)
+        wait = self.throttle.wait(_throttled(ticket.name, ticket.peer), self._now)
         if wait > 0:
             self.logins_counted["throttled"] += 1
             if account is not None:
                 self.accounts.failed(ticket.name)
             what = "refused a login too soon after failed ones (more are counted)"
-            self._drop("login-throttled", f"{ticket.name} from {pending.peer}", self._now, what)
-            raise Answer(
+            self._drop("login-throttled", f"{ticket.name} from {ticket.peer}", self._now, what)
+            raise Wait(
                 "login-throttled",
                 f"login refused: too many failed logins; try again in {seconds_text(wait)}",
+                wait,
             )
         if self._key_name(ticket.name):
             account = None  # a listed key's name logs in with its key only
         password = ticket.join.password if ticket.join else ""
-        return "check", password, account.hash if account else None
+        urgent = account is not None and account.seen_from == ticket.peer
+        return ("check", password, account.hash if account else None), urgent
 
-    def _register(self, ticket: _Ticket) -> tuple[str, str, None]:
+    def _register(self, ticket: _Ticket) -> tuple[tuple[str, str, None], bool]:
         if not getattr(self.policy, "register", False):
             raise Answer(
                 "register-closed",
@@ -172,7 +208,8 @@ class Logins(RulesState):
             raise Answer("name-taken", f"the name {ticket.name!r} has an account already")
         wait = self.throttle.wait([f"address {ticket.peer}"], self._now)
         if wait > 0:
-            raise Answer("login-throttled", f"too many attempts: try again in {seconds_text(wait)}")
+            text = f"too many attempts: try again in {seconds_text(wait)}"
+            raise Wait("login-throttled", text, wait)
         password = ticket.join.password if ticket.join else ""
         try:
             check_new_password(ticket.name, password)
@@ -180,7 +217,7 @@ class Logins(RulesState):
             raise Answer("weak-password", f"account not made: {exc}") from None
         # registering counts against the address as a refusal would: no mass sign-ups
         self.throttle.failed([f"address {ticket.peer}"], self._now)
-        return "make", password, None
+        return ("make", password, None), False
 
     def _key_name(self, name: str) -> bool:
         """Whether ``name`` is a listed key's (it logs in with that key, never a password)."""
@@ -188,11 +225,13 @@ class Logins(RulesState):
         return allowed is not None and name.lower() in allowed
 
     def _refuse_login(
-        self, inbox: str, pending: Pending, code: str, text: str, actions: Actions
-    ) -> None:
+        self, inbox: str, pending: Pending, code: str, text: str, actions: Actions,
+        retry_after: float | None = None,
+    ) -> None:  # fmt: skip
         self._unpend(inbox)
         self._logins.pop(pending.user or "", None)
-        self._to_inbox(inbox, p.Refused(code, text), actions)
+        wait = None if retry_after is None else round(retry_after, 3)
+        self._to_inbox(inbox, p.Refused(code, text, wait), actions)
 
     def on_verdict(self, verdict: Verdict, now: float) -> Actions:
         """The hashing thread's answer to a job of ``submit_login``."""
@@ -201,6 +240,7 @@ class Logins(RulesState):
         ticket = self._tickets.pop(verdict.ticket, None)
         if ticket is None:
             return actions
+        self._landed(ticket)
         if ticket.kind == "passwd":
             self._password_changed(ticket, verdict, actions)
             return actions
@@ -227,7 +267,7 @@ class Logins(RulesState):
             return actions
         self.logins_counted["taken"] += 1
         self.throttle.succeeded(keys[0])
-        failed, last = self.accounts.logged_in(ticket.name, self.clock())
+        failed, last = self.accounts.logged_in(ticket.name, self.clock(), pending.peer)
         pending.login = Login(account.name, account.admin, failed, last)
         self._logins[pending.user or ""] = account.name.lower()
         self._markers.get(ticket.inbox, {}).pop(ticket.join.mark if ticket.join else "", None)
@@ -254,11 +294,13 @@ class Logins(RulesState):
         account = self.accounts.get(session.name)
         serial = next(self._serials)
         stored = account.hash if account else None
-        if not self.submit_login(Job(serial, "change", msg.old, stored, msg.new)):
+        if not self.submit_login(Job(serial, "change", msg.old, stored, msg.new), True):
             raise Answer("busy", "the broker is checking many logins at once: try again soon")
-        self._tickets[serial] = _Ticket(
+        ticket = _Ticket(
             "passwd", session.name, secret=session.secret, id=msg.id, peer=session.peer
         )
+        self._tickets[serial] = ticket
+        self._in_flight.update(_throttled(ticket.name, ticket.peer))
 
     def _password_changed(self, ticket: _Ticket, verdict: Verdict, actions: Actions) -> None:
         session = self.presence.by_secret.get(ticket.secret)
@@ -329,6 +371,14 @@ class Logins(RulesState):
             raise Answer("no-account", f"{name} has no account")
         ended = self._end_account(name, "account deleted by the operator", actions=actions)
         return f"account {name} deleted" + (f"; {ended} session(s) ended" if ended else ""), actions
+
+
+class Wait(Answer):
+    """A refusal that says when to ask again: ``retry_after`` seconds."""
+
+    def __init__(self, code: str, text: str, retry_after: float) -> None:
+        super().__init__(code, text)
+        self.retry_after = retry_after
 
 
 def _throttled(name: str, peer: str) -> list[str]:

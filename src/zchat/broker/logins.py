@@ -5,13 +5,16 @@ logins would hold back every chat line. The Hasher is one thread, at a lower pri
 than the loop (as the file port's hashing worker is), fed from a bounded queue: the
 loop hands it a Job and goes on; its Verdict comes back through the broker's wake-up
 pipe. One thread, so logins never take more than one of the machine's cores, and a
-full queue is refused at once ("busy") rather than waited for.
+full queue is refused at once ("busy") rather than waited for. A login from the address
+its account last logged in from goes first (Hasher).
 
 The Throttle answers guessing. Per account and per peer address, each refused login
 makes the next one wait: 1 s after the first, doubling up to 60 s. An address has a few
 refusals free first (a classroom behind one NAT mistypes too). A login asked for while
 its wait runs is refused at once, unhashed: a guesser from one address costs the broker
-almost nothing. A login that succeeds clears its account's wait, not its address's.
+almost nothing. A login that succeeds clears its account's wait, not its address's. Checks waiting
+count too: one account has one at a time, one address MAX_CHECKS_PER_ADDRESS, so a
+burst from one place cannot fill the queue before the first verdict comes back.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import contextlib
 import logging
 import math
 import os
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -30,7 +32,12 @@ from zchat.passwords import hash_password, verify_password, waste_time
 
 log = logging.getLogger("zchat.broker")
 
-MAX_QUEUED = 32  # checks waiting for the thread (some 5 s of work); past it: "busy"
+MAX_QUEUED = 32  # checks waiting for the thread in each queue (some 5 s of work): "busy"
+BUSY_RETRY_SECONDS = 1.0  # a login refused as busy may be asked again after this long
+# Checks of one address waiting at once (a classroom behind one NAT logs in at once);
+# one account has one at a time. Past either, "login-throttled", asked again shortly.
+MAX_CHECKS_PER_ADDRESS = 8
+IN_FLIGHT_RETRY_SECONDS = 0.5
 HASHER_NICENESS = 5  # below the poll loop, which serves the chat
 FIRST_WAIT = 1.0  # seconds after a refused login
 LONGEST_WAIT = 60.0
@@ -60,22 +67,34 @@ class Verdict:
 
 
 class Hasher:
-    """The hashing thread. ``submit`` from the loop; ``take`` the verdicts there."""
+    """The hashing thread. ``submit`` from the loop; ``take`` the verdicts there.
+
+    Two queues, each of ``queued`` jobs: the urgent one is always served first. A login
+    from the address its account last logged in from is urgent (so is a logged-in
+    session's password change): guessers from elsewhere, however many their
+    addresses, fill the other queue only, and the people who come back as usual still
+    log in at once."""
 
     def __init__(self, wake: Callable[[], None], queued: int = MAX_QUEUED) -> None:
         self._wake = wake
-        self._jobs: queue.Queue[Job | None] = queue.Queue(queued)
+        self._queued = queued
+        self._urgent: deque[Job] = deque()
+        self._normal: deque[Job] = deque()
+        self._stopping = False
+        self._ready = threading.Condition()
         self._done: deque[Verdict] = deque()
         self.checked = 0  # jobs done, for the stats
         self._thread = threading.Thread(target=self._run, name="zchat-hasher", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> bool:
-        """Queue ``job``; False if the queue is full (the login is refused as busy)."""
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            return False
+    def submit(self, job: Job, urgent: bool = False) -> bool:
+        """Queue ``job``; False if its queue is full (the login is refused as busy)."""
+        line = self._urgent if urgent else self._normal
+        with self._ready:
+            if len(line) >= self._queued:
+                return False
+            line.append(job)
+            self._ready.notify()
         return True
 
     def take(self) -> list[Verdict]:
@@ -85,17 +104,25 @@ class Hasher:
         return done
 
     def stop(self) -> None:
-        with contextlib.suppress(queue.Empty):
-            while True:  # what waits is dropped: the broker is stopping
-                self._jobs.get_nowait()
-        with contextlib.suppress(queue.Empty, queue.Full):
-            self._jobs.put_nowait(None)
+        with self._ready:  # what waits is dropped: the broker is stopping
+            self._stopping = True
+            self._urgent.clear()
+            self._normal.clear()
+            self._ready.notify()
         self._thread.join(timeout=5.0)
+
+    def _next(self) -> Job | None:
+        with self._ready:
+            while not (self._stopping or self._urgent or self._normal):
+                self._ready.wait()
+            if self._stopping:
+                return None
+            return (self._urgent or self._normal).popleft()
 
     def _run(self) -> None:
         with contextlib.suppress(OSError, AttributeError):  # Linux: a thread's own nice
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHER_NICENESS)
-        while (job := self._jobs.get()) is not None:
+        while (job := self._next()) is not None:
             try:
                 verdict = _work(job)
             except Exception:  # a bug costs this login, never the thread

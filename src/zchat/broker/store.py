@@ -115,7 +115,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     admin   INTEGER NOT NULL DEFAULT 0,
     created TEXT NOT NULL,
     failed  INTEGER NOT NULL DEFAULT 0,  -- logins refused since the last one
-    last    TEXT NOT NULL DEFAULT ''     -- when the last login was
+    last    TEXT NOT NULL DEFAULT '',    -- when the last login was
+    seen_from TEXT NOT NULL DEFAULT ''   -- the address it came from
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bans (
     name   TEXT PRIMARY KEY,  -- lower case

@@ -20,6 +20,7 @@ from zchat.client.state import (
     FINAL_REFUSALS,
     JOIN_RETRY_SECONDS,
     REJOIN_RETRY_SECONDS,
+    WAIT_REFUSALS,
     CoreState,
     State,
 )
@@ -58,8 +59,8 @@ class Arrivals(CoreState):
                 if msg.sender == self.name:
                     self._pending.pop(msg.id, None)
                 self.events.append(from_private(msg))
-            case p.Refused(code, text):
-                self._on_refused(code, text, now)
+            case p.Refused(code, text, retry_after):
+                self._on_refused(code, text, now, retry_after)
             case p.LoggedIn():
                 self._on_logged_in(msg)
             case p.Kicked(by, reason, banned):
@@ -261,9 +262,16 @@ class Arrivals(CoreState):
                     self.password = self._new_passwords.pop(id_)
                 self._note(text)
 
-    def _on_refused(self, code: str, text: str, now: float) -> None:
+    def _on_refused(
+        self, code: str, text: str, now: float, retry_after: float | None = None
+    ) -> None:
         if self.state is not State.JOINING:
             return
+        if code in WAIT_REFUSALS and retry_after is not None:
+            again = now + retry_after  # a login that came too soon: the JOIN goes again then
+            if self._joined_once or again < self._join_deadline:
+                self._join_sent = again - JOIN_RETRY_SECONDS
+                return
         if self._joined_once and code in FINAL_REFUSALS:
             self._end(f"cannot join again: {text}")
             return

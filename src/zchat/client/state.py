@@ -27,6 +27,9 @@ REFUSED_RETRY_SECONDS = 2.0
 LEAVE_WAIT_SECONDS = 1.0
 ENTER_ERRORS = frozenset({"too-many-rooms", "bad-room", "busy"})
 # Refusals of a rejoin that waiting will not change: the client stops.
+# Refusals of a login that say when to ask again (retry_after): the JOIN is sent again
+# then, by itself, while the join's time lasts.
+WAIT_REFUSALS = frozenset({"login-throttled", "busy"})
 FINAL_REFUSALS = frozenset(
     {"banned", "key-withdrawn", "not-your-name", "invalid-name", "login-failed", "login-needed"}
 )

@@ -400,7 +400,7 @@ def _inbox_message(kind: str, f: _Fields) -> InboxMessage:
             states = {_checked(check_room, r): _state(_Fields(s)) for r, s in rooms.items()}
             return Welcome(f.name("name"), f.text("epoch"), states)
         case "refused":
-            return Refused(f.text("code"), f.clean("text"))
+            return Refused(f.text("code"), f.clean("text"), f.number("retry_after"))
         case "error":
             limit = f.number("retry_after"), f.number("rate"), f.optional_count("burst")
             return Error(f.text("code"), f.clean("text"), f.id(), *limit)

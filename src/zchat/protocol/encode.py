@@ -148,6 +148,11 @@ def _state_body(state: RoomState) -> dict[str, Any]:
     return body
 
 
+def _given(**fields: Any) -> dict[str, Any]:
+    """The optional fields that have a value (None: left out of the frame)."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
 def _ts_or_none(ts: datetime | None) -> str | None:
     return format_ts(ts) if ts is not None else None
 
@@ -165,8 +170,13 @@ def encode_server(topic: bytes, msg: ServerMessage) -> list[bytes]:
         case Welcome(name, epoch, rooms):
             states = {room: _state_body(state) for room, state in rooms.items()}
             body = {"type": "welcome", "name": name, "epoch": epoch, "rooms": states}
-        case Refused(code, text):
-            body = {"type": "refused", "code": code, "text": text}
+        case Refused(code, text, retry_after):
+            body = {
+                "type": "refused",
+                "code": code,
+                "text": text,
+                **_given(retry_after=retry_after),
+            }
         case Error(code, text, id_, retry_after, rate, burst):
             body = {"type": "error", "code": code, "text": text, "id": id_}
             limit = {"retry_after": retry_after, "rate": rate, "burst": burst}

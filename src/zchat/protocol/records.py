@@ -247,6 +247,9 @@ class Welcome(Struct, frozen=True):
 class Refused(Struct, frozen=True):
     code: str
     text: str
+    # "login-throttled" and "busy" only, optional on the wire: seconds after which the
+    # same JOIN may be sent again (an accounts broker; docs/protocol.md, 14.5)
+    retry_after: float | None = None
 
 
 class Error(Struct, frozen=True):
