@@ -116,3 +116,73 @@ def test_a_full_queue_is_refused_as_busy_with_when_to_ask_again(rules: BrokerRul
     (refused,) = alice.answers(alice.send_join(rules))
     assert isinstance(refused, p.Refused) and refused.code == "busy"
     assert refused.retry_after == 1.0
+
+
+def logged_in_not_joined(rules: BrokerRules) -> Login:
+    """Alice's password taken, her rooms subscribed, her marker never sent."""
+    alice = Login("alice", 1, "alice's secret")
+    alice.send_join(rules)
+    rules.on_verdict(Verdict(rules.login_jobs[-1].ticket, True), 0.1)
+    rules.on_subscription(b"\x01" + p.room_topic("general"), 0.2, alice.user)
+    assert rules.logged_in(alice.user)
+    return alice
+
+
+@pytest.mark.parametrize("how", ["expiry", "operator-passwd", "operator-delete"])
+def test_a_login_that_never_joins_retires_its_key(rules: BrokerRules, how: str) -> None:
+    """Its room subscriptions were applied: only cutting its connections takes them
+    back, so its key is barred however the login ends before its session begins."""
+    alice = logged_in_not_joined(rules)
+    if how == "expiry":
+        rules.expire(60.0)
+    elif how == "operator-passwd":
+        rules.change_account("alice", hash_password("a new one!", CHEAP))
+    else:
+        rules.delete_account("alice")
+    assert alice.user in rules.ended_keys and rules.take_retired()
+    assert not rules.logged_in(alice.user)
+
+
+def test_a_banned_account_is_refused_before_its_rooms(rules: BrokerRules) -> None:
+    rules.moderate("ban", "alice", "spam")
+    alice = Login("alice", 1, "alice's secret")
+    alice.send_join(rules)
+    answers = alice.answers(rules.on_verdict(Verdict(rules.login_jobs[-1].ticket, True), 0.1))
+    assert [type(a) for a in answers] == [p.Refused] and answers[0].code == "banned"  # type: ignore[union-attr]
+    assert not rules.logged_in(alice.user) and alice.user not in rules.ended_keys
+
+
+def test_register_probes_count_against_the_address(rules: BrokerRules) -> None:
+    rules.policy = AccountsPolicy(register=True)
+    codes = []
+    for n in range(8):
+        probe = Login("alice" if n % 2 else f"new{n}", 50 + n, "x", peer="10.9.9.9")
+        probe.join = p.Join(probe.join.name, probe.secret, probe.inbox, ("general",),
+                            mark="l1", password="short", register=True)  # fmt: skip
+        (answer,) = probe.answers(probe.send_join(rules))
+        codes.append(answer.code)  # type: ignore[union-attr]
+    assert codes[:6] == ["weak-password", "name-taken"] * 3  # the address's free ones, and
+    assert codes[6:] == ["login-throttled"] * 2  # then a wait: no quick survey of names
+
+
+def test_guesses_from_elsewhere_do_not_lock_out_the_usual_address(rules: BrokerRules) -> None:
+    rules.accounts.logged_in("alice", TS, "192.0.2.7")
+    guess = Login("alice", 5, "a guess", peer="203.0.113.9")
+    guess.send_join(rules)
+    rules.on_verdict(Verdict(rules.login_jobs[-1].ticket, False), 1.0)
+    again = Login("alice", 6, "another guess", peer="203.0.113.9")
+    (refused,) = again.answers(again.send_join(rules, now=1.1))
+    assert refused.code == "login-throttled"  # type: ignore[union-attr]
+    home = Login("alice", 7, "alice's secret", peer="192.0.2.7")
+    assert home.answers(home.send_join(rules, now=1.2)) == []  # checked, not refused
+    assert len(rules.login_jobs) == 2
+
+
+def test_a_closed_connections_marker_unsubscription_is_no_foreign_inbox(
+    rules: BrokerRules,
+) -> None:
+    alice = Login("alice", 1, "alice's secret")
+    marker = p.marker_topic(alice.inbox, "l1")
+    rules.on_subscription(b"\x01" + marker, 0.0, alice.user)
+    rules.on_subscription(b"\x00" + marker, 1.0, None)  # libzmq's, for a closed connection
+    assert rules.dropped["foreign-inbox"] == 0

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from zchat.addresses import host_port, port_number, same_broker, split_address
 from zchat.errors import ConfigError, ProtocolError
-from zchat.filemodes import private_umask
+from zchat.filemodes import OTHERS_WRITE, private_umask
 from zchat.keys import load_public, read_bounded
 from zchat.protocol.hello import check_key, fingerprint
 
@@ -118,7 +118,11 @@ class KnownHosts:
     def _append(self, line: bytes) -> None:
         with private_umask():  # never readable by others, not even for a moment
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            try:  # a link planted in its place is not followed
+                fd = os.open(self.path, flags, 0o600)
+            except OSError as exc:
+                raise ConfigError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         with os.fdopen(fd, "r+b") as file:
             size = os.fstat(fd).st_size
             if size == 0:
@@ -134,6 +138,7 @@ class KnownHosts:
             return {}
         except OSError:
             pass  # unreadable: read_bounded says so, before anyone is asked to trust a key
+        _check_private(self.path)
         data = read_bounded(self.path, MAX_KNOWN_HOSTS_BYTES, "a known_hosts file")
         entries: dict[tuple[str, int], Known] = {}
         for number, raw in enumerate(data.split(b"\n"), 1):
@@ -210,6 +215,17 @@ def server_key(value: str) -> bytes:
             f"name) nor a broker's public key ({exc})"
         ) from None
     return key
+
+
+def _check_private(path: Path) -> None:
+    """ConfigError if another user could change the file (then its keys prove nothing)."""
+    info = path.stat()
+    if info.st_uid not in (os.geteuid(), 0) or info.st_mode & OTHERS_WRITE:
+        raise ConfigError(
+            f"{path} can be changed by another user (owner uid {info.st_uid}, mode "
+            f"{info.st_mode & 0o777:o}): any of them could make you trust their own broker. "
+            f"Check its lines, then run chmod 600 {path} (as its owner)"
+        )
 
 
 def invite(host: str, port: int, key: bytes) -> str:

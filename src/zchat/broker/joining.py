@@ -80,11 +80,17 @@ class Joining(Logins):
             self._owners[msg.inbox] = user
         self._complete(msg.inbox, actions)
 
-    def _unpend(self, inbox: str, forget_owner: bool = False) -> Pending | None:
+    def _unpend(
+        self, inbox: str, forget_owner: bool = False, completed: bool = False
+    ) -> Pending | None:
         """Forget the JOIN waiting on ``inbox``, if any; ``forget_owner``: and the key that
-        owns the inbox through it, unless the inbox is subscribed."""
+        owns the inbox through it, unless the inbox is subscribed. A login whose
+        password was taken, forgotten before it ``completed``, retires its key: its room
+        subscriptions were applied, and only a cut takes them back (login_rules.py)."""
         pending = self._pending.pop(inbox, None)
         if pending is not None:
+            if not completed and isinstance(pending.login, Login) and pending.login is not CHECKING:
+                self._retire(pending.user)
             self._pending_secrets.pop(pending.join.secret, None)
             owner = owner_of(pending.user, pending.peer)
             self._pending_by_peer[owner] -= 1
@@ -112,7 +118,7 @@ class Joining(Logins):
             if not self._login_done(inbox, pending, bool(marked), actions):
                 return
             login = pending.login
-        self._unpend(inbox)
+        self._unpend(inbox, completed=True)
         if not self.policy.same_key(self._owners.get(inbox), pending.user):
             self._drop("foreign-inbox", f"join by {pending.user!r} lost its inbox", self._now)
             return
@@ -122,14 +128,14 @@ class Joining(Logins):
             name, rooms = self._join_of(pending, login)
         except Answer as answer:
             self._to_inbox(inbox, p.Refused(answer.code, answer.text), actions)
-            self._logged_out(pending.user)
+            self._retire(pending.user if login is not None else None)
             key = f" with {pending.user}'s key" if pending.user else ""
             log.info("refused %s from %s%s: %s", join.name, pending.peer, key, answer.code)
             return
         if self.presence.holder(name) is not None:
             refusal = p.Refused("name-taken", f"name {name.lower()!r} is taken")
             self._to_inbox(inbox, refusal, actions)
-            self._logged_out(pending.user)
+            self._retire(pending.user if login is not None else None)
             log.info("refused %s from %s: name taken", name, pending.peer)
             return
         # the name's session of an earlier broker: it goes on in the rooms this join
@@ -235,7 +241,8 @@ class Joining(Logins):
         elif p.INBOX_PREFIX.startswith(topic) or topic.startswith(p.INBOX_PREFIX):
             inbox, marker = p.inbox_of_topic(topic), p.marker_of_topic(topic)
             if marker is not None:
-                if not self._owns(marker[0], user):
+                # libzmq's unsubscriptions for a closed connection carry no key
+                if (subscribe or user is not None) and not self._owns(marker[0], user):
                     self._drop("foreign-inbox", f"{user!r} marks another key's inbox", now)
                     return actions
                 self._on_marker(*marker, subscribe, now, actions)  # never applied

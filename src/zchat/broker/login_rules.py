@@ -105,6 +105,7 @@ class Logins(RulesState):
         self._serials = itertools.count(1)
         self.ended_keys = {}
         self._in_flight: Counter[str] = Counter()  # throttle key -> checks waiting
+        self._retired = False  # login keys were barred: see take_retired
         self.logins_counted = {"taken": 0, "refused": 0, "throttled": 0, "busy": 0}
 
     def _queue_job(self, job: Job, urgent: bool = False) -> bool:
@@ -180,7 +181,9 @@ class Logins(RulesState):
         """The job that checks a login's password, and whether it is urgent (from the
         address the account last logged in from); Wait if throttled."""
         account = self.accounts.get(ticket.name)
-        wait = self.throttle.wait(_throttled(ticket.name, ticket.peer), self._now)
+        keys = _throttled(ticket.name, ticket.peer)
+        home = account is not None and account.seen_from == ticket.peer
+        wait = self.throttle.wait(keys[1:] if home else keys, self._now)
         if wait > 0:
             self.logins_counted["throttled"] += 1
             if account is not None:
@@ -195,28 +198,30 @@ class Logins(RulesState):
         if self._key_name(ticket.name):
             account = None  # a listed key's name logs in with its key only
         password = ticket.join.password if ticket.join else ""
-        urgent = account is not None and account.seen_from == ticket.peer
-        return ("check", password, account.hash if account else None), urgent
+        return ("check", password, account.hash if account else None), home
 
     def _register(self, ticket: _Ticket) -> tuple[tuple[str, str, None], bool]:
+        """The job that makes an account. Every attempt counts against its address as a
+        refused login would, whatever its answer: no mass sign-ups, and no quick survey
+        of which names have accounts."""
         if not getattr(self.policy, "register", False):
             raise Answer(
                 "register-closed",
                 "this broker does not let people make their own accounts: ask its operator",
             )
-        if self.accounts.get(ticket.name) is not None or self._key_name(ticket.name):
-            raise Answer("name-taken", f"the name {ticket.name!r} has an account already")
-        wait = self.throttle.wait([f"address {ticket.peer}"], self._now)
+        address = [f"address {ticket.peer}"]
+        wait = self.throttle.wait(address, self._now)
         if wait > 0:
             text = f"too many attempts: try again in {seconds_text(wait)}"
             raise Wait("login-throttled", text, wait)
+        self.throttle.failed(address, self._now)
+        if self.accounts.get(ticket.name) is not None or self._key_name(ticket.name):
+            raise Answer("name-taken", f"the name {ticket.name!r} has an account already")
         password = ticket.join.password if ticket.join else ""
         try:
             check_new_password(ticket.name, password)
         except InvalidInput as exc:
             raise Answer("weak-password", f"account not made: {exc}") from None
-        # registering counts against the address as a refusal would: no mass sign-ups
-        self.throttle.failed([f"address {ticket.peer}"], self._now)
         return ("make", password, None), False
 
     def _key_name(self, name: str) -> bool:
@@ -265,6 +270,13 @@ class Logins(RulesState):
         if account is None:  # deleted while its password was checked
             self._refuse_login(ticket.inbox, pending, "login-failed", WRONG, actions)
             return actions
+        try:  # refused now, not once its rooms were subscribed
+            self._may_join(account.name, pending.user)
+            if self.presence.holder(account.name) is not None:
+                raise Answer("name-taken", f"name {account.name.lower()!r} is taken")
+        except Answer as answer:
+            self._refuse_login(ticket.inbox, pending, answer.code, answer.text, actions)
+            return actions
         self.logins_counted["taken"] += 1
         self.throttle.succeeded(keys[0])
         failed, last = self.accounts.logged_in(ticket.name, self.clock(), pending.peer)
@@ -283,8 +295,8 @@ class Logins(RulesState):
             check_new_password(session.name, msg.new)
         except InvalidInput as exc:
             raise Answer("weak-password", f"password not changed: {exc}") from None
-        wait = self.throttle.wait([f"account {session.name.lower()}"], self._now)
-        if wait > 0:
+        wait = self.throttle.wait([f"passwd {session.secret}"], self._now)
+        if wait > 0:  # the session's own: guesses from elsewhere never block it
             text = (
                 f"password not changed: too many wrong passwords; try again in {seconds_text(wait)}"
             )
@@ -305,7 +317,7 @@ class Logins(RulesState):
     def _password_changed(self, ticket: _Ticket, verdict: Verdict, actions: Actions) -> None:
         session = self.presence.by_secret.get(ticket.secret)
         if not verdict.ok:
-            self.throttle.failed([f"account {ticket.name.lower()}"], self._now)
+            self.throttle.failed([f"passwd {ticket.secret}"], self._now)
             log.warning("failed password change for %s from %s", ticket.name, ticket.peer)
             if session is not None:
                 text = "password not changed: the old password is wrong"
@@ -339,13 +351,24 @@ class Logins(RulesState):
         """A login key's session ended (kicked, banned, its password changed, or it
         quit): its connections are cut, with what they subscribed to, and the key is
         refused from then on (a client makes a new one for its next login)."""
+        self._retire(user)
+
+    def _retire(self, user: str | None) -> None:
+        """Bar a login key (see _bar_key); the broker cuts its connections when it next
+        applies what the rules decided (``take_retired``)."""
         if not is_login_key(user):
             return
         self._logins.pop(user or "", None)
         self.ended_keys[user or ""] = None
         while len(self.ended_keys) > MAX_ENDED_KEYS:
             del self.ended_keys[next(iter(self.ended_keys))]
-        actions.bans_changed = True
+        self._retired = True
+
+    def take_retired(self) -> bool:
+        """Whether login keys were barred since the last call (their connections are
+        to be cut)."""
+        retired, self._retired = self._retired, False
+        return retired
 
     # --- the operator's ---------------------------------------------------------------------
 

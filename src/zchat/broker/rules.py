@@ -250,8 +250,7 @@ class BrokerRules(Joining, Policing):
         for inbox, pending in list(self._pending.items()):  # oldest first
             if now - pending.since <= PENDING_JOIN_SECONDS:
                 break
-            self._unpend(inbox, forget_owner=True)
-            self._logged_out(pending.user if pending.login is not None else None)
+            self._unpend(inbox, forget_owner=True)  # a login taken retires its key
             log.debug("join of %r expired: its subscription never arrived", pending.join.name)
         self.throttle.expire(now)
         self._forget_full_buckets(now)

@@ -417,7 +417,8 @@ class Broker(Binding, Operator):
             return Actions()
 
     def _apply(self, actions: Actions) -> None:
-        if actions.bans_changed and self._auth is not None:
+        retired = self.rules.take_retired()  # login keys barred: their connections go too
+        if (actions.bans_changed or retired) and self._auth is not None:
             self._auth.banned = self._banned()  # their next connections are refused
             self._bars_changed()  # and the ones they have are cut
         for topic in actions.subscribe:

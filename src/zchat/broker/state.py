@@ -142,8 +142,18 @@ class RulesState:
         """A session of ``user``'s was ended by someone else: a login key is barred, and
         its connections cut (login_rules.py)."""
 
+    def _may_join(self, name: str, user: str | None) -> str:
+        raise NotImplementedError  # joining.py's
+
+    def _retire(self, user: str | None) -> None:
+        """A login key's login is over before its session began: barred, and cut
+        (login_rules.py)."""
+
     def _unpend(self, inbox: str, forget_owner: bool = False) -> Pending | None:
         raise NotImplementedError  # joining.py's
+
+    def take_retired(self) -> bool:
+        return False  # login_rules.py's
 
     def _kick(self, session: Session, by: str, reason: str, banned: bool, actions: Actions) -> None:
         raise NotImplementedError  # policing.py's
