@@ -17,9 +17,15 @@ The exchange, on the sockets a join uses anyway:
 
 A logged-in key's session is bound to that key as secure mode binds one to a listed
 key (policy.same_key): its secret and inbox are of no use from another connection.
-Kicking, banning, a password changed by the operator, a deleted account: each ends the
-session and bars the key, whose connections are then cut (operator.py), so that what
-it subscribed to is dropped with them.
+Kicking, banning, a password changed by the operator, a deleted account, a quit: each
+ends the session and bars the key, whose connections are then cut (operator.py), so
+that what it subscribed to is dropped with them. So does a login that ends before its
+session begins (its marker never came, or it was refused after its password was taken):
+its room subscriptions were applied, and only a cut takes them back.
+
+Guessing is throttled (logins.py): per account and per address, checks in flight
+included; the address an account last logged in from is spared the account's wait and
+served first, so guessers elsewhere neither lock out nor delay its owner there.
 """
 
 from __future__ import annotations
