@@ -19,11 +19,13 @@ from zchat.broker.server import Broker, BrokerConfig
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No test writes to the real ~/.local/share or runtime folder (admin sockets):
-    children inherit this too."""
-    saved = {key: os.environ.get(key) for key in ("XDG_DATA_HOME", "XDG_RUNTIME_DIR")}
+    """No test writes to the real ~/.local/share, ~/.config (known_hosts) or runtime
+    folder (admin sockets): children inherit this too."""
+    kept = ("XDG_DATA_HOME", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME")
+    saved = {key: os.environ.get(key) for key in kept}
     os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
     os.environ["XDG_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
     yield
     for key, value in saved.items():
         if value is None:
