@@ -47,6 +47,21 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_zchat(
+    *args: str, stdin: str = "", timeout: float = 30.0, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`zchat ARGS` to its end, stdin given, stdout and stderr kept, env as child_env."""
+    return subprocess.run(
+        zchat_command(*args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=child_env(**env),
+        timeout=timeout,
+        check=False,
+    )
+
+
 class Proc:
     """A child process whose stdout and stderr lines are collected as they come."""
 

@@ -19,7 +19,7 @@ import pexpect
 import pytest
 
 from screen import PROMPT, Terminal
-from support import Proc, child_env, start_broker, zchat_command
+from support import Proc, child_env, run_zchat, start_broker, zchat_command
 from zchat.admin import default_path
 
 WAIT = 20.0  # seconds for anything a loaded machine may be slow at
@@ -87,15 +87,7 @@ def accounts(start_accounts: StartAccounts) -> AccountsBroker:
 
 
 def run(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        zchat_command(*args),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=child_env(**env),
-        timeout=60,
-        check=False,
-    )
+    return run_zchat(*args, stdin=stdin, timeout=60, **env)
 
 
 def user(broker: AccountsBroker, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -17,10 +17,10 @@ import zmq
 from conftest import RunningBroker
 from support import (
     Proc,
-    child_env,
     expect_message,
     listening_ports,
     read_only,
+    run_zchat,
     start_broker,
     zchat_command,
 )
@@ -35,15 +35,7 @@ FULL_LINE = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "
 
 
 def run(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        zchat_command(*args),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=child_env(**env),
-        timeout=30,
-        check=False,
-    )
+    return run_zchat(*args, stdin=stdin, timeout=30, **env)
 
 
 def join(port: int, name: str, *args: str) -> Proc:
