@@ -57,10 +57,19 @@ def _new_password(name: str, generate: bool, password_file: str | None) -> tuple
             click.echo(f"zchat: {exc}; again", err=True)
 
 
-def _hashed(password: str) -> str:
+def _set_password(
+    target: tuple[click.Context, int | None, str | None], op: str, name: str,
+    generate: bool, password_file: str | None, **more: Any,
+) -> None:  # fmt: skip
+    """``op`` (user-add, user-passwd) with a new password's hash, made here; the
+    broker's answer printed, and the password too if it was made up (--generate)."""
     from zchat.passwords import hash_password
 
-    return hash_password(password)
+    password, show = _new_password(name, generate, password_file)
+    args = {"name": name, "hash": hash_password(password), **more}
+    click.echo(_admin(*target, op, **args)["text"])
+    if show:
+        click.echo(f"password: {password}")
 
 
 password_options = [
@@ -96,11 +105,8 @@ def user_add(
         check_name(name)
     except InvalidInput as exc:
         raise Failure(str(exc)) from None
-    password, show = _new_password(name, generate, password_file)
-    args = {"name": name, "hash": _hashed(password), "admin": admin}
-    click.echo(_admin(ctx, port, admin_socket, "user-add", **args)["text"])
-    if show:
-        click.echo(f"password: {password}")
+    target = (ctx, port, admin_socket)
+    _set_password(target, "user-add", name, generate, password_file, admin=admin)
 
 
 @user.command("passwd")
@@ -112,11 +118,7 @@ def user_passwd(
     generate: bool, password_file: str | None,
 ) -> None:  # fmt: skip
     """Give NAME a new password; their sessions end (they log in with the new one)."""
-    password, show = _new_password(name, generate, password_file)
-    args = {"name": name, "hash": _hashed(password)}
-    click.echo(_admin(ctx, port, admin_socket, "user-passwd", **args)["text"])
-    if show:
-        click.echo(f"password: {password}")
+    _set_password((ctx, port, admin_socket), "user-passwd", name, generate, password_file)
 
 
 @user.command("del")
