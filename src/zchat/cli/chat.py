@@ -100,19 +100,15 @@ def _downloads_folder(downloads: str) -> Path:
 def _reach(host: str, port: int, timeout: float, interactive: bool) -> Login | None:
     """Wait to hear from the broker, or fail as joining would. An accounts broker
     (refused as the wrong mode, and its key port answers): how to log in to it."""
-    from zchat.client.hello import fetch_hello
+    from zchat.client.hello import has_accounts
     from zchat.client.listen import Listener
-    from zchat.errors import BrokerUnreachable, JoinRefused, ProtocolError
+    from zchat.errors import BrokerUnreachable, JoinRefused
 
     try:
         with Listener(host, port, connect_timeout=timeout) as ears:
             ears.wait_heard()
     except JoinRefused as exc:
-        if exc.code != "wrong-mode":
-            raise Failure(str(exc)) from None
-        try:
-            fetch_hello(host, port, min(timeout, 2.0))
-        except (BrokerUnreachable, ProtocolError):
+        if exc.code != "wrong-mode" or not has_accounts(host, port, timeout):
             raise Failure(str(exc)) from None
         return plan_login("", None, False, host, port, timeout, interactive)
     except BrokerUnreachable as exc:
@@ -236,14 +232,11 @@ def _logging_in(config: Any, login: Login, interactive: bool) -> Any:
 
 def _rethink(config: Any, refusal: Any, interactive: bool) -> Any:
     """An open join refused as the wrong mode: an accounts broker? Then log in."""
-    if refusal.code != "wrong-mode":
-        return None
-    from zchat.client.hello import fetch_hello
-    from zchat.errors import BrokerUnreachable, ProtocolError
+    from zchat.client.hello import has_accounts
 
-    try:
-        fetch_hello(config.host, config.port, min(config.connect_timeout, 2.0))
-    except (BrokerUnreachable, ProtocolError):
+    if refusal.code != "wrong-mode" or not has_accounts(
+        config.host, config.port, config.connect_timeout
+    ):
         return None  # not an accounts broker: a secure one, as the refusal says
     login = plan_login("", None, False, config.host, config.port, config.connect_timeout,
                        interactive)  # fmt: skip
@@ -319,12 +312,9 @@ def listen(
 def _accounts_cannot_listen(host: str, port: int) -> None:
     """A listener met a broker that wants CURVE: if it is an accounts broker (its key
     port answers), say that it shows its rooms to accounts only."""
-    from zchat.client.hello import fetch_hello
-    from zchat.errors import BrokerUnreachable, ProtocolError
+    from zchat.client.hello import has_accounts
 
-    try:
-        fetch_hello(host, port, 2.0)
-    except (BrokerUnreachable, ProtocolError):
+    if not has_accounts(host, port, 2.0):
         return
     raise Failure(
         f"the broker at {host}:{port} has accounts: it shows its rooms to people logged in "
@@ -439,17 +429,11 @@ def _send_refused(refusal: Any, open_send: bool, host: str, port: int, timeout: 
     """Failure for a refused send. An open send refused as the wrong mode by a broker
     with accounts (its key port answers): what a script must give to log in, as `zchat
     join` says it, not the refusal's "send with --secure" (for a secure broker)."""
-    from zchat.client.hello import fetch_hello
-    from zchat.errors import BrokerUnreachable, ProtocolError
+    from zchat.client.hello import has_accounts
 
-    if open_send and refusal.code == "wrong-mode":
-        try:
-            fetch_hello(host, port, min(timeout, 2.0))
-        except (BrokerUnreachable, ProtocolError):
-            pass  # a secure broker, as the refusal says
-        else:
-            plan_login("", None, False, host, port, timeout, False)  # no key or no password
-    raise Failure(str(refusal)) from None
+    if open_send and refusal.code == "wrong-mode" and has_accounts(host, port, timeout):
+        plan_login("", None, False, host, port, timeout, False)  # no key or no password
+    raise Failure(str(refusal)) from None  # a secure broker, as the refusal says
 
 
 def _say_paced(client: Any, pacer: Any, line: str, room: str, timeout: float) -> str | None:

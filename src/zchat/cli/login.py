@@ -193,13 +193,10 @@ def still_trusted(host: str, port: int, timeout: float) -> None:
     (KeyChanged's loud paragraph), or does not answer. A person is asked for a password
     only after this: the handshake with a changed key would fail before the password
     is sent, but only once it had been typed."""
-    from zchat.client.hello import fetch_hello
     from zchat.errors import BrokerUnreachable, ConfigError, ProtocolError
-    from zchat.trust import KnownHosts, known_hosts_path
 
     try:
-        hello = fetch_hello(host, port, timeout)
-        KnownHosts(known_hosts_path()).check(host, port, hello.key)
+        _check_told_key(host, port, timeout)
     except (BrokerUnreachable, ProtocolError, ConfigError) as exc:
         raise Failure(str(exc)) from None
 
@@ -207,18 +204,25 @@ def still_trusted(host: str, port: int, timeout: float) -> None:
 def changed_key(host: str, port: int, timeout: float) -> str | None:
     """After a failed handshake with a trusted key: what to say if the broker's key
     changed since (KeyChanged's loud paragraph), else None."""
-    from zchat.client.hello import fetch_hello
     from zchat.errors import BrokerUnreachable, ConfigError, ProtocolError
-    from zchat.trust import KnownHosts, known_hosts_path
 
     try:
-        hello = fetch_hello(host, port, timeout)
-        KnownHosts(known_hosts_path()).check(host, port, hello.key)
+        _check_told_key(host, port, timeout)
     except (BrokerUnreachable, ProtocolError):
         return None
     except ConfigError as exc:  # KeyChanged
         return str(exc)
     return None
+
+
+def _check_told_key(host: str, port: int, timeout: float) -> None:
+    """Ask the key port for the broker's key and check it against the one trusted for
+    HOST:PORT: KeyChanged (a ConfigError) if they differ."""
+    from zchat.client.hello import fetch_hello
+    from zchat.trust import KnownHosts, known_hosts_path
+
+    hello = fetch_hello(host, port, timeout)
+    KnownHosts(known_hosts_path()).check(host, port, hello.key)
 
 
 def read_password(password_file: str | None) -> str | None:

@@ -66,6 +66,17 @@ def fetch_hello(
         ) from None
 
 
+def has_accounts(host: str, port: int, timeout: float) -> bool:
+    """Whether the broker at ``host:port`` has accounts: its key port answers as a
+    zchat broker's within ``timeout`` (at most 2 s). A broker that refused an open
+    client as the wrong mode has accounts, or is a secure one (no key port)."""
+    try:
+        fetch_hello(host, port, min(timeout, 2.0))
+    except (BrokerUnreachable, ProtocolError):
+        return False
+    return True
+
+
 def _ask(sock: zmq.Socket[bytes], timeout: float) -> list[bytes] | None:
     """Send the hello, again each ASK_AGAIN_SECONDS, until an answer comes (its frames)
     or ``timeout`` runs out (None)."""
