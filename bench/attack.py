@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +29,7 @@ import zmq
 from zchat import Client
 from zchat import protocol as p
 from zchat.admin import default_path, request
+from zchat.bench import spawn_broker
 from zchat.client.transport import Keys
 from zchat.keys import keygen
 
@@ -45,24 +45,9 @@ class Broker:
 
     def __init__(self, folder: Path, keys: Path | None) -> None:
         secure = ["--secure", "--keys", str(keys)] if keys else []
-        argv = [sys.executable, "-m", "zchat", "broker", "--port", "0"]
-        argv += ["--db", str(folder / "history.db"), *secure]
-        self.popen = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-        assert self.popen.stderr is not None
         self.log: list[str] = []
-        for line in self.popen.stderr:
-            self.log.append(line)
-            if "listening: in tcp://" in line:
-                self.port = int(line.split("listening: in tcp://")[1].split()[0].rsplit(":", 1)[1])
-                break
-        else:
-            raise SystemExit("the broker did not start:\n" + "".join(self.log))
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.popen.stderr is not None
-        for line in self.popen.stderr:
-            self.log.append(line)
+        extra = ["--db", str(folder / "history.db"), *secure]
+        self.popen, self.port = spawn_broker(limited=True, extra=extra, log=self.log.append)
 
     def rss(self) -> int:
         for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +44,7 @@ import zmq
 from zchat import Client
 from zchat import protocol as p
 from zchat.admin import request
-from zchat.bench import cpu_seconds, percentiles
+from zchat.bench import cpu_seconds, percentiles, spawn_broker
 from zchat.client.hello import fetch_hello
 from zchat.client.transport import Keys
 from zchat.errors import ProtocolError, ZchatError
@@ -72,19 +71,10 @@ class Broker:
 
     def __init__(self, folder: Path) -> None:
         self.admin = folder / "run" / "admin.sock"
-        argv = [sys.executable, "-m", "zchat", "broker", "--accounts", "--port", "0"]
-        argv += ["--db", str(folder / "history.db"), "--admin-socket", str(self.admin)]
-        self.popen = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-        assert self.popen.stderr is not None
         self.log: deque[str] = deque(maxlen=50)  # it logs every refused login
-        for line in self.popen.stderr:
-            self.log.append(line)
-            if "listening: in tcp://" in line:
-                self.port = int(line.split("listening: in tcp://")[1].split()[0].rsplit(":", 1)[1])
-                break
-        else:
-            raise SystemExit("the broker did not start:\n" + "".join(self.log))
-        threading.Thread(target=self.log.extend, args=(self.popen.stderr,), daemon=True).start()
+        extra = ["--accounts", "--db", str(folder / "history.db")]
+        extra += ["--admin-socket", str(self.admin)]
+        self.popen, self.port = spawn_broker(limited=True, extra=extra, log=self.log.append)
         self.key = fetch_hello("127.0.0.1", self.port, JOIN_SECONDS).key
         hashed = hash_password(RIGHT)
         for name in ("alice", "bob", "carol", *GUESSED):

@@ -560,20 +560,33 @@ def spawn_broker(
     db: str = ":memory:",
     limited: bool = False,
     extra: Sequence[str] = (),
+    log: Callable[[str], object] | None = None,
 ) -> tuple[subprocess.Popen[str], int]:
     """A broker of our own on free ports (history in ``db``; ``extra``: more of
     ``zchat broker``'s options). Unless ``limited``, it has no rate limit (publishers
     here send far past what a person would) and no bound per address (a thousand
-    clients on one machine)."""
+    clients on one machine). ``log``, if given, is called with each line the broker
+    logs, for as long as it runs; otherwise its log is read and dropped."""
     argv = [sys.executable, "-m", "zchat", "broker", "--host", host, "--port", "0", "--db", db]
     if not limited:  # and all its clients come from 127.0.0.1: no bound per address
         argv += ["--rate", "0", "--max-connections-per-address", "0"]
     argv += extra
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     assert proc.stderr is not None
+    sink = log or (lambda line: None)
+    said: list[str] = []  # the start's lines, for the error if it does not start
     for line in proc.stderr:
+        sink(line)
+        said.append(line)
         if "listening: in tcp://" in line:
             port = int(line.split("listening: in tcp://", 1)[1].split()[0].rsplit(":", 1)[1])
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            threading.Thread(target=_each_line, args=(proc.stderr, sink), daemon=True).start()
             return proc, port
-    raise ConfigError(f"the spawned broker did not start (exit code {proc.wait()})")
+    raise ConfigError(
+        f"the spawned broker did not start (exit code {proc.wait()}):\n" + "".join(said[-20:])
+    )
+
+
+def _each_line(stream: Any, sink: Callable[[str], object]) -> None:
+    for line in stream:
+        sink(line)

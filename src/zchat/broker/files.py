@@ -33,22 +33,20 @@ holds. One idle for ``upload_timeout`` is deleted.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import msgspec
 
 from zchat import protocol as p
 from zchat.broker.actions import Actions, Answer
+from zchat.broker.filecheck import Checked, Hashing, behind_the_chat, conclude
 from zchat.broker.filestore import FileStore, StoredFile, UploadRow
 from zchat.broker.limits import FileLimits
 from zchat.broker.presence import Session
@@ -57,7 +55,6 @@ from zchat.broker.store import StorageFull
 from zchat.errors import InvalidInput, ProtocolError
 from zchat.protocol import transfer as t
 from zchat.sharing.disk import write_all
-from zchat.sharing.media import SNIFF_BYTES, sniff
 from zchat.sharing.naming import human_size
 
 log = logging.getLogger("zchat.broker")
@@ -68,10 +65,6 @@ OPEN_IDLE_SECONDS = 60.0
 MAX_LISTED = 100
 # An upload's row is touched on disk at most this often (each chunk touches it in memory).
 TOUCH_SECONDS = 10.0
-# The hashing worker's nice value: below the poll loop's, which serves the chat.
-WORKER_NICENESS = 10
-# How much of a finished upload the worker reads at a time to hash it.
-HASH_BLOCK = 1024 * 1024
 
 
 class RoomAnswer(Answer):
@@ -80,31 +73,6 @@ class RoomAnswer(Answer):
     def __init__(self, room: str, text: str) -> None:
         super().__init__("not-in-room", text)
         self.room = room
-
-
-@dataclass
-class Hashing:
-    """An upload's SHA-256 so far and its first bytes (to tell a picture): made as its
-    chunks land, in the worker thread only, in order (the worker is one thread)."""
-
-    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
-    head: bytearray = field(default_factory=bytearray)
-    failed: str = ""
-
-    def absorb(self, data: bytes | memoryview) -> None:
-        self.digest.update(data)  # hashlib lets go of the GIL for blocks this large
-        if len(self.head) < SNIFF_BYTES:
-            self.head += data[: SNIFF_BYTES - len(self.head)]
-
-    def absorb_file(self, path: Path, length: int) -> None:
-        """The first ``length`` bytes of ``path``: what a resumed upload held already."""
-        try:
-            with path.open("rb") as stream:
-                while length > 0 and (block := stream.read(min(HASH_BLOCK, length))):
-                    self.absorb(block)
-                    length -= len(block)
-        except OSError as exc:
-            self.failed = f"the broker cannot read the upload: {exc.strerror}"
 
 
 @dataclass
@@ -133,16 +101,6 @@ class Fetch:
     secret: str
     touched: float
     served: int = 0  # bytes sent up to: a get asks after them (nothing is asked twice)
-
-
-@dataclass(frozen=True)
-class Checked:
-    """What the worker found of a finished upload."""
-
-    token: str
-    sha256: str
-    media: p.SharedFile | None = None  # width, height and media type, if a picture
-    problem: str = ""
 
 
 @dataclass
@@ -181,7 +139,7 @@ class FileService:
         self._fetches: dict[tuple[bytes, str], Fetch] = {}  # (identity, ask) -> download
         self._busy: Counter[str] = Counter()  # session secret -> its transfers
         self._worker = ThreadPoolExecutor(
-            1, thread_name_prefix="zchat-files", initializer=_behind_the_chat
+            1, thread_name_prefix="zchat-files", initializer=behind_the_chat
         )
         self._checked: deque[Checked] = deque()
         for stray in store.strays():
@@ -427,7 +385,7 @@ class FileService:
         upload.checking = True
         upload.pending.clear()  # the worker takes them in order: the conclusion comes last
         token, sha256, size = upload.row.token, upload.sha256, upload.row.size
-        future = self._worker.submit(_conclude, upload.hashing, token, sha256, size)
+        future = self._worker.submit(conclude, upload.hashing, token, sha256, size)
         future.add_done_callback(self._done)
 
     def _done(self, future: Future[Checked]) -> None:
@@ -616,36 +574,3 @@ class FileService:
     def _refuse(self, identity: bytes, ask: str, code: str, text: str, room: str = "") -> None:
         self.counts.dropped[code] += 1
         self._answer(identity, t.Refusal(ask=ask, code=code, text=text, room=room))
-
-
-def _behind_the_chat() -> None:
-    """The worker thread yields the CPU to the poll loop (Linux: a thread has its own
-    nice value): hashing a file must not slow the chat's lines."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
-
-
-def _conclude(hashing: Hashing, token: str, sha256: str, size: int) -> Checked:
-    """The verdict on a finished upload (in the worker thread, after all its chunks)."""
-    try:
-        return _verdict(hashing, token, sha256, size)
-    except Exception as exc:  # a bug must cost this upload, never the loop's answer
-        log.exception("checking an upload failed")
-        return Checked(token, sha256, problem=f"the broker failed to check the upload: {exc}")
-
-
-def _verdict(hashing: Hashing, token: str, sha256: str, size: int) -> Checked:
-    if hashing.failed:
-        return Checked(token, sha256, problem=hashing.failed)
-    found = hashing.digest.hexdigest()
-    if (sha256 and found != sha256) or (not sha256 and size):
-        return Checked(
-            token, found,
-            problem=f"the bytes received do not match their SHA-256 ({sha256[:12]}…): not stored",
-        )  # fmt: skip
-    media = sniff(bytes(hashing.head))
-    if media is None:
-        return Checked(token, found)
-    return Checked(
-        token, found, p.SharedFile(0, "-", 0, found, media.media, media.width, media.height)
-    )

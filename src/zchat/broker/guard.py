@@ -51,17 +51,15 @@ step (see Broker._drain_subscriptions).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from zchat.broker.identity import keyed
 from zchat.broker.limits import Bucket, RateLimit
+from zchat.broker.peers import bytes_acked, peer_of, shut
 from zchat.protocol.topics import INBOX_PREFIX
 
 log = logging.getLogger("zchat.broker")
@@ -99,11 +97,6 @@ RECONCILE_SECONDS = 10.0  # how often records are checked against the descriptor
 HANDSHAKE_SECONDS = 5.0
 LOG_EVERY_SECONDS = 60.0  # at most one log line per kind of cut in this long
 MAX_PENALTIES = 10_000  # addresses remembered at once; past it the oldest go
-
-# struct tcp_info (linux/tcp.h): tcpi_bytes_acked is the u64 at offset 120.
-_TCP_INFO_BYTES = 136
-_BYTES_ACKED = struct.Struct("=Q")
-_BYTES_ACKED_AT = 120
 
 
 @dataclass(frozen=True)
@@ -314,7 +307,7 @@ class ConnectionGuard:
         if conn.peer is None:
             return True
         if conn.acked < 0:  # the first answer: what the peer acknowledged before is not ours
-            acked = _bytes_acked(fd)
+            acked = bytes_acked(fd)
             conn.acked = acked if acked is not None else -1
         conn.unread += size
         owner = conn.owner
@@ -336,7 +329,7 @@ class ConnectionGuard:
                 self._settle(fd, conn)
 
     def _settle(self, fd: int, conn: Connection) -> None:
-        acked = _bytes_acked(fd)
+        acked = bytes_acked(fd)
         if acked is None:
             return
         before = conn.unread
@@ -370,7 +363,7 @@ class ConnectionGuard:
         if not self.limits.enabled:
             return
         known = self._connections.get(fd)
-        if known is not None and (known.cut or known.peer is None or _peer_of(fd) != known.peer):
+        if known is not None and (known.cut or known.peer is None or peer_of(fd) != known.peer):
             self._forget(fd)  # the record of a connection whose close was not reported
         conn = self._connection(fd, now, None)
         if conn is None or conn.peer is None:
@@ -391,7 +384,7 @@ class ConnectionGuard:
     def closed(self, fd: int) -> None:
         """The monitor says libzmq closed the descriptor ``fd`` (or lost its peer)."""
         conn = self._connections.get(fd)
-        if conn is not None and (conn.cut or conn.peer is None or _peer_of(fd) != conn.peer):
+        if conn is not None and (conn.cut or conn.peer is None or peer_of(fd) != conn.peer):
             self._forget(fd)  # else the event is late: fd is already another connection
 
     def expire(self, now: float) -> None:
@@ -419,7 +412,7 @@ class ConnectionGuard:
     def _reconcile(self, now: float) -> None:
         self._reconciled = now
         for fd, conn in list(self._connections.items()):
-            if conn.peer is None or _peer_of(fd) != conn.peer:
+            if conn.peer is None or peer_of(fd) != conn.peer:
                 self._forget(fd)
 
     def _connection(
@@ -441,7 +434,7 @@ class ConnectionGuard:
                     conn = None
         if conn is None:
             conn = self._connections[fd] = Connection(
-                _peer_of(fd),
+                peer_of(fd),
                 Bucket.full(self.limits.subscription_limit, now),
                 Bucket.full(self.frame_limit, now),
             )
@@ -513,11 +506,10 @@ class ConnectionGuard:
         """Cut ``fd`` if it still is ``conn``'s peer; penalise its key (secure mode) or
         its address. False."""
         conn.cut = True
-        if conn.peer is None or _peer_of(fd) != conn.peer:
+        if conn.peer is None or peer_of(fd) != conn.peer:
             self._forget(fd)  # another connection now: nothing to cut
             return False
-        with contextlib.suppress(OSError), _borrowed(fd) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
+        shut(fd)
         self._disown(fd, conn)  # what it held is no longer its owner's, nor its address's
         self._unaddress(fd, conn.peer[0])
         self.cuts[why] += 1
@@ -563,39 +555,3 @@ _REASONS = {
     "barred": "came with a banned or withdrawn key",
     "connections": "went past the bounds on connections",
 }
-
-
-@contextlib.contextmanager
-def _borrowed(fd: int) -> Iterator[socket.socket]:
-    """A socket object for libzmq's descriptor ``fd``, given back (never closed) after;
-    OSError if ``fd`` is not a socket."""
-    sock = socket.socket(fileno=fd)
-    try:
-        yield sock
-    finally:
-        sock.detach()  # the descriptor stays libzmq's
-
-
-def _peer_of(fd: int) -> tuple[str, int] | None:
-    """The TCP peer of ``fd`` (ip, port), or None if it is not a connected TCP socket."""
-    try:
-        with _borrowed(fd) as sock:
-            peer = sock.getpeername()
-    except OSError:
-        return None
-    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
-
-
-def _bytes_acked(fd: int) -> int | None:
-    """How many bytes the peer of ``fd`` has acknowledged (Linux TCP_INFO), or None."""
-    tcp_info = getattr(socket, "TCP_INFO", None)
-    if tcp_info is None:
-        return None
-    try:
-        with _borrowed(fd) as sock:
-            info = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, _TCP_INFO_BYTES)
-    except OSError:
-        return None
-    if len(info) < _BYTES_ACKED_AT + _BYTES_ACKED.size:
-        return None
-    return int(_BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0])

@@ -32,6 +32,7 @@ from zchat.broker.descriptors import connection_budget, raise_open_files_limit
 from zchat.broker.fileport import FilePort
 from zchat.broker.files import FileService
 from zchat.broker.filestore import FileStore
+from zchat.broker.frames import connection_serial, descriptor, peer_address
 from zchat.broker.guard import Connection, ConnectionGuard
 from zchat.broker.keyport import KeyPort
 from zchat.broker.limits import (
@@ -43,7 +44,7 @@ from zchat.broker.operator import Operator
 from zchat.broker.policy import AccountsPolicy
 from zchat.broker.reloading import KeyReload, LoadKeys
 from zchat.broker.rules import Actions, BrokerRules
-from zchat.broker.security import CONNECTION_PROPERTY, KeyAuthenticator, OpenGate
+from zchat.broker.security import KeyAuthenticator, OpenGate
 from zchat.broker.store import HistoryStore, StorageFull
 from zchat.keys import KeyRing, load_keyring, own_keyring
 from zchat.protocol.hello import encode_broker_hello, fingerprint
@@ -175,7 +176,7 @@ class Broker(Binding, Operator):
 
     def _serve_files(self, config: BrokerConfig) -> FileService:
         """What serves the file port (fileport.py, files.py)."""
-        self._fileport = FilePort(self._files, self.guard, self._user, _descriptor)
+        self._fileport = FilePort(self._files, self.guard, self._user, descriptor)
         store = FileStore(self.store, config.files)
         send = self._fileport.send
         return FileService(store, self.rules, config.file_limits, send, self._wake)
@@ -310,9 +311,9 @@ class Broker(Binding, Operator):
                 # guard cuts the sender, and the connections whose subscriptions were
                 # not applied, which then subscribe again).
                 self._misaligned = True
-            now, fd, user = time.monotonic(), _descriptor(frame), self._user(frame)
+            now, fd, user = time.monotonic(), descriptor(frame), self._user(frame)
             if fd is not None:
-                serial = _serial(frame)
+                serial = connection_serial(frame)
                 if user is not None and data[:1] == b"\x01" and self._barred(user):
                     self._drop_barred(fd, now, user, serial)  # nothing it asks is applied
                     continue
@@ -361,15 +362,15 @@ class Broker(Binding, Operator):
             while frame.more:  # not a client's: read it all, for the rules to drop
                 frame = self._in.recv(copy=False)
                 payload.append(frame.bytes)
-            now, fd, user = time.monotonic(), _descriptor(frame), self._user(frame)
+            now, fd, user = time.monotonic(), descriptor(frame), self._user(frame)
             if fd is not None:
-                serial = _serial(frame)
+                serial = connection_serial(frame)
                 if user is not None and self._barred(user):
                     self._drop_barred(fd, now, user, serial)
                     continue
                 if not self.guard.frame(fd, now, user, serial):
                     continue
-            peer = functools.partial(_peer_address, frame)  # asked for joins and drops only
+            peer = functools.partial(peer_address, frame)  # asked for joins and drops only
             batch.extend(self._guarded(self.rules.on_inbound, payload, peer, now, user))
             if now > until:
                 break
@@ -471,33 +472,6 @@ class Broker(Binding, Operator):
         if hasattr(self, "files"):
             self.files.close()
         self.store.close()
-
-
-def _peer_address(frame: zmq.Frame) -> str | None:
-    """The address a frame came from (None for frames libzmq made up itself)."""
-    try:
-        return str(frame.get("Peer-Address"))
-    except zmq.ZMQError:
-        return None
-
-
-def _descriptor(frame: zmq.Frame) -> int | None:
-    """The file descriptor of the connection a frame came in on; None for frames libzmq
-    made up itself (the unsubscriptions of a closed connection)."""
-    try:
-        fd = int(frame.get(zmq.SRCFD))
-    except zmq.ZMQError:
-        return None
-    return fd if fd >= 0 else None
-
-
-def _serial(frame: zmq.Frame) -> int:
-    """The number the ZAP handler gave the frame's connection (0 if none: the broker's
-    own sockets, in tests, may have no handler)."""
-    try:
-        return int(frame.get(CONNECTION_PROPERTY))
-    except (zmq.ZMQError, ValueError):
-        return 0
 
 
 def _trim_memory() -> None:
