@@ -30,6 +30,7 @@ from zchat import Client
 from zchat import protocol as p
 from zchat.admin import default_path, request
 from zchat.bench import spawn_broker
+from zchat.broker.limits import DEFAULT_BURST, DEFAULT_RATE
 from zchat.client.transport import Keys
 from zchat.keys import keygen
 
@@ -199,11 +200,19 @@ def room_loop(run: Run, until: float) -> int:
     return turns * 2
 
 
-def non_reader(run: Run, until: float) -> int:
-    with run.client("Bob") as bob:  # a room of lines that are 12 kB each when stored
-        for _ in range(300):
+def fill_the_room(run: Run) -> None:
+    """Bob says 300 lines of 4,096 control characters (12 kB each when stored) within
+    the default flood limit: the burst at once, then the rate (about 13 s)."""
+    with run.client("Bob") as bob:
+        for index in range(300):
+            if index >= DEFAULT_BURST:
+                PAUSE.wait(1 / DEFAULT_RATE)
             bob.send("\x01" * 4096)
-        bob.flush(30)
+        if not bob.flush(30):
+            raise SystemExit("the broker did not take Bob's lines:\n" + "".join(run.broker.log))
+
+
+def non_reader(run: Run, until: float) -> int:
     push = run.attacker(zmq.PUSH, 0)
     sub = run.attacker(zmq.SUB, 1, rcvhwm=1)
     sub.setsockopt(zmq.RCVBUF, 4096)
@@ -214,13 +223,16 @@ def non_reader(run: Run, until: float) -> int:
     sub.poll(5000)
     asks = (p.GetHistory(secret, "general", 0, 0, 1000, f"h{i}") for i in range(MAX_SENDS))
     sent = 0
-    while time.monotonic() < until:
-        sent += send_all(
-            push, (p.encode_client(a)[0] for a in asks), min(until, time.monotonic() + 0.05)
-        )
-        PAUSE.wait(0.01)  # paced: within the flood limit
+    for ask in asks:  # within the flood limit: what stops it must be the unread bound
+        if time.monotonic() >= until:
+            break
+        sent += send_all(push, iter([p.encode_client(ask)[0]]), until)
+        PAUSE.wait(1 / DEFAULT_RATE)
     return sent
 
+
+# What an attack needs in place before its time starts.
+SETUPS: dict[str, Callable[[Run], None]] = {"non-reader": fill_the_room}
 
 ATTACKS: dict[str, Callable[[Run, float], int]] = {
     "junk-backlog": junk_backlog,
@@ -242,7 +254,7 @@ def p50_latency(client: Client, lines: int = 20) -> float:
         deadline = started + 5.0
         while time.monotonic() < deadline:
             msg = client.receive(timeout=deadline - time.monotonic())
-            if msg is not None and msg.id == sent:
+            if msg is not None and msg.sender == client.name and msg.id == sent:
                 break
         times.append(time.monotonic() - started)
     return statistics.median(times)
@@ -278,6 +290,7 @@ def measure(name: str, seconds: float, keys: Path | None, folder: Path) -> dict[
                         failed += 1
                     stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
+            SETUPS.get(name, lambda run: None)(run)
             joiner = threading.Thread(target=legitimate, daemon=True)
             joiner.start()
             started = time.monotonic()

@@ -132,7 +132,7 @@ def echoes(client: Client, until: float) -> list[float]:
         deadline = started + 5.0
         while (left := deadline - time.monotonic()) > 0:
             msg = client.receive(timeout=left)
-            if msg is not None and msg.id == sent:
+            if msg is not None and msg.sender == client.name and msg.id == sent:
                 break
         times.append(time.monotonic() - started)
         next_line = started + 1 / CHAT_RATE
