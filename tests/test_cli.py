@@ -20,10 +20,10 @@ from support import (
     expect_message,
     listening_ports,
     read_only,
-    run_zchat,
     start_broker,
     zchat_command,
 )
+from support import run_zchat as run
 from zchat import Client
 from zchat.broker.store import HistoryStore
 from zchat.cli import main
@@ -32,10 +32,6 @@ from zchat.client.terminal import COMMANDS, MARKUP
 MakeClient = Callable[..., Client]
 TIME_LINE = r"^\[\d\d:\d\d:\d\d\] "
 FULL_LINE = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "
-
-
-def run(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    return run_zchat(*args, stdin=stdin, timeout=30, **env)
 
 
 def join(port: int, name: str, *args: str) -> Proc:

@@ -145,6 +145,12 @@ class Connection:
     user: str | None = None  # the key it came with (secure mode)
     serial: int = 0  # the ZAP handler's number for it (security.py), from its first frame
 
+    def still_at(self, fd: int) -> tuple[str, int] | None:
+        """Its peer, if descriptor ``fd`` still is this connection; None if the peer
+        there is not the one first seen (the descriptor was closed, perhaps reused), or
+        was never known."""
+        return self.peer if self.peer is not None and peer_of(fd) == self.peer else None
+
 
 class ConnectionGuard:
     """Per-connection accounting for the broker's two sockets, and cuts."""
@@ -363,7 +369,7 @@ class ConnectionGuard:
         if not self.limits.enabled:
             return
         known = self._connections.get(fd)
-        if known is not None and (known.cut or known.peer is None or peer_of(fd) != known.peer):
+        if known is not None and (known.cut or known.still_at(fd) is None):
             self._forget(fd)  # the record of a connection whose close was not reported
         conn = self._connection(fd, now, None)
         if conn is None or conn.peer is None:
@@ -384,7 +390,7 @@ class ConnectionGuard:
     def closed(self, fd: int) -> None:
         """The monitor says libzmq closed the descriptor ``fd`` (or lost its peer)."""
         conn = self._connections.get(fd)
-        if conn is not None and (conn.cut or conn.peer is None or peer_of(fd) != conn.peer):
+        if conn is not None and (conn.cut or conn.still_at(fd) is None):
             self._forget(fd)  # else the event is late: fd is already another connection
 
     def expire(self, now: float) -> None:
@@ -412,7 +418,7 @@ class ConnectionGuard:
     def _reconcile(self, now: float) -> None:
         self._reconciled = now
         for fd, conn in list(self._connections.items()):
-            if conn.peer is None or peer_of(fd) != conn.peer:
+            if conn.still_at(fd) is None:
                 self._forget(fd)
 
     def _connection(
@@ -506,15 +512,16 @@ class ConnectionGuard:
         """Cut ``fd`` if it still is ``conn``'s peer; penalise its key (secure mode) or
         its address. False."""
         conn.cut = True
-        if conn.peer is None or peer_of(fd) != conn.peer:
+        peer = conn.still_at(fd)
+        if peer is None:
             self._forget(fd)  # another connection now: nothing to cut
             return False
         shut(fd)
         self._disown(fd, conn)  # what it held is no longer its owner's, nor its address's
-        self._unaddress(fd, conn.peer[0])
+        self._unaddress(fd, peer[0])
         self.cuts[why] += 1
         now = self.clock()
-        who = _owner_name(conn.user, conn.peer)
+        who = _owner_name(conn.user, peer)
         if penalise:
             if len(self._penalties) >= MAX_PENALTIES:
                 del self._penalties[next(iter(self._penalties))]
@@ -522,7 +529,7 @@ class ConnectionGuard:
         if now - self._logged.get(why, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
             self._logged[why] = now
             refused = f"; {who} is refused for {self.limits.penalty_seconds:g} s" * penalise
-            log.warning("cut a connection from %s:%d that %s%s", *conn.peer, detail, refused)
+            log.warning("cut a connection from %s:%d that %s%s", *peer, detail, refused)
         else:
             self._unlogged[why] += 1
         return False

@@ -433,7 +433,7 @@ def _send_refused(refusal: Any, open_send: bool, host: str, port: int, timeout: 
 
     if open_send and refusal.code == "wrong-mode" and has_accounts(host, port, timeout):
         plan_login("", None, False, host, port, timeout, False)  # no key or no password
-    raise Failure(str(refusal)) from None  # a secure broker, as the refusal says
+    raise Failure(str(refusal)) from None  # anything else, a secure broker's too: as said
 
 
 def _say_paced(client: Any, pacer: Any, line: str, room: str, timeout: float) -> str | None:
